@@ -1,0 +1,46 @@
+"""The fine-tuning core: typed configs, backbones, data, regularisers and the training engine.
+
+Pure PyTorch: nothing here imports ray or mlflow.
+"""
+
+from finetune.callbacks import Callback, EpochMetrics, FitResult, PrintProgress
+from finetune.config import (
+    BSSConfig,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RegularizerConfig,
+    TrainConfig,
+    config_from_dict,
+    config_from_yaml,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+    resolve_config,
+)
+from finetune.engine import fit
+from finetune.errors import ConfigError, DataError, NonFiniteLossError, WeightsError
+
+__all__ = [
+    "BSSConfig",
+    "Callback",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "EpochMetrics",
+    "FitResult",
+    "ModelConfig",
+    "NonFiniteLossError",
+    "OptimConfig",
+    "PrintProgress",
+    "RegularizerConfig",
+    "TrainConfig",
+    "WeightsError",
+    "config_from_dict",
+    "config_from_yaml",
+    "config_to_dict",
+    "config_to_yaml",
+    "fit",
+    "load_config",
+    "resolve_config",
+]

@@ -1,0 +1,96 @@
+"""Registry of torchvision backbones: how to build each, its pooled feature size, its weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+from torchvision.models import WeightsEnum
+
+from finetune.config import ModelConfig
+from finetune.errors import ConfigError, WeightsError
+from finetune.model import Classifier
+from finetune.weights import file_state_dict, torchvision_state_dict
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """``build`` returns a torchvision model; ``to_features`` turns it into a pooled extractor."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    weights: type[WeightsEnum]
+    feature_dim: int
+    to_features: Callable[[nn.Module], nn.Module]
+
+
+def _mobilenet_features(model: nn.Module) -> nn.Module:
+    assert isinstance(model, models.MobileNetV2)
+    return nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+def _resnet_features(model: nn.Module) -> nn.Module:
+    assert isinstance(model, models.ResNet)
+    model.fc = nn.Identity()  # type: ignore[assignment]
+    return model
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    BACKBONES[spec.name] = spec
+    return spec
+
+
+register_backbone(BackboneSpec("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights, 1280, _mobilenet_features))
+register_backbone(BackboneSpec("resnet18", models.resnet18, models.ResNet18_Weights, 512, _resnet_features))
+register_backbone(BackboneSpec("resnet50", models.resnet50, models.ResNet50_Weights, 2048, _resnet_features))
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ConfigError(f"model.backbone: unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name]
+
+
+def check_weights_name(config: ModelConfig) -> None:
+    """Fail fast on a weights value that is neither a known torchvision name nor an existing file."""
+    spec = backbone_spec(config.backbone)
+    if config.weights is None or config.weights in spec.weights.__members__:
+        return
+    if not Path(config.weights).is_file():
+        names = ", ".join(spec.weights.__members__)
+        raise ConfigError(
+            f"model.weights: {config.weights!r} is neither a {config.backbone} weights name ({names}) nor an existing file"
+        )
+
+
+def _pretrained_state(config: ModelConfig, spec: BackboneSpec) -> Mapping[str, torch.Tensor] | None:
+    if config.weights is None:
+        return None
+    if config.weights in spec.weights.__members__:
+        return torchvision_state_dict(spec.weights[config.weights])
+    return file_state_dict(config.weights)
+
+
+def build_classifier(config: ModelConfig, num_classes: int) -> Classifier:
+    """A :class:`Classifier` with the configured backbone, pretrained weights loaded, and a new head."""
+    spec = backbone_spec(config.backbone)
+    check_weights_name(config)
+    model = spec.build()
+    state = _pretrained_state(config, spec)
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise WeightsError(
+                f"model.weights: {config.weights} does not fit {config.backbone} ({first}); "
+                "use weights saved from the same architecture"
+            ) from None
+    return Classifier(spec.to_features(model), spec.feature_dim, num_classes)

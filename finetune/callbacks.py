@@ -1,0 +1,73 @@
+"""How the engine reports: callbacks receive typed per-epoch metrics and the final result."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import IO, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch produced. ``test_acc`` is set on the last epoch only (best-val checkpoint)."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    terms: dict[str, float]  # mean of each loss term over the epoch: "ce", "l2", "bss", ...
+    val_acc: float
+    best_val_acc: float
+    best_epoch: int
+    smallest_singular_values: list[float]  # of the last training batch's features, ascending
+    lr: float
+    seconds: float
+    test_acc: float | None = None
+
+    def flat(self) -> dict[str, float]:
+        """Flat numeric metrics, the names used in Tune results, MLflow and the Parquet table."""
+        out: dict[str, float] = {
+            k: float(v) for k, v in asdict(self).items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        out.update({f"loss_{k}": v for k, v in self.terms.items()})
+        out.update({f"sv_min_{i + 1}": v for i, v in enumerate(self.smallest_singular_values)})
+        return out
+
+
+@dataclass
+class FitResult:
+    best_val_acc: float
+    best_epoch: int
+    test_acc: float
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, metrics: EpochMetrics) -> None: ...
+
+    def on_fit_end(self, result: FitResult) -> None: ...
+
+
+class PrintProgress:
+    """A plain progress printer for ``study train``."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        terms = " ".join(f"{k}={v:.4f}" for k, v in metrics.terms.items())
+        print(
+            f"epoch {metrics.epoch}: loss={metrics.train_loss:.4f} ({terms}) val_acc={metrics.val_acc:.4f} "
+            f"sv_min={metrics.smallest_singular_values[0]:.3g} [{metrics.seconds:.1f}s]",
+            file=self.stream,
+            flush=True,
+        )
+
+    def on_fit_end(self, result: FitResult) -> None:
+        print(
+            f"best val_acc={result.best_val_acc:.4f} at epoch {result.best_epoch}; test_acc={result.test_acc:.4f}",
+            file=self.stream,
+            flush=True,
+        )

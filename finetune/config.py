@@ -1,0 +1,280 @@
+"""The typed, frozen configuration tree of one fine-tuning run.
+
+There is exactly one adapter from the flat, dotted dictionaries that Tune and Optuna
+produce (``{"bss.k": 2}``) to this tree: :func:`resolve_config`. Every run's resolved
+config round-trips through YAML (:func:`config_to_yaml` / :func:`config_from_yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from finetune.errors import ConfigError
+
+
+def _check(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, how many of them, and at what size."""
+
+    dataset: str = "embedded-fashion-mnist"
+    root: str | None = None
+    sampling_rate: float = 0.15
+    image_size: int = 64
+    batch_size: int = 32
+    eval_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.sampling_rate <= 1.0, "data.sampling_rate",
+               f"must be in (0, 1], got {self.sampling_rate}; use e.g. 0.15 for 15% per class")  # fmt: skip
+        _check(self.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {self.image_size}")
+        _check(self.batch_size >= 2, "data.batch_size", f"must be >= 2, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone architecture and where its pretrained weights come from.
+
+    ``weights`` is a torchvision weights name (``IMAGENET1K_V1``), a path to a state-dict
+    file, or ``None`` for random initialisation (tests only: no transfer happens then).
+    """
+
+    backbone: str = "mobilenet_v2"
+    weights: str | None = "IMAGENET1K_V1"
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    """The base regulariser (``l2`` or ``l2sp``) and its coefficients.
+
+    ``alpha`` weighs the squared norm of the weights (all weights for ``l2``; the new head
+    for ``l2sp``); ``beta`` weighs the distance of the backbone to its pretrained weights.
+    """
+
+    name: str = "l2"
+    alpha: float = 0.01
+    beta: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check(self.alpha >= 0, "regularizer.alpha", f"must be >= 0, got {self.alpha}")
+        _check(self.beta >= 0, "regularizer.beta", f"must be >= 0, got {self.beta}")
+
+
+@dataclass(frozen=True)
+class BSSConfig:
+    """Batch Spectral Shrinkage (Eq. 8): eta * sum of the k smallest squared singular values."""
+
+    enabled: bool = False
+    k: int = 1
+    eta: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1, got {self.k!r}")
+        _check(math.isfinite(self.eta) and self.eta > 0, "bss.eta",
+               f"must be > 0, got {self.eta}; the paper uses 0.001")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with the new head at ``lr`` and the pretrained backbone at ``lr * backbone_lr_ratio``."""
+
+    lr: float = 0.01
+    backbone_lr_ratio: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    epochs: int = 5
+    steps_per_epoch: int | None = None
+    lr_decay_epochs: tuple[int, ...] = ()
+    lr_decay_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _check(self.backbone_lr_ratio >= 0, "optim.backbone_lr_ratio", f"must be >= 0, got {self.backbone_lr_ratio}")
+        _check(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "optim.steps_per_epoch",
+               f"must be >= 1 or null (one pass over the data), got {self.steps_per_epoch}")  # fmt: skip
+        _check(0 < self.lr_decay_factor <= 1, "optim.lr_decay_factor", f"must be in (0, 1], got {self.lr_decay_factor}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one fine-tuning run needs; saved with every run and runnable again."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    bss: BSSConfig = field(default_factory=BSSConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.bss.enabled:
+            _check(self.bss.k < self.data.batch_size, "bss.k",
+                   f"must be smaller than data.batch_size ({self.data.batch_size}), got {self.bss.k}; "
+                   "lower bss.k or raise data.batch_size")  # fmt: skip
+        _check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert a YAML/Tune value to the annotated type, or raise a ConfigError naming ``where``."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return build_dataclass(hint, value, where)  # type: ignore[arg-type]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: must not be null")
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, _) = typing.get_args(hint)
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {where}")
+
+
+def build_dataclass(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
+    """Build a (nested) frozen dataclass from a mapping: unknown keys and wrong types raise
+    a :class:`ConfigError` naming the dotted field; missing keys take their defaults."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in values:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{where}: unknown key; known keys here are {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs  # type: ignore[arg-type]
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    if missing:
+        where = ", ".join(f"{prefix}.{m}" if prefix else m for m in missing)
+        raise ConfigError(f"{where}: required but missing")
+    return cls(**kwargs)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from a nested mapping (missing keys take defaults)."""
+    return build_dataclass(TrainConfig, values)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Nested plain-Python dict (lists instead of tuples) suitable for YAML and JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))  # type: ignore[no-any-return]
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"bss": {"k": 1}}`` -> ``{"bss.k": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"bss.k": 1}`` -> ``{"bss": {"k": 1}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: '{part}' is a value, not a section")
+        node[leaf] = value
+    return nested
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_config(base: Mapping[str, Any], flat_overrides: Mapping[str, Any]) -> TrainConfig:
+    """The one adapter from Tune/Optuna's flat dotted parameters onto a base config."""
+    return config_from_dict(_merge(base, unflatten(flat_overrides)))
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def config_from_yaml(text: str, source: str = "<config>") -> TrainConfig:
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of config sections at the top level")
+    return config_from_dict(values)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: no file at {path}; pass the path of a config YAML such as <study>/best.yaml")
+    return config_from_yaml(path.read_text(), str(path))

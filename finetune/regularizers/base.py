@@ -1,0 +1,75 @@
+"""The one interface every regulariser implements, and the registry that builds them from a config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from finetune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from finetune.config import TrainConfig
+    from finetune.model import Classifier
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What a regulariser may look at in one training step."""
+
+    model: Classifier
+    images: torch.Tensor
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+class Regularizer(nn.Module):
+    """A penalty term: ``forward(state) -> scalar tensor``, added to the task loss."""
+
+    def forward(self, state: StepState) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+Factory = Callable[["Classifier", "TrainConfig"], Regularizer]
+
+
+@dataclass(frozen=True)
+class RegularizerEntry:
+    name: str
+    description: str
+    from_config: Factory
+    base: bool  # True: chosen by ``regularizer.name``; False: an add-on enabled by its own section
+
+
+REGISTRY: dict[str, RegularizerEntry] = {}
+
+
+def register(name: str, description: str, *, base: bool) -> Callable[[Factory], Factory]:
+    def decorator(factory: Factory) -> Factory:
+        REGISTRY[name] = RegularizerEntry(name, description, factory, base)
+        return factory
+
+    return decorator
+
+
+def base_regularizer_names() -> list[str]:
+    return sorted(name for name, entry in REGISTRY.items() if entry.base)
+
+
+def check_regularizer_name(name: str) -> None:
+    if name not in REGISTRY or not REGISTRY[name].base:
+        raise ConfigError(f"regularizer.name: unknown regulariser {name!r}; choose one of {', '.join(base_regularizer_names())}")
+
+
+def active_terms(config: TrainConfig) -> list[str]:
+    """Names of the penalty terms a config asks for (the base regulariser, then add-ons)."""
+    check_regularizer_name(config.regularizer.name)
+    return [config.regularizer.name] + (["bss"] if config.bss.enabled else [])
+
+
+def build_regularizers(model: Classifier, config: TrainConfig) -> nn.ModuleDict:
+    """One module per active term, keyed by name; ``.to()`` and ``state_dict`` see them all."""
+    return nn.ModuleDict({name: REGISTRY[name].from_config(model, config) for name in active_terms(config)})

@@ -1,0 +1,49 @@
+"""Named Optuna define-by-run search spaces.
+
+A space is a function ``space(trial) -> dict | None`` that calls ``trial.suggest_*`` with
+dotted config names (``"bss.k"``); Ray's OptunaSearch records every suggestion as a flat
+Tune parameter, and :func:`finetune.resolve_config` maps them onto the base config.
+Conditional parameters are simply suggested inside an ``if``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+SpaceFn = Callable[[optuna.Trial], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    define: SpaceFn
+
+
+SPACES: dict[str, SearchSpace] = {}
+
+
+def register_space(name: str, description: str) -> Callable[[SpaceFn], SpaceFn]:
+    def decorator(fn: SpaceFn) -> SpaceFn:
+        SPACES[name] = SearchSpace(name, description, fn)
+        return fn
+
+    return decorator
+
+
+def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        raise KeyError(name)
+    return SPACES[name]
+
+
+def sample_params(space: SearchSpace, seed: int = 0) -> dict[str, Any]:
+    """One draw from ``space`` in a throwaway in-memory study (for validation before launch)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    constants = space.define(trial) or {}
+    return {**trial.params, **constants}

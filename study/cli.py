@@ -1,0 +1,143 @@
+"""``study``: the command-line interface. Side effects (Ray, printing, exit codes) live here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from finetune import ConfigError, DataError, NonFiniteLossError, PrintProgress, WeightsError, fit, load_config
+from study.errors import StudyError
+from study.spec import StudySpec, load_spec
+
+USER_ERRORS = (StudyError, ConfigError, DataError, WeightsError)
+
+
+@contextmanager
+def ray_session(spec: StudySpec) -> Iterator[None]:
+    """Start Ray in-process (or join ``ray_address``) for the duration of a study."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if spec.ray_address:
+        ray.init(address=spec.ray_address, logging_level="WARNING")
+    else:
+        ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    return [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", f"sqlite:///{study_dir.resolve() / 'mlflow.db'}",
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from study.driver import run_study
+
+    spec = load_spec(args.spec)
+    if spec.tracking_uri is None:
+        print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
+    with ray_session(spec):
+        outcome = run_study(spec)
+    if outcome.already_complete:
+        from study.results import format_table
+
+        print(format_table(outcome.table))
+        print(f"study already complete in {outcome.study_dir} (delete the folder to run it again)")
+    elif outcome.best is not None:
+        b = outcome.best
+        params = ", ".join(f"{k}={v}" for k, v in sorted(b.params.items()))
+        test = b.metrics.get("test_acc")
+        print(f"\nbest trial {b.trial_id}: val_acc={b.metrics['best_val_acc']:.4f}"
+              + (f" test_acc={test:.4f}" if isinstance(test, float) else "") + f"  ({params})")  # fmt: skip
+    else:
+        print("\nno trial reported a validation accuracy; see the errors in the table above")
+    if outcome.best_config_path is not None:
+        print(f"best config: {outcome.best_config_path}")
+        print(f"rerun it:    study train --config {shlex.quote(str(outcome.best_config_path))}")
+    print(f"results:     {outcome.study_dir / 'trials.parquet'}")
+    if spec.tracking_uri is None:
+        print(f"MLflow UI:   study ui {shlex.quote(str(outcome.study_dir))}   (serves http://127.0.0.1:5000)")
+    else:
+        print(f"MLflow:      {spec.tracking_uri}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"training {config.model.backbone} with {config.regularizer.name}"
+          + (f" + BSS(k={config.bss.k}, eta={config.bss.eta})" if config.bss.enabled else ""), flush=True)  # fmt: skip
+    result = fit(config, [PrintProgress()])
+    if args.output:
+        import torch
+
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(result.best_state, out / "best_model.pt")
+        print(f"weights: {out / 'best_model.pt'}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    folder = Path(args.study_dir)
+    if not (folder / "mlflow.db").is_file():
+        raise StudyError(f"STUDY_DIR: no mlflow.db in {folder}; pass the output_dir of a launched study")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving MLflow on {args.host}; anyone who reaches it can read and change runs", file=sys.stderr)
+    command = ui_command(folder, args.host, args.port)
+    print(" ".join(shlex.quote(c) for c in command), flush=True)
+    if args.print_only:
+        return 0
+    os.execv(command[0], command)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description="Hyperparameter studies of BSS fine-tuning on Ray Tune.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("launch", help="run a study from a YAML spec", description="Run a study from a YAML spec.")
+    p.add_argument("spec", help="study spec, e.g. studies/demo.yaml")
+    p.set_defaults(func=cmd_launch)
+    p = sub.add_parser("train", help="one fine-tuning run from a config (no Ray)",
+                       description="One fine-tuning run from a config YAML, e.g. a study's best.yaml.")  # fmt: skip
+    p.add_argument("--config", required=True, help="config YAML (e.g. runs/demo/best.yaml)")
+    p.add_argument("--output", help="folder to save the selected (best-validation) weights in")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("ui", help="open the MLflow UI of a study", description="Serve the MLflow UI of a study.")
+    p.add_argument("study_dir", help="the study's output_dir")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--print-only", action="store_true", help="print the command instead of running it")
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The study's result table (one typed row per trial) and the best configuration."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METRIC_COLUMNS = ("best_val_acc", "best_epoch", "val_acc", "test_acc", "train_loss", "epoch", "time_total_s")
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    trial_id: str
+    status: str  # "finished" or "failed"
+    params: Mapping[str, Any]  # the searched parameters of this trial only
+    metrics: Mapping[str, Any]  # its last reported result
+    mlflow_run_id: str | None = None
+    optuna_trial_number: int | None = None
+    error: str | None = None
+    early_stopped: bool = False
+    checkpoint: str | None = None
+
+
+def _arrow_type(values: Sequence[Any]) -> pa.DataType:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    return pa.string()
+
+
+def _clean(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
+    """Typed columns: identity, status, one ``param.<name>`` per searched parameter (null where
+    it does not apply to a trial), then the metrics."""
+    param_names = sorted({name for row in rows for name in row.params})
+    columns: dict[str, tuple[list[Any], pa.DataType | None]] = {
+        "trial_id": ([r.trial_id for r in rows], pa.string()),
+        "optuna_trial_number": ([r.optuna_trial_number for r in rows], pa.int64()),
+        "mlflow_run_id": ([r.mlflow_run_id for r in rows], pa.string()),
+        "status": ([r.status for r in rows], pa.string()),
+        "early_stopped": ([r.early_stopped for r in rows], pa.bool_()),
+        "error": ([r.error for r in rows], pa.string()),
+        "checkpoint": ([r.checkpoint for r in rows], pa.string()),
+    }
+    for name in param_names:
+        columns[f"param.{name}"] = ([r.params.get(name) for r in rows], None)
+    for name in METRIC_COLUMNS:
+        values = [_clean(r.metrics.get(name)) for r in rows]
+        columns[name] = (values, pa.int64() if name in ("best_epoch", "epoch") else pa.float64())
+    arrays, names = [], []
+    for name, (values, dtype) in columns.items():
+        dtype = dtype or _arrow_type(values)
+        if dtype == pa.string():
+            values = [None if v is None else str(v) for v in values]
+        elif dtype == pa.int64():
+            values = [None if v is None else int(v) for v in values]
+        arrays.append(pa.array(values, type=dtype))
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_suffix(".parquet.partial")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def best_row(rows: Sequence[TrialRow]) -> TrialRow | None:
+    """Highest validation accuracy (never test); ties go to the earlier trial."""
+    candidates = [r for r in rows if _clean(r.metrics.get("best_val_acc")) is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: float(r.metrics["best_val_acc"]))
+
+
+def format_table(table: pa.Table) -> str:
+    """A plain-text table of trials for the terminal."""
+    shown = [c for c in table.column_names if c.startswith("param.")] + ["status", "epoch", "best_val_acc", "test_acc"]
+    header = ["trial"] + [c.removeprefix("param.") for c in shown]
+    lines = [header]
+    data = table.to_pylist()
+    for row in data:
+        cells = [str(row["trial_id"])]
+        for c in shown:
+            v = row[c]
+            if isinstance(v, float):
+                cells.append(f"{v:.4g}")
+            else:
+                cells.append("-" if v is None else str(v))
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)

@@ -1,0 +1,142 @@
+"""Study specs: load a YAML file into a typed, validated :class:`StudySpec` with no side effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune import ConfigError, TrainConfig, config_from_dict, resolve_config
+from finetune.backbones import check_weights_name
+from finetune.config import build_dataclass
+from finetune.data import check_dataset_name
+from finetune.regularizers import check_regularizer_name
+from search_spaces import SPACES, SearchSpace, get_space, sample_params
+from study.errors import StudyError
+
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """Early stopping: ``asha`` (asynchronous successive halving, on epochs) or ``fifo`` (none)."""
+
+    name: str = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """What one trial reserves; fractions of a GPU are allowed."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    output_dir: str
+    search_space: str = "demo"
+    num_samples: int = 8
+    max_concurrent: int = 2
+    seed: int = 0
+    metric: str = "val_acc"
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    tracking_uri: str | None = None
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    base: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    @property
+    def space(self) -> SearchSpace:
+        return get_space(self.search_space)
+
+    @property
+    def base_config(self) -> TrainConfig:
+        return config_from_dict(self.base)
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.study_dir / 'mlflow.db'}"
+
+
+def _fail(field_name: str, message: str) -> StudyError:
+    return StudyError(f"{field_name}: {message}")
+
+
+def validate(spec: StudySpec) -> None:
+    """Every check that can be made before Ray starts; raises StudyError naming the field."""
+    if not spec.name or not spec.name.replace("-", "").replace("_", "").isalnum():
+        raise _fail("name", f"{spec.name!r} must be letters, digits, '-' or '_'")
+    if spec.search_space not in SPACES:
+        raise _fail("search_space", f"unknown space {spec.search_space!r}; choose one of {', '.join(sorted(SPACES))}")
+    if spec.num_samples < 1:
+        raise _fail("num_samples", f"must be >= 1, got {spec.num_samples}")
+    if spec.max_concurrent < 1:
+        raise _fail("max_concurrent", f"must be >= 1, got {spec.max_concurrent}")
+    if spec.metric != "val_acc":
+        raise _fail("metric", f"only val_acc is supported (model selection on validation), got {spec.metric!r}")
+    if spec.scheduler.name not in SCHEDULERS:
+        raise _fail("scheduler.name", f"unknown scheduler {spec.scheduler.name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor < 2:
+        raise _fail("scheduler", "grace_period must be >= 1 and reduction_factor >= 2")
+    if spec.resources.cpu <= 0 or spec.resources.gpu < 0:
+        raise _fail("resources", "cpu must be > 0 and gpu >= 0")
+    try:
+        base = config_from_dict(spec.base)
+        check_regularizer_name(base.regularizer.name)
+        check_dataset_name(base.data.dataset)
+        check_weights_name(base.model)
+    except ConfigError as exc:
+        raise StudyError(f"base.{exc}") from None
+    # every parameter the space suggests must be a real config field with a valid value
+    for seed in range(8):
+        params = sample_params(spec.space, seed=seed)
+        try:
+            resolved = resolve_config(spec.base, params)
+            check_regularizer_name(resolved.regularizer.name)
+        except ConfigError as exc:
+            raise StudyError(
+                f"search_space: {spec.search_space!r} proposes {params}, which the base config rejects ({exc})"
+            ) from None
+
+
+def spec_from_mapping(values: Any, source: str, relative_to: Path) -> StudySpec:
+    if not isinstance(values, dict):
+        raise StudyError(f"{source}: expected a mapping of study settings at the top level")
+    try:
+        spec = build_dataclass(StudySpec, values)
+    except ConfigError as exc:
+        raise StudyError(str(exc)) from None
+    out = Path(spec.output_dir).expanduser()
+    out = (relative_to / out).resolve() if not out.is_absolute() else out.resolve()
+    spec = StudySpec(**{**spec.__dict__, "output_dir": str(out)})
+    validate(spec)
+    return spec
+
+
+def load_spec(path: str | Path, relative_to: Path | None = None) -> StudySpec:
+    """Read and validate a study YAML. ``output_dir`` is resolved against ``relative_to`` (cwd)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"SPEC: no file at {path}; pass a study YAML such as studies/demo.yaml")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return spec_from_mapping(values, str(path), relative_to or Path.cwd())
+
+
+def spec_to_yaml(spec: StudySpec) -> str:
+    from dataclasses import asdict
+
+    return yaml.safe_dump(asdict(spec), sort_keys=False)

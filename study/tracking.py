@@ -1,0 +1,130 @@
+"""MLflow: one parent run per study, one child run per trial, all written from the driver.
+
+The driver is the only writer (a single SQLite writer, no lock contention between trials),
+and the trial -> run mapping is explicit, so a later resume can continue a trial's own run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from finetune import config_to_yaml, resolve_config
+from finetune.config import config_to_dict, flatten
+
+MAX_PARAM_LENGTH = 6000
+NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"}
+
+
+def open_experiment(client: MlflowClient, name: str, artifact_root: Path) -> str:
+    """The experiment's id, creating it with an absolute artifact location if needed."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri()))
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
+
+
+def log_params(client: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None:
+    params = _params(values)
+    for start in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[start : start + 100])
+
+
+class MlflowTrialLogger(Callback):
+    """Tune callback (runs in the driver): a child run per trial under ``parent_run_id``.
+
+    Params: the trial's resolved config, flattened. Artifact: ``config.yaml``. Metrics: every
+    numeric result per epoch (step = epoch). Status: FINISHED (tagged ``early_stopped`` when the
+    scheduler stopped it) or FAILED with the error message as a tag.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        parent_run_id: str,
+        base: Mapping[str, Any],
+        max_epochs: int,
+        optuna_number: Callable[[str], int | None] = lambda _trial_id: None,
+    ) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.base = dict(base)
+        self.max_epochs = max_epochs
+        self.optuna_number = optuna_number
+        self.run_ids: dict[str, str] = {}
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.run_ids:
+            return
+        config = resolve_config(self.base, trial.config)
+        number = self.optuna_number(trial.trial_id)
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            "tune.trial_id": trial.trial_id,
+            "tune.trial_path": str(trial.path or ""),
+            "searched": ",".join(sorted(trial.config)),
+        }
+        if number is not None:
+            tags["optuna.trial_number"] = str(number)
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
+        run_id = run.info.run_id
+        self.run_ids[trial.trial_id] = run_id
+        log_params(self.client, run_id, flatten(config_to_dict(config)))
+        self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in result.items()
+            if k not in NOT_METRICS and isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is not None:
+            self.client.log_batch(run_id, tags=[RunTag("checkpoint", str(checkpoint.path))])
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        self.client.log_batch(run_id, tags=[RunTag("early_stopped", str(epochs < self.max_epochs).lower())])
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        self.client.log_batch(run_id, tags=[RunTag("error", trial_error_message(trial)[:5000])])
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+
+
+def trial_error_message(trial: Trial) -> str:
+    """The last line of the trial's error (its reason), or a placeholder when Ray kept none."""
+    path = trial.error_file
+    if path and Path(path).is_file():
+        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "trial failed; Ray kept no error file"

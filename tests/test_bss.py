@@ -1,0 +1,58 @@
+"""BSS against an independent float64 NumPy SVD: values and gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.regularizers import BatchSpectralShrinkage
+
+
+def numpy_bss(features: np.ndarray, k: int, eta: float) -> tuple[float, np.ndarray]:
+    """eta * sum of the k smallest sigma^2 and its gradient sum_i 2 eta sigma_i u_i v_i^T."""
+    u, s, vt = np.linalg.svd(features.astype(np.float64), full_matrices=False)
+    idx = np.argsort(s)[:k]
+    value = eta * float(np.sum(s[idx] ** 2))
+    grad = sum(2 * eta * s[i] * np.outer(u[:, i], vt[i]) for i in idx)
+    return value, grad
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", [(8, 32), (16, 12), (48, 2048)])
+def test_value_and_gradient_match_float64_svd(k: int, shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(k * 100 + shape[0])
+    features = rng.normal(size=shape) * rng.uniform(0.1, 3.0, size=shape[1])
+    expected, expected_grad = numpy_bss(features, k, eta=1e-3)
+    f = torch.tensor(features, dtype=torch.float64, requires_grad=True)
+    value = BatchSpectralShrinkage(k=k, eta=1e-3).penalty(f)
+    value.backward()
+    assert value.dim() == 0
+    assert value.item() == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(f.grad.numpy(), expected_grad, rtol=1e-6, atol=1e-12)
+
+
+def test_float32_close_to_float64() -> None:
+    features = np.random.default_rng(0).normal(size=(32, 256))
+    expected, _ = numpy_bss(features, 2, 0.01)
+    value = BatchSpectralShrinkage(k=2, eta=0.01).penalty(torch.tensor(features, dtype=torch.float32))
+    assert value.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_takes_the_smallest_not_the_largest() -> None:
+    features = torch.diag(torch.tensor([5.0, 4.0, 3.0, 0.5]))
+    assert BatchSpectralShrinkage(k=1, eta=1.0).penalty(features).item() == pytest.approx(0.25)
+    assert BatchSpectralShrinkage(k=2, eta=2.0).penalty(features).item() == pytest.approx(2 * (0.25 + 9.0))
+
+
+@pytest.mark.parametrize(("k", "eta"), [(0, 1e-3), (-1, 1e-3), (1.5, 1e-3), (1, 0.0), (1, -1e-3)])
+def test_bad_arguments_raise(k: object, eta: float) -> None:
+    with pytest.raises(ValueError, match=r"bss\.(k|eta)"):
+        BatchSpectralShrinkage(k=k, eta=eta)  # type: ignore[arg-type]
+
+
+def test_k_must_be_below_min_of_batch_and_dim() -> None:
+    with pytest.raises(ValueError, match="must be < min"):
+        BatchSpectralShrinkage(k=4).penalty(torch.randn(4, 16))
+    with pytest.raises(ValueError, match=r"shape \(b, d\)"):
+        BatchSpectralShrinkage(k=1).penalty(torch.randn(4, 16, 2))

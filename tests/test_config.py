@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from finetune import ConfigError, TrainConfig, config_from_dict, config_from_yaml, config_to_yaml, resolve_config
+from finetune.config import flatten, unflatten
+
+
+def test_yaml_round_trip() -> None:
+    config = config_from_dict(
+        {"bss": {"enabled": True, "k": 3, "eta": 0.01}, "optim": {"lr_decay_epochs": [3, 6]}, "regularizer": {"name": "l2sp"}}
+    )
+    text = config_to_yaml(config)
+    again = config_from_yaml(text)
+    assert again == config
+    assert config_to_yaml(again) == text
+    assert isinstance(again.optim.lr_decay_epochs, tuple)
+
+
+def test_defaults_and_frozen() -> None:
+    config = config_from_dict({})
+    assert config == TrainConfig()
+    with pytest.raises(AttributeError):
+        config.seed = 3  # type: ignore[misc]
+
+
+def test_resolve_flat_tune_params() -> None:
+    config = resolve_config({"optim": {"epochs": 4}}, {"bss.enabled": True, "bss.k": 2, "optim.lr": 0.05})
+    assert config.bss.k == 2 and config.bss.enabled and config.optim.lr == 0.05 and config.optim.epochs == 4
+
+
+def test_flatten_unflatten_inverse() -> None:
+    nested = {"a": {"b": 1, "c": {"d": 2}}, "e": 3}
+    assert unflatten(flatten(nested)) == nested
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"bss": {"kk": 1}}, "bss.kk"),
+        ({"bogus": 1}, "bogus"),
+        ({"bss": {"eta": 0.0, "enabled": True}}, "bss.eta"),
+        ({"bss": {"eta": -1.0}}, "bss.eta"),
+        ({"bss": {"k": "two"}}, "bss.k"),
+        ({"bss": {"enabled": True, "k": 32}, "data": {"batch_size": 32}}, "bss.k"),
+        ({"data": {"sampling_rate": 1.5}}, "data.sampling_rate"),
+        ({"data": {"sampling_rate": 0}}, "data.sampling_rate"),
+        ({"optim": {"lr": "fast"}}, "optim.lr"),
+        ({"optim": {"epochs": 2.5}}, "optim.epochs"),
+        ({"bss": {"enabled": "yes"}}, "bss.enabled"),
+        ({"data": 3}, "data"),
+    ],
+)
+def test_bad_values_name_the_field(values: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(values)
+    assert str(info.value).startswith(f"{field}:")
+
+
+def test_yaml_errors() -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config_from_yaml("bss: [unclosed", "x.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        config_from_yaml("- 1\n- 2\n", "x.yaml")

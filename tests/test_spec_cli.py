@@ -1,0 +1,91 @@
+"""Bad input is caught before Ray starts: one line naming the field, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.cli import main
+from study.spec import load_spec
+from tests.conftest import REPO
+
+
+def write_spec(tmp_path: Path, **changes: object) -> Path:
+    spec = yaml.safe_load((REPO / "studies" / "demo.yaml").read_text())
+    spec["output_dir"] = str(tmp_path / "out")
+    for key, value in changes.items():
+        node = spec
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_demo_spec_is_valid(tmp_path: Path) -> None:
+    spec = load_spec(REPO / "studies" / "demo.yaml", relative_to=tmp_path)
+    assert spec.num_samples >= 8 and spec.max_concurrent == 2 and spec.base_config.data.sampling_rate == 0.15
+    assert Path(spec.output_dir).is_absolute()
+    assert spec.resolved_tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'demo' / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"search_space": "nope"}, "search_space"),
+        ({"scheduler.name": "pbt"}, "scheduler.name"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"base.bss.eta": -1.0}, "base.bss.eta"),
+        ({"base.bss.enabled": True, "base.bss.k": 32}, "base.bss.k"),
+        ({"base.data.sampling_rate": 1.5}, "base.data.sampling_rate"),
+        ({"base.regularizer.name": "dropout"}, "base.regularizer.name"),
+        ({"base.model.backbone": "vgg99"}, "base.model.backbone"),
+        ({"base.model.weights": "/no/such/weights.pt"}, "base.model.weights"),
+        ({"base.data.dataset": "imagenet22k"}, "base.data.dataset"),
+        ({"base.data.batch_size": 4}, "search_space"),  # the space proposes k up to 4: k >= batch
+    ],
+)
+def test_bad_spec_one_line_exit_2_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict, field: str
+) -> None:
+    path = write_spec(tmp_path, **changes)
+    assert main(["launch", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {field}"), err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_yaml_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    assert main(["launch", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["launch", str(tmp_path / "missing.yaml")]) == 2
+    assert "SPEC: no file" in capsys.readouterr().err
+
+
+def test_train_missing_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: --config: no file")
+
+
+def test_ui_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ui", str(tmp_path)]) == 2
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    assert main(["ui", str(tmp_path), "--print-only"]) == 0
+    out = capsys.readouterr().out
+    assert "--host 127.0.0.1" in out and f"sqlite:///{tmp_path.resolve()}/mlflow.db" in out
+
+
+@pytest.mark.parametrize("verb", ["launch", "train", "ui"])
+def test_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([verb, "--help"])
+    assert info.value.code == 0
+    assert "usage: study" in capsys.readouterr().out

@@ -1,0 +1,84 @@
+"""A real 2-trial study through Ray Tune, Optuna (SQLite) and MLflow (SQLite), then `study train`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from finetune import load_config
+from study.cli import main
+from tests.conftest import REPO, tiny_base
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "study"
+    spec = {
+        "name": "itest",
+        "output_dir": str(out),
+        "search_space": "demo",
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": tiny_base(),
+    }
+    spec_path = tmp_path / "itest.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(spec_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "study ui" in printed and "best config:" in printed
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("itest")
+    assert experiment is not None and experiment.artifact_location == (out / "mlartifacts").as_uri()
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [1, 2]
+        for name in ("loss_ce", "sv_min_1", "train_loss"):
+            assert len(client.get_metric_history(child.info.run_id, name)) == 2
+        assert child.data.params["regularizer.name"] in ("l2", "l2sp")
+        assert "test_acc" in child.data.metrics
+        assert "config.yaml" in [a.path for a in client.list_artifacts(child.info.run_id)]
+        assert Path(child.data.tags["checkpoint"], "best_model.pt").is_file()
+        bss_on = child.data.params["bss.enabled"] == "True"
+        assert ("loss_bss" in child.data.metrics) == bss_on
+
+    table = pq.read_table(out / "trials.parquet")
+    assert table.num_rows == 2 and set(table.column("status").to_pylist()) == {"finished"}
+    assert set(table.column("mlflow_run_id").to_pylist()) == {c.info.run_id for c in children}
+    # a parameter that does not apply to a trial is null
+    for row in table.to_pylist():
+        assert (row["param.bss.k"] is None) == (not row["param.bss.enabled"])
+
+    study = optuna.load_study(study_name="itest", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 2
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    best = load_config(out / "best.yaml")
+    assert best.optim.epochs == 2
+    rerun = subprocess.run(
+        [sys.executable, "-m", "study", "train", "--config", str(out / "best.yaml"), "--output", str(tmp_path / "w")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert "test_acc=" in rerun.stdout and (tmp_path / "w" / "best_model.pt").is_file()
+
+    # the same spec again: nothing is rerun, the finished study is reported
+    assert main(["launch", str(spec_path)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert len(client.search_runs([experiment.experiment_id])) == 3
