@@ -35,7 +35,7 @@ def _mobilenet_features(model: nn.Module) -> nn.Module:
 
 def _resnet_features(model: nn.Module) -> nn.Module:
     assert isinstance(model, models.ResNet)
-    model.fc = nn.Identity()  # type: ignore[assignment]
+    model.fc = nn.Identity()  # type: ignore[assignment,unused-ignore]
     return model
 
 
@@ -47,7 +47,9 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-register_backbone(BackboneSpec("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights, 1280, _mobilenet_features))
+register_backbone(
+    BackboneSpec("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights, 1280, _mobilenet_features)
+)
 register_backbone(BackboneSpec("resnet18", models.resnet18, models.ResNet18_Weights, 512, _resnet_features))
 register_backbone(BackboneSpec("resnet50", models.resnet50, models.ResNet50_Weights, 2048, _resnet_features))
 
@@ -66,7 +68,8 @@ def check_weights_name(config: ModelConfig) -> None:
     if not Path(config.weights).is_file():
         names = ", ".join(spec.weights.__members__)
         raise ConfigError(
-            f"model.weights: {config.weights!r} is neither a {config.backbone} weights name ({names}) nor an existing file"
+            f"model.weights: {config.weights!r} is neither a {config.backbone} weights name ({names}) "
+            "nor an existing file"
         )
 
 

@@ -213,7 +213,7 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(config))  # type: ignore[no-any-return]
+    return plain(dataclasses.asdict(config))  # type: ignore[no-any-return,unused-ignore]
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

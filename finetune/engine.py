@@ -48,7 +48,9 @@ def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.SGD:
 
 
 @torch.no_grad()
-def accuracy(model: Classifier, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device) -> float:
+def accuracy(
+    model: Classifier, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
+) -> float:
     was_training = model.training
     model.eval()
     correct = 0
@@ -93,9 +95,9 @@ def fit(config: TrainConfig, callbacks: Sequence[Callback] = (), device: torch.d
             values = {name: term(state) for name, term in terms.items()}
             loss = ce + sum(values.values(), torch.zeros((), device=device))
             if not torch.isfinite(loss):
+                terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
                 raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {steps + 1} "
-                    f"(ce={float(ce.detach()):.4g}, {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in values.items())}); "
+                    f"non-finite loss at epoch {epoch}, step {steps + 1} (ce={float(ce.detach()):.4g}, {terms_text}); "
                     "lower optim.lr or bss.eta"
                 )
             optimizer.zero_grad(set_to_none=True)

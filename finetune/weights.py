@@ -90,7 +90,7 @@ def file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"model.weights: no file at {path}; give a torchvision weights name or an existing file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
+    except Exception as exc:
         raise WeightsError(f"model.weights: {path} is not a readable PyTorch state dict ({exc})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

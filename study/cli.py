@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -26,9 +27,9 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
         yield
         return
     if spec.ray_address:
-        ray.init(address=spec.ray_address, logging_level="WARNING")
+        ray.init(address=spec.ray_address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level="WARNING")
+        ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield
     finally:
@@ -95,7 +96,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if not (folder / "mlflow.db").is_file():
         raise StudyError(f"STUDY_DIR: no mlflow.db in {folder}; pass the output_dir of a launched study")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving MLflow on {args.host}; anyone who reaches it can read and change runs", file=sys.stderr)
+        print(
+            f"warning: serving MLflow on {args.host}; anyone who reaches it can read and change runs", file=sys.stderr
+        )
     command = ui_command(folder, args.host, args.port)
     print(" ".join(shlex.quote(c) for c in command), flush=True)
     if args.print_only:

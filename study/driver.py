@@ -58,7 +58,9 @@ def check_study_dir(spec: StudySpec) -> bool:
             raise StudyError(f"output_dir: {folder} is not empty and holds no study; choose another output_dir")
         return False
     if spec_file.read_text() != spec_to_yaml(spec):
-        raise StudyError(f"output_dir: {folder} already holds a different study; choose another output_dir or delete it")
+        raise StudyError(
+            f"output_dir: {folder} already holds a different study; choose another output_dir or delete it"
+        )
     if (folder / TRIALS_FILE).is_file():
         return True
     raise StudyError(f"output_dir: {folder} holds an unfinished run of this study; delete the folder to start again")
@@ -142,8 +144,12 @@ def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
     parent = client.create_run(
         experiment_id,
         run_name=f"study-{spec.name}",
-        tags={MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder), "code.version": code_version(),
-              **package_versions()},  # fmt: skip
+        tags={
+            MLFLOW_RUN_NAME: f"study-{spec.name}",
+            "study.dir": str(folder),
+            "code.version": code_version(),
+            **package_versions(),
+        },
     )
     parent_id = parent.info.run_id
     spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
@@ -177,9 +183,7 @@ def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
             scheduler=make_scheduler(spec, max_epochs),
             num_samples=spec.num_samples,
         ),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=str(folder), callbacks=[collector, logger], verbose=1
-        ),
+        run_config=tune.RunConfig(name="tune", storage_path=str(folder), callbacks=[collector, logger], verbose=1),
     )
     try:
         tuner.fit()
@@ -203,8 +207,11 @@ def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
         client.log_artifact(parent_id, str(best_path))
         client.log_batch(
             parent_id,
-            metrics=[Metric(f"best_{k}", float(best.metrics[k]), 0, 0) for k in ("best_val_acc", "test_acc")
-                     if best.metrics.get(k) is not None],  # fmt: skip
+            metrics=[
+                Metric(f"best_{k}", float(best.metrics[k]), 0, 0)
+                for k in ("best_val_acc", "test_acc")
+                if best.metrics.get(k) is not None
+            ],
             tags=[RunTag("best.trial_id", best.trial_id), RunTag("best.mlflow_run_id", best.mlflow_run_id or "")],
         )
     client.log_artifact(parent_id, str(folder / TRIALS_FILE))

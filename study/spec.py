@@ -86,7 +86,9 @@ def validate(spec: StudySpec) -> None:
     if spec.metric != "val_acc":
         raise _fail("metric", f"only val_acc is supported (model selection on validation), got {spec.metric!r}")
     if spec.scheduler.name not in SCHEDULERS:
-        raise _fail("scheduler.name", f"unknown scheduler {spec.scheduler.name!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise _fail(
+            "scheduler.name", f"unknown scheduler {spec.scheduler.name!r}; choose one of {', '.join(SCHEDULERS)}"
+        )
     if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor < 2:
         raise _fail("scheduler", "grace_period must be >= 1 and reduction_factor >= 2")
     if spec.resources.cpu <= 0 or spec.resources.gpu < 0:

@@ -8,7 +8,11 @@ from finetune.config import flatten, unflatten
 
 def test_yaml_round_trip() -> None:
     config = config_from_dict(
-        {"bss": {"enabled": True, "k": 3, "eta": 0.01}, "optim": {"lr_decay_epochs": [3, 6]}, "regularizer": {"name": "l2sp"}}
+        {
+            "bss": {"enabled": True, "k": 3, "eta": 0.01},
+            "optim": {"lr_decay_epochs": [3, 6]},
+            "regularizer": {"name": "l2sp"},
+        }
     )
     text = config_to_yaml(config)
     again = config_from_yaml(text)

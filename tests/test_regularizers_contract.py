@@ -10,7 +10,7 @@ from torch import nn
 
 from finetune import config_from_dict
 from finetune.model import Classifier
-from finetune.regularizers import REGISTRY, L2SP, StepState, active_terms, build_regularizers
+from finetune.regularizers import L2SP, REGISTRY, StepState, active_terms, build_regularizers
 
 
 def small_model() -> Classifier:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -32,12 +33,12 @@ def test_seeded_and_seed_dependent() -> None:
 
 def test_nested_across_rates() -> None:
     subsets = [set(per_class_indices(LABELS, r, seed=3).tolist()) for r in (0.15, 0.3, 0.5, 1.0)]
-    for small, large in zip(subsets, subsets[1:], strict=False):
+    for small, large in itertools.pairwise(subsets):
         assert small < large or small == large
     assert subsets[-1] == set(range(len(LABELS)))
 
 
 @pytest.mark.parametrize("rate", [0.0, -0.1, 1.01])
 def test_rate_outside_range(rate: float) -> None:
-    with pytest.raises(ConfigError, match="data.sampling_rate"):
+    with pytest.raises(ConfigError, match=r"data\.sampling_rate"):
         per_class_indices(LABELS, rate, seed=0)

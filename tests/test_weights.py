@@ -53,7 +53,7 @@ def test_wrong_architecture_file_is_named(tmp_path: Path) -> None:
 def test_unreadable_and_missing_files(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_text("junk")
-    with pytest.raises(WeightsError, match="junk.pt is not a readable"):
+    with pytest.raises(WeightsError, match=r"junk\.pt is not a readable"):
         weights_mod.file_state_dict(junk)
     with pytest.raises(WeightsError, match="no file at"):
         weights_mod.file_state_dict(tmp_path / "missing.pt")

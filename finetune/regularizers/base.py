@@ -61,7 +61,9 @@ def base_regularizer_names() -> list[str]:
 
 def check_regularizer_name(name: str) -> None:
     if name not in REGISTRY or not REGISTRY[name].base:
-        raise ConfigError(f"regularizer.name: unknown regulariser {name!r}; choose one of {', '.join(base_regularizer_names())}")
+        raise ConfigError(
+            f"regularizer.name: unknown regulariser {name!r}; choose one of {', '.join(base_regularizer_names())}"
+        )
 
 
 def active_terms(config: TrainConfig) -> list[str]:

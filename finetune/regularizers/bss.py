@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from finetune.regularizers.base import Regularizer, StepState, register
+
+if TYPE_CHECKING:
+    from finetune.config import TrainConfig
+    from finetune.model import Classifier
 
 
 def smallest_singular_values(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,7 +53,9 @@ class BatchSpectralShrinkage(Regularizer):
             raise ValueError(f"BSS expects pooled features of shape (b, d), got {tuple(features.shape)}")
         b, d = features.shape
         if self.k >= min(b, d):
-            raise ValueError(f"bss.k = {self.k} must be < min(batch, feature dim) = {min(b, d)}; lower k or raise the batch size")
+            raise ValueError(
+                f"bss.k = {self.k} must be < min(batch, feature dim) = {min(b, d)}; lower k or raise the batch size"
+            )
         sigma = smallest_singular_values(features, self.k)
         return self.eta * sigma.pow(2).sum()
 
@@ -59,5 +67,5 @@ class BatchSpectralShrinkage(Regularizer):
 
 
 @register("bss", "Batch Spectral Shrinkage on the pooled batch features (Eq. 8)", base=False)
-def _bss_from_config(model, config):  # type: ignore[no-untyped-def]
+def _bss_from_config(model: Classifier, config: TrainConfig) -> BatchSpectralShrinkage:
     return BatchSpectralShrinkage(k=config.bss.k, eta=config.bss.eta)

