@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -17,6 +23,51 @@ from study.cli import main
 from tests.conftest import REPO, tiny_base
 
 pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "study", "ui", str(study_dir), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError("the MLflow UI did not come up") from None
+                time.sleep(0.5)
+        experiments = post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
+        (experiment,) = [e for e in experiments if e["name"] == "itest"]
+        runs = post(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+        assert len(runs) == 1 + children
+        child_runs = [r for r in runs if r["info"]["run_id"] != parent_id]
+        for run in child_runs:
+            metric_names = {m["key"] for m in run["data"]["metrics"]}
+            assert {"val_acc", "train_loss", "sv_min_1"} <= metric_names
+        with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+            assert b"MLflow" in response.read()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,6 +128,9 @@ def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     )  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert "test_acc=" in rerun.stdout and (tmp_path / "w" / "best_model.pt").is_file()
+
+    # the MLflow UI, started as the README says, lists the study and its trials with their metrics
+    assert_ui_lists_runs(out, parent_id=parents[0].info.run_id, children=2)
 
     # the same spec again: nothing is rerun, the finished study is reported
     assert main(["launch", str(spec_path)]) == 0
