@@ -21,6 +21,7 @@ from finetune import config_to_yaml, resolve_config
 from finetune.config import config_to_dict, flatten
 
 MAX_PARAM_LENGTH = 6000
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"}
 
 
@@ -29,7 +30,14 @@ def open_experiment(client: MlflowClient, name: str, artifact_root: Path) -> str
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return str(existing.experiment_id)
-    return str(client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri()))
+    # the kind tag makes MLflow 3's UI open the experiment as model training (runs, metrics, charts)
+    return str(
+        client.create_experiment(
+            name,
+            artifact_location=artifact_root.resolve().as_uri(),
+            tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
+        )
+    )
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:
