@@ -26,11 +26,35 @@ class BackboneSpec:
     weights: type[WeightsEnum]
     feature_dim: int
     to_features: Callable[[nn.Module], nn.Module]
+    stage_layers: Callable[[nn.Module], list[str]]  # last conv of each stage, named inside the extractor
+
+
+def last_conv(module: nn.Module, prefix: str) -> str:
+    """Dotted name (with ``prefix``) of the last ``nn.Conv2d`` inside ``module``."""
+    names = [name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)]
+    if not names:
+        raise ValueError(f"no convolution under {prefix}")
+    return f"{prefix}.{names[-1]}" if names[-1] else prefix
 
 
 def _mobilenet_features(model: nn.Module) -> nn.Module:
     assert isinstance(model, models.MobileNetV2)
     return nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+def _mobilenet_stages(extractor: nn.Module) -> list[str]:
+    """Projection convs of the blocks that end each resolution (24, 32, 96, 320 channels)."""
+    features = extractor[0]  # type: ignore[index]
+    return [last_conv(features[i], f"0.{i}") for i in (3, 6, 13, 17)]
+
+
+def _resnet_stages(extractor: nn.Module) -> list[str]:
+    """conv3 (Bottleneck) or conv2 (BasicBlock) of the last block of layer1..layer4, for any depth."""
+    names = []
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        blocks = getattr(extractor, stage)
+        names.append(last_conv(blocks[-1], f"{stage}.{len(blocks) - 1}"))
+    return names
 
 
 def _resnet_features(model: nn.Module) -> nn.Module:
@@ -48,10 +72,17 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
 
 
 register_backbone(
-    BackboneSpec("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights, 1280, _mobilenet_features)
+    BackboneSpec(
+        "mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights, 1280, _mobilenet_features, _mobilenet_stages
+    )
 )
-register_backbone(BackboneSpec("resnet18", models.resnet18, models.ResNet18_Weights, 512, _resnet_features))
-register_backbone(BackboneSpec("resnet50", models.resnet50, models.ResNet50_Weights, 2048, _resnet_features))
+for _name, _build, _weights, _dim in (
+    ("resnet18", models.resnet18, models.ResNet18_Weights, 512),
+    ("resnet34", models.resnet34, models.ResNet34_Weights, 512),
+    ("resnet50", models.resnet50, models.ResNet50_Weights, 2048),
+    ("resnet101", models.resnet101, models.ResNet101_Weights, 2048),
+):
+    register_backbone(BackboneSpec(_name, _build, _weights, _dim, _resnet_features, _resnet_stages))
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -96,4 +127,4 @@ def build_classifier(config: ModelConfig, num_classes: int) -> Classifier:
                 f"model.weights: {config.weights} does not fit {config.backbone} ({first}); "
                 "use weights saved from the same architecture"
             ) from None
-    return Classifier(spec.to_features(model), spec.feature_dim, num_classes)
+    return Classifier(spec.to_features(model), spec.feature_dim, num_classes, tsvd_r=config.tsvd_r)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from finetune.engine import Trainer
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class EpochMetrics:
     lr: float
     seconds: float
     test_acc: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EpochMetrics:
+        return cls(**values)
 
     def flat(self) -> dict[str, float]:
         """Flat numeric metrics, the names used in Tune results, MLflow and the Parquet table."""
@@ -45,7 +55,9 @@ class FitResult:
 
 
 class Callback(Protocol):
-    def on_epoch_end(self, metrics: EpochMetrics) -> None: ...
+    """``on_epoch_end`` gets the epoch's metrics and the trainer (``trainer.state_dict()`` to checkpoint)."""
+
+    def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None: ...
 
     def on_fit_end(self, result: FitResult) -> None: ...
 
@@ -56,7 +68,7 @@ class PrintProgress:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+    def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
         terms = " ".join(f"{k}={v:.4f}" for k, v in metrics.terms.items())
         print(
             f"epoch {metrics.epoch}: loss={metrics.train_loss:.4f} ({terms}) val_acc={metrics.val_acc:.4f} "

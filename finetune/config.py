@@ -28,16 +28,34 @@ def _check(ok: bool, field_name: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which images, how many of them, and at what size."""
+    """Which images, how many of them, at what size, and how they are augmented.
+
+    Images are decoded once and resized to ``resize_size`` squares (default: ``image_size``),
+    kept as uint8; ``train_transform`` (``translate_flip``, ``random_resized_crop``) and
+    ``eval_transform`` (``center``: centre crop; ``ten_crop``: 4 corners + centre, each also
+    flipped, logits summed) produce ``image_size`` inputs from them. Datasets without a
+    validation split get one carved per class from the sampled training subset
+    (``val_fraction``); the test split is only evaluated once, at the end.
+    """
 
     dataset: str = "embedded-fashion-mnist"
     root: str | None = None
     sampling_rate: float = 0.15
     image_size: int = 64
+    resize_size: int | None = None
     batch_size: int = 32
     eval_batch_size: int = 128
+    train_transform: str = "translate_flip"
+    crop_scale_min: float = 0.08
+    eval_transform: str = "center"
+    val_fraction: float = 0.1
+    skip_bad_images: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.resize_size is None or self.resize_size >= self.image_size, "data.resize_size",
+               f"must be >= data.image_size ({self.image_size}) or null, got {self.resize_size}")  # fmt: skip
+        _check(0 < self.crop_scale_min <= 1, "data.crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}")
+        _check(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(0.0 < self.sampling_rate <= 1.0, "data.sampling_rate",
                f"must be in (0, 1], got {self.sampling_rate}; use e.g. 0.15 for 15% per class")  # fmt: skip
         _check(self.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {self.image_size}")
@@ -47,22 +65,29 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone architecture and where its pretrained weights come from.
+    """Backbone architecture, where its pretrained weights come from, and TSVD (Eq. 10).
 
     ``weights`` is a torchvision weights name (``IMAGENET1K_V1``), a path to a state-dict
     file, or ``None`` for random initialisation (tests only: no transfer happens then).
+    ``tsvd_r`` > 0 drops the r smallest spectral components of the batch feature matrix
+    before the classifier (the paper's TSVD analysis, Fig. 3a).
     """
 
-    backbone: str = "mobilenet_v2"
+    backbone: str = "resnet50"
     weights: str | None = "IMAGENET1K_V1"
+    tsvd_r: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.tsvd_r >= 0, "model.tsvd_r", f"must be >= 0 (0 = off), got {self.tsvd_r}")
 
 
 @dataclass(frozen=True)
 class RegularizerConfig:
-    """The base regulariser (``l2`` or ``l2sp``) and its coefficients.
+    """The base regulariser (``l2``, ``l2sp`` or ``delta``) and its coefficients.
 
     ``alpha`` weighs the squared norm of the weights (all weights for ``l2``; the new head
-    for ``l2sp``); ``beta`` weighs the distance of the backbone to its pretrained weights.
+    for ``l2sp`` and ``delta``); ``beta`` weighs the distance of the backbone to its
+    pretrained weights (``l2sp``) or of its feature maps to the pretrained ones (``delta``).
     """
 
     name: str = "l2"
@@ -72,6 +97,37 @@ class RegularizerConfig:
     def __post_init__(self) -> None:
         _check(self.alpha >= 0, "regularizer.alpha", f"must be >= 0, got {self.alpha}")
         _check(self.beta >= 0, "regularizer.beta", f"must be >= 0, got {self.beta}")
+
+
+DELTA_ATTENTION_MODES = ("supervised", "uniform")
+
+
+@dataclass(frozen=True)
+class DeltaConfig:
+    """DELTA's channel attention (used when ``regularizer.name`` is ``delta``).
+
+    ``supervised``: train a head on the frozen pretrained backbone (``attention_epochs``),
+    then measure how much zeroing each channel of each hooked layer raises the loss over
+    ``attention_batches`` non-augmented batches; per layer, softmax of the z-scored
+    increases / 5. ``uniform``: equal weights (a plain feature-map distance). The result is
+    cached in ``cache_dir`` (default ``~/.cache/bss-study/delta``), keyed by everything it
+    depends on, and shared by all trials.
+    """
+
+    attention: str = "supervised"
+    attention_epochs: int = 10
+    attention_batches: int = 10
+    attention_batch_size: int = 32
+    attention_lr: float = 0.01
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.attention in DELTA_ATTENTION_MODES, "delta.attention",
+               f"must be one of {', '.join(DELTA_ATTENTION_MODES)}, got {self.attention!r}")  # fmt: skip
+        _check(self.attention_epochs >= 0, "delta.attention_epochs", "must be >= 0")
+        _check(self.attention_batches >= 1, "delta.attention_batches", "must be >= 1")
+        _check(self.attention_batch_size >= 1, "delta.attention_batch_size", "must be >= 1")
+        _check(self.attention_lr > 0, "delta.attention_lr", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -121,6 +177,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     bss: BSSConfig = field(default_factory=BSSConfig)
+    delta: DeltaConfig = field(default_factory=DeltaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"

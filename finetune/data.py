@@ -1,4 +1,4 @@
-"""Datasets as decoded tensors, the registry that finds them, and tensor augmentation."""
+"""Datasets: a registry of loaders, per-class sampling, validation carving, decoding to uint8 tensors."""
 
 from __future__ import annotations
 
@@ -14,22 +14,34 @@ from finetune.config import DataConfig
 from finetune.errors import ConfigError, DataError
 from finetune.sampling import per_class_indices
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+Decoder = Callable[[np.ndarray, int], torch.Tensor]  # (indices, size) -> uint8 (n, 3, size, size)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One split before decoding: its labels, and how to decode any subset of its images."""
+
+    labels: np.ndarray
+    decode: Decoder
+
+
+@dataclass(frozen=True)
+class DatasetSources:
+    train: Source
+    val: Source | None  # None: carved from the sampled training subset
+    test: Source
+    classes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Split:
-    """Decoded images as uint8 (n, h, w) or (n, h, w, 3), and int64 labels (n,)."""
+    """Decoded images, uint8 (n, 3, s, s), and int64 labels (n,)."""
 
-    images: np.ndarray
-    labels: np.ndarray
+    images: torch.Tensor
+    labels: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
-
-    def subset(self, indices: np.ndarray) -> Split:
-        return Split(self.images[indices], self.labels[indices])
 
 
 @dataclass(frozen=True)
@@ -40,21 +52,54 @@ class Splits:
     classes: tuple[str, ...]
 
 
-def load_embedded_fashion_mnist(config: DataConfig) -> Splits:
-    """The small real image set shipped with the package (see README: provenance, licence)."""
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, c, h, w) uint8 -> (n, 3, size, size) uint8, antialiased bilinear, grey replicated to RGB."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[-2:] != (size, size):
+        x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        images = x.round_().clamp_(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def _embedded_arrays() -> dict[str, np.ndarray]:
     ref = resources.files("finetune") / "assets" / "fashion_mnist_subset.npz"
     with resources.as_file(ref) as path, np.load(path) as npz:
-        return Splits(
-            train=Split(npz["train_x"], npz["train_y"]),
-            val=Split(npz["val_x"], npz["val_y"]),
-            test=Split(npz["test_x"], npz["test_y"]),
-            classes=tuple(str(c) for c in npz["classes"]),
-        )
+        return {k: npz[k] for k in npz.files}
 
 
-DATASETS: dict[str, Callable[[DataConfig], Splits]] = {
+def _array_source(images: np.ndarray, labels: np.ndarray) -> Source:
+    def decode(indices: np.ndarray, size: int) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images[indices]))
+        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+        return resize_uint8(x, size)
+
+    return Source(labels.astype(np.int64), decode)
+
+
+def load_embedded_fashion_mnist(config: DataConfig) -> DatasetSources:
+    """The small real image set shipped with the package (see README: provenance, licence)."""
+    a = _embedded_arrays()
+    return DatasetSources(
+        train=_array_source(a["train_x"], a["train_y"]),
+        val=_array_source(a["val_x"], a["val_y"]),
+        test=_array_source(a["test_x"], a["test_y"]),
+        classes=tuple(str(c) for c in a["classes"]),
+    )
+
+
+Loader = Callable[[DataConfig], DatasetSources]
+DATASETS: dict[str, Loader] = {
     "embedded-fashion-mnist": load_embedded_fashion_mnist,
 }
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    def decorator(fn: Loader) -> Loader:
+        DATASETS[name] = fn
+        return fn
+
+    return decorator
 
 
 def check_dataset_name(name: str) -> None:
@@ -62,54 +107,85 @@ def check_dataset_name(name: str) -> None:
         raise ConfigError(f"data.dataset: unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
 
 
+def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions 0..n-1 per class into (train, val): round(fraction * n_c) to val, at least
+    one for classes with two or more images, never the last image of a class."""
+    train, val = [], []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        members = members[np.random.default_rng([seed, int(c), 7919]).permutation(members.size)]
+        take = min(members.size - 1, max(1 if members.size >= 2 else 0, round(fraction * members.size)))
+        val.append(members[:take])
+        train.append(members[take:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
 def load_splits(config: DataConfig, seed: int) -> Splits:
-    """Load a dataset and apply the per-class sampling rate to its training pool."""
+    """Sample the training pool per class, carve validation if the dataset has none, decode."""
     check_dataset_name(config.dataset)
-    splits = DATASETS[config.dataset](config)
-    for name, split in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+    sources = DATASETS[config.dataset](config)
+    size = config.resize_size or config.image_size
+    chosen = per_class_indices(sources.train.labels, config.sampling_rate, seed)
+    if sources.val is None:
+        if config.val_fraction <= 0:
+            raise ConfigError(f"data.val_fraction: {config.dataset} has no validation split; set it > 0 (e.g. 0.1)")
+        keep, held = carve_validation(sources.train.labels[chosen], config.val_fraction, seed)
+        train_idx, val_idx = chosen[keep], chosen[held]
+        val = Split(sources.train.decode(val_idx, size), torch.from_numpy(sources.train.labels[val_idx]))
+    else:
+        train_idx = chosen
+        all_val = np.arange(len(sources.val.labels))
+        val = Split(sources.val.decode(all_val, size), torch.from_numpy(sources.val.labels))
+    train = Split(sources.train.decode(train_idx, size), torch.from_numpy(sources.train.labels[train_idx]))
+    all_test = np.arange(len(sources.test.labels))
+    test = Split(sources.test.decode(all_test, size), torch.from_numpy(sources.test.labels))
+    for name, split in (("train", train), ("val", val), ("test", test)):
         if len(split) == 0:
-            raise DataError(f"data.dataset: {config.dataset} has an empty {name} split")
-    train = splits.train.subset(per_class_indices(splits.train.labels, config.sampling_rate, seed))
-    return Splits(train, splits.val, splits.test, splits.classes)
+            raise DataError(f"data.dataset: {config.dataset} has an empty {name} split after sampling")
+    return Splits(train, val, test, sources.classes)
 
 
-def to_model_input(images: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 images -> float (n, 3, size, size), resized once and normalised with ImageNet statistics."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    x = x.float().div_(255.0)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+class BatchStream:
+    """An endless, seeded stream of shuffled training index batches (last partial batch dropped).
+
+    Its position is part of the engine's saved state, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < batch_size:
+            raise DataError(
+                f"data.batch_size: {batch_size} exceeds the {n} sampled training images; "
+                "lower data.batch_size or raise data.sampling_rate"
+            )
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.position = 0
+        self.epoch_passes = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.n:
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self.position = 0
+            self.epoch_passes += 1
+        batch = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def batches_per_pass(self) -> int:
+        return self.n // self.batch_size
+
+    def state_dict(self) -> dict[str, object]:
+        return {"rng": self.generator.get_state(), "order": self.order.clone(), "position": self.position,
+                "passes": self.epoch_passes}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["rng"])
+        self.order = state["order"].clone()
+        self.position = int(state["position"])
+        self.epoch_passes = int(state["passes"])
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and random translation (reflect-padded crop), on tensors."""
-    n, _, h, w = batch.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    batch = torch.where(flip.view(n, 1, 1, 1).to(batch.device), batch.flip(-1), batch)
-    pad = max(1, h // 8)
-    padded = F.pad(batch, (pad, pad, pad, pad), mode="reflect")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-    return padded[:, :, dy : dy + h, dx : dx + w]
-
-
-def train_batches(
-    inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One shuffled pass, last incomplete batch dropped (BSS needs b > k), augmented."""
-    order = torch.randperm(len(labels), generator=generator)
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        idx = order[start : start + batch_size]
-        yield augment(inputs[idx], generator), labels[idx]
-
-
-def eval_batches(
-    inputs: torch.Tensor, labels: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for start in range(0, len(labels), batch_size):
-        yield inputs[start : start + batch_size], labels[start : start + batch_size]
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(split), batch_size):
+        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]

@@ -1,12 +1,16 @@
-"""The training engine: ``fit(config, callbacks)``. Pure PyTorch; never imports ray or mlflow."""
+"""The training engine: ``fit(config, callbacks)``. Pure PyTorch; never imports ray or mlflow.
+
+:class:`Trainer` holds the whole state of a run (model, regularisers, optimiser, schedule,
+RNGs, data position, step, selection); ``state_dict()`` / ``load_state_dict()`` at an
+epoch boundary resume it exactly.
+"""
 
 from __future__ import annotations
 
-import copy
-import math
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,20 +19,20 @@ import torch.nn.functional as F
 from finetune.backbones import build_classifier
 from finetune.callbacks import Callback, EpochMetrics, FitResult
 from finetune.config import TrainConfig
-from finetune.data import eval_batches, load_splits, to_model_input, train_batches
-from finetune.errors import DataError, NonFiniteLossError
+from finetune.data import BatchStream, Split, eval_batches, load_splits
+from finetune.errors import NonFiniteLossError
 from finetune.model import Classifier
-from finetune.regularizers import StepState, build_regularizers, smallest_singular_values
+from finetune.regularizers import BuildContext, StepState, build_regularizers, smallest_singular_values
+from finetune.transforms import EvalViews, center_view, eval_views, train_transform
 
 NUM_REPORTED_SINGULAR_VALUES = 4
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a generator for the data order and augmentation."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,108 +52,185 @@ def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.SGD:
 
 
 @torch.no_grad()
-def accuracy(
-    model: Classifier, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
-) -> float:
+def accuracy(model: Classifier, split: Split, config: TrainConfig, device: torch.device, views_of: EvalViews) -> float:
+    """Top-1 accuracy; with several views (ten-crop) the logits of the views are summed."""
     was_training = model.training
     model.eval()
     correct = 0
-    for x, y in eval_batches(inputs, labels, batch_size):
-        logits, _ = model(x.to(device))
+    for x, y in eval_batches(split, config.data.eval_batch_size):
+        views = views_of(x.to(device), config.data)
+        logits = model(views[0])[0]
+        for view in views[1:]:
+            logits = logits + model(view)[0]
         correct += int((logits.argmax(1).cpu() == y).sum())
     model.train(was_training)
-    return correct / max(1, len(labels))
+    return correct / max(1, len(split))
 
 
-def fit(config: TrainConfig, callbacks: Sequence[Callback] = (), device: torch.device | None = None) -> FitResult:
-    """Fine-tune per ``config``; select the epoch on validation accuracy; test it once at the end."""
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    generator = seed_everything(config.seed)
-    device = device or resolve_device(config.device)
-    splits = load_splits(config.data, config.seed)
-    size = config.data.image_size
-    train_x, train_y = to_model_input(splits.train.images, size), torch.from_numpy(splits.train.labels)
-    val_x, val_y = to_model_input(splits.val.images, size), torch.from_numpy(splits.val.labels)
+class Trainer:
+    """One run's model, optimisation and data state, advanced an epoch at a time."""
 
-    model = build_classifier(config.model, num_classes=len(splits.classes)).to(device)
-    terms = build_regularizers(model, config).to(device)
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.optim.lr_decay_epochs), gamma=config.optim.lr_decay_factor
-    )
+    def __init__(self, config: TrainConfig, device: torch.device | None = None) -> None:
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        seed_everything(config.seed)
+        self.config = config
+        self.device = device or resolve_device(config.device)
+        self.splits = load_splits(config.data, config.seed)
+        self.model = build_classifier(config.model, num_classes=len(self.splits.classes)).to(self.device)
+        train = self.splits.train
+        # regularisers see the non-augmented, centre-cropped training images (DELTA's attention)
+        context = BuildContext(self.model, config, center_view(train.images, config.data)[0], train.labels, self.device)
+        self.terms = build_regularizers(context).to(self.device)
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(config.optim.lr_decay_epochs), gamma=config.optim.lr_decay_factor
+        )
+        self.stream = BatchStream(len(train), config.data.batch_size, config.seed)
+        self.augment = train_transform(config.data)
+        self.aug_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.steps_per_epoch = config.optim.steps_per_epoch or self.stream.batches_per_pass()
+        self.epoch = 0
+        self.step = 0
+        self.best_val, self.best_epoch = -1.0, 0
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.history: list[EpochMetrics] = []
 
-    best_val, best_epoch, best_state = -1.0, 0, {}
-    history: list[EpochMetrics] = []
-    for epoch in range(1, config.optim.epochs + 1):
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.optim.epochs
+
+    def train_epoch(self) -> EpochMetrics:
         started = time.perf_counter()
+        config, device, model = self.config, self.device, self.model
+        self.epoch += 1
         model.train()
-        sums: dict[str, float] = {"ce": 0.0, **{name: 0.0 for name in terms}}
-        total_loss, correct, seen, steps = 0.0, 0, 0, 0
-        last_features = torch.empty(0)
-        for x, y in train_batches(train_x, train_y, config.data.batch_size, generator):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sums = {"ce": 0.0, **{name: 0.0 for name in self.terms}}
+        total_loss, correct, seen = 0.0, 0, 0
+        features = torch.empty(0)
+        for step in range(1, self.steps_per_epoch + 1):
+            idx = self.stream.next()
+            x = self.augment(
+                self.splits.train.images[idx].to(device, non_blocking=True), config.data, self.aug_generator
+            )
+            y = self.splits.train.labels[idx].to(device, non_blocking=True)
             logits, features = model(x)
             ce = F.cross_entropy(logits, y)
             state = StepState(model=model, images=x, features=features, logits=logits)
-            values = {name: term(state) for name, term in terms.items()}
+            values = {name: term(state) for name, term in self.terms.items()}
             loss = ce + sum(values.values(), torch.zeros((), device=device))
             if not torch.isfinite(loss):
                 terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
                 raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {steps + 1} (ce={float(ce.detach()):.4g}, {terms_text}); "
+                    f"non-finite loss at epoch {self.epoch}, step {step} (ce={float(ce.detach()):.4g}, {terms_text}); "
                     "lower optim.lr or bss.eta"
                 )
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            steps += 1
+            self.optimizer.step()
+            self.step += 1
             sums["ce"] += float(ce.detach())
             for name, value in values.items():
                 sums[name] += float(value.detach())
             total_loss += float(loss.detach())
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            last_features = features.detach()
-            if config.optim.steps_per_epoch is not None and steps >= config.optim.steps_per_epoch:
-                break
-        if steps == 0:
-            raise DataError(
-                f"data.batch_size: {config.data.batch_size} exceeds the {len(train_y)} sampled training images; "
-                "lower data.batch_size or raise data.sampling_rate"
-            )
-        lr = optimizer.param_groups[1]["lr"]
-        scheduler.step()
-        val_acc = accuracy(model, val_x, val_y, config.data.eval_batch_size, device)
-        if val_acc > best_val:
-            best_val, best_epoch = val_acc, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        k = min(NUM_REPORTED_SINGULAR_VALUES, min(last_features.shape) - 1)
-        sv = smallest_singular_values(last_features, k).cpu().tolist()
-        test_acc = None
-        if epoch == config.optim.epochs:
-            model.load_state_dict(best_state)
-            test_x, test_y = to_model_input(splits.test.images, size), torch.from_numpy(splits.test.labels)
-            test_acc = accuracy(model, test_x, test_y, config.data.eval_batch_size, device)
+        lr = self.optimizer.param_groups[1]["lr"]
+        self.scheduler.step()
+        val_acc = accuracy(model, self.splits.val, config, device, center_view)
+        if val_acc > self.best_val:
+            self.best_val, self.best_epoch = val_acc, self.epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        last = features.detach()
+        k = min(NUM_REPORTED_SINGULAR_VALUES, min(last.shape) - 1)
+        test_acc = self.test() if self.done else None
         metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=total_loss / steps,
+            epoch=self.epoch,
+            train_loss=total_loss / self.steps_per_epoch,
             train_acc=correct / max(1, seen),
-            terms={name: value / steps for name, value in sums.items()},
+            terms={name: value / self.steps_per_epoch for name, value in sums.items()},
             val_acc=val_acc,
-            best_val_acc=best_val,
-            best_epoch=best_epoch,
-            smallest_singular_values=sv,
+            best_val_acc=self.best_val,
+            best_epoch=self.best_epoch,
+            smallest_singular_values=smallest_singular_values(last, k).cpu().tolist(),
             lr=lr,
             seconds=time.perf_counter() - started,
             test_acc=test_acc,
         )
-        history.append(metrics)
-        for callback in callbacks:
-            callback.on_epoch_end(metrics)
+        self.history.append(metrics)
+        return metrics
 
-    assert history[-1].test_acc is not None and not math.isnan(history[-1].test_acc)
-    result = FitResult(best_val, best_epoch, history[-1].test_acc, history, copy.copy(best_state))
+    def test(self) -> float:
+        """Test accuracy of the selected (best-validation) weights with ``data.eval_transform``."""
+        self.model.load_state_dict(self.best_state)
+        return accuracy(self.model, self.splits.test, self.config, self.device, eval_views(self.config.data))
+
+    def result(self) -> FitResult:
+        assert self.done and self.history[-1].test_acc is not None
+        return FitResult(self.best_val, self.best_epoch, self.history[-1].test_acc, list(self.history), self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "terms": self.terms.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "stream": self.stream.state_dict(),
+            "aug_rng": self.aug_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": _numpy_state_to_tensors(np.random.get_state()),
+            "python_rng": random.getstate(),
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "history": [m.as_dict() for m in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.terms.load_state_dict(state["terms"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        self.aug_generator.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(_numpy_state_from_tensors(state["numpy_rng"]))
+        random.setstate(state["python_rng"])
+        self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
+        self.best_state = state["best_state"]
+        self.history = [EpochMetrics.from_dict(m) for m in state["history"]]
+
+
+def _numpy_state_to_tensors(state: Any) -> tuple[Any, ...]:
+    """NumPy's RNG state with its key array as a tensor, so ``torch.load(weights_only=True)`` reads it."""
+    name, keys, pos, has_gauss, cached = state
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _numpy_state_from_tensors(state: tuple[Any, ...]) -> tuple[Any, ...]:
+    name, keys, pos, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
+def fit(
+    config: TrainConfig,
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
+    """Fine-tune per ``config`` (or continue from a ``Trainer.state_dict()``); select the epoch on
+    validation accuracy; test the selected weights once at the end."""
+    trainer = Trainer(config, device)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+    while not trainer.done:
+        metrics = trainer.train_epoch()
+        for callback in callbacks:
+            callback.on_epoch_end(metrics, trainer)
+    result = trainer.result()
     for callback in callbacks:
         callback.on_fit_end(result)
     return result

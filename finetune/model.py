@@ -10,17 +10,28 @@ class Classifier(nn.Module):
     """``backbone`` maps images (b, 3, h, w) to pooled features (b, d); ``head`` is new.
 
     ``forward`` returns ``(logits, features)`` so that feature-based regularisers (BSS)
-    see exactly the features the head sees, in the same mode.
+    see the batch's pooled features in the same mode. With ``tsvd_r`` > 0 the head sees
+    the features without their ``tsvd_r`` smallest spectral components (training and
+    evaluation alike); the returned features are the untouched ones.
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, tsvd_r: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
+        self.tsvd_r = tsvd_r
         self.head = nn.Linear(feature_dim, num_classes)
         nn.init.normal_(self.head.weight, 0.0, 0.01)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(images)
-        return self.head(features), features
+        head_input = drop_smallest_components(features, self.tsvd_r) if self.tsvd_r else features
+        return self.head(head_input), features
+
+
+def drop_smallest_components(features: torch.Tensor, r: int) -> torch.Tensor:
+    """TSVD (Eq. 10): the batch feature matrix (b, d) without its r smallest spectral components."""
+    u, s, vh = torch.linalg.svd(features.float(), full_matrices=False)
+    keep = max(0, s.shape[0] - r)
+    return ((u[:, :keep] * s[:keep]) @ vh[:keep]).to(features.dtype)

@@ -183,7 +183,13 @@ def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
             scheduler=make_scheduler(spec, max_epochs),
             num_samples=spec.num_samples,
         ),
-        run_config=tune.RunConfig(name="tune", storage_path=str(folder), callbacks=[collector, logger], verbose=1),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str(folder),
+            callbacks=[collector, logger],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
     )
     try:
         tuner.fit()

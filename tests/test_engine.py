@@ -11,7 +11,7 @@ class Record:
         self.epochs: list[EpochMetrics] = []
         self.result: FitResult | None = None
 
-    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+    def on_epoch_end(self, metrics: EpochMetrics, trainer: object) -> None:
         self.epochs.append(metrics)
 
     def on_fit_end(self, result: FitResult) -> None:
@@ -49,3 +49,59 @@ def test_non_finite_loss_stops_with_reason() -> None:
     config = config_from_dict(tiny_base(optim={"lr": 1e12, "epochs": 1, "steps_per_epoch": 5}))
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         fit(config, [])
+
+
+def test_stopped_and_resumed_run_matches_uninterrupted() -> None:
+    import io
+
+    import torch
+
+    from finetune.engine import Trainer
+
+    base = tiny_base(
+        optim={"epochs": 3, "steps_per_epoch": 3, "lr_decay_epochs": [2]},
+        bss={"enabled": True, "k": 1},
+        regularizer={"name": "l2sp"},
+        data={"train_transform": "random_resized_crop"},
+    )
+    config = config_from_dict(base)
+    straight = Trainer(config)
+    while not straight.done:
+        straight.train_epoch()
+
+    first = Trainer(config)
+    first.train_epoch()
+    first.train_epoch()
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    del first
+    torch.manual_seed(12345)  # disturb global RNGs: the saved state must restore them
+    resumed = Trainer(config)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.train_epoch()
+
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [m.train_loss for m in straight.history] == [m.train_loss for m in resumed.history]
+    assert straight.history[-1].test_acc == resumed.history[-1].test_acc
+
+
+def test_tsvd_and_ten_crop_run() -> None:
+    config = config_from_dict(
+        tiny_base(model={"tsvd_r": 2}, data={"resize_size": 40, "eval_transform": "ten_crop"}, optim={"epochs": 1})
+    )
+    result = fit(config)
+    assert 0.0 <= result.test_acc <= 1.0
+
+
+def test_tsvd_drops_the_smallest_components() -> None:
+    import torch
+
+    from finetune.model import drop_smallest_components
+
+    features = torch.randn(8, 16, dtype=torch.float64)
+    s = torch.linalg.svdvals(features)
+    dropped = torch.linalg.svdvals(drop_smallest_components(features.float(), 3).double())
+    assert torch.allclose(dropped[:5], s[:5], atol=1e-4)
+    assert torch.all(dropped[5:] < 1e-4)

@@ -6,27 +6,45 @@ import io
 
 import pytest
 import torch
-from torch import nn
 
-from finetune import config_from_dict
+from finetune import TrainConfig, config_from_dict
+from finetune.backbones import build_classifier
+from finetune.config import ModelConfig
 from finetune.model import Classifier
-from finetune.regularizers import L2SP, REGISTRY, StepState, active_terms, build_regularizers
+from finetune.regularizers import (
+    L2SP,
+    REGISTRY,
+    BuildContext,
+    Regularizer,
+    StepState,
+    active_terms,
+    build_regularizers,
+)
 
 
 def small_model() -> Classifier:
     torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(6, 16))
-    return Classifier(backbone, 16, 5)
+    return build_classifier(ModelConfig("resnet18", None), num_classes=5)
 
 
-def config_for(name: str):  # type: ignore[no-untyped-def]
+def config_for(name: str) -> TrainConfig:
     if REGISTRY[name].base:
-        return config_from_dict({"regularizer": {"name": name, "alpha": 0.1, "beta": 0.2}})
+        return config_from_dict(
+            {
+                "regularizer": {"name": name, "alpha": 0.1, "beta": 0.2},
+                "model": {"backbone": "resnet18", "weights": None},
+                "delta": {"attention": "uniform"},
+            }
+        )
     return config_from_dict({"bss": {"enabled": True, "k": 2, "eta": 0.5}, "data": {"batch_size": 8}})
 
 
+def context(model: Classifier, config: TrainConfig) -> BuildContext:
+    return BuildContext(model, config, torch.randn(16, 3, 32, 32), torch.randint(0, 5, (16,)))
+
+
 def step(model: Classifier, images: torch.Tensor | None = None) -> StepState:
-    images = torch.randn(8, 3, 10, 10) if images is None else images
+    images = torch.randn(8, 3, 32, 32) if images is None else images
     logits, features = model(images)
     return StepState(model=model, images=images, features=features, logits=logits)
 
@@ -39,12 +57,12 @@ def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def build(name: str, model: Classifier):  # type: ignore[no-untyped-def]
-    return REGISTRY[name].from_config(model, config_for(name))
+def build(name: str, model: Classifier) -> Regularizer:
+    return REGISTRY[name].from_config(context(model, config_for(name)))
 
 
 def test_registry_is_not_empty() -> None:
-    assert {"l2", "l2sp", "bss"} <= set(NAMES)
+    assert {"l2", "l2sp", "bss", "delta"} <= set(NAMES)
 
 
 def test_scalar_and_non_negative(name: str) -> None:
@@ -57,7 +75,7 @@ def test_gradients_reach_parameters(name: str) -> None:
     model = small_model()
     build(name, model)(step(model)).backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
-    if name == "l2sp":
+    if name in ("l2sp", "delta"):
         # zero drift at the start: only the head term pulls (backbone gradient is exactly zero)
         assert grads["head.weight"] is not None and grads["head.weight"].abs().sum() > 0
     else:
@@ -68,22 +86,36 @@ def test_follows_to(name: str) -> None:
     model = small_model().double()
     term = build(name, model.float()).double()
     model = model.double()
-    value = term(step(model, torch.randn(8, 3, 10, 10, dtype=torch.float64)))
+    value = term(step(model, torch.randn(8, 3, 32, 32, dtype=torch.float64)))
     assert value.dtype == torch.float64
     for buffer in term.buffers():
-        assert buffer.dtype == torch.float64
+        if buffer.is_floating_point():  # BatchNorm's step counter stays an integer
+            assert buffer.dtype == torch.float64
 
 
 def test_state_dict_round_trip(name: str) -> None:
+    """A term saved after training moved the model is restored into a fresh run's term."""
     model = small_model()
     term = build(name, model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)
     buffer = io.BytesIO()
-    torch.save(term.state_dict(), buffer)
+    torch.save({"model": model.state_dict(), "term": term.state_dict()}, buffer)
     buffer.seek(0)
-    other = build(name, small_model())
-    other.load_state_dict(torch.load(buffer, weights_only=True))
-    state = step(model)
-    assert other(state).item() == pytest.approx(term(state).item())
+    saved = torch.load(buffer, weights_only=True)
+    fresh = small_model()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(torch.randn_like(p))  # a different starting point, overwritten by the saved state
+    other = build(name, fresh)
+    fresh.load_state_dict(saved["model"])
+    other.load_state_dict(saved["term"])
+    images = torch.randn(8, 3, 32, 32)
+    expected = term(step(model, images)).item()
+    assert expected > 0 or name == "bss"
+    assert other(step(fresh, images)).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_zero_where_it_must_be() -> None:
@@ -96,15 +128,46 @@ def test_zero_where_it_must_be() -> None:
         next(model.backbone.parameters()).add_(0.1)
     assert sp(step(model)).item() > 0
     # L2 with alpha = 0, BSS on rank-deficient features
-    assert REGISTRY["l2"].from_config(model, config_from_dict({"regularizer": {"alpha": 0.0}}))(state).item() == 0.0
-    bss = REGISTRY["bss"].from_config(model, config_for("bss"))
+    l2 = REGISTRY["l2"].from_config(context(model, config_from_dict({"regularizer": {"alpha": 0.0}})))
+    assert l2(state).item() == 0.0
+    bss = REGISTRY["bss"].from_config(context(model, config_for("bss")))
     rank_one = torch.ones(8, 16)
     assert bss(StepState(model, state.images, rank_one, state.logits)).item() == pytest.approx(0.0, abs=1e-10)
 
 
+def test_delta_is_zero_at_start_in_both_modes_and_moves_after() -> None:
+    model = small_model()
+    term = build("delta", model)
+    term.alpha = 0.0
+    for training in (True, False):
+        model.train(training)
+        assert term(step(model)).item() == 0.0
+    model.train()
+    with torch.no_grad():
+        model.backbone.layer1[0].conv1.weight.mul_(1.5)
+    assert term(step(model)).item() > 0
+
+
+def test_delta_scale_does_not_depend_on_batch_size() -> None:
+    model = small_model()
+    term = build("delta", model)
+    term.alpha = 0.0
+    with torch.no_grad():
+        model.backbone.layer1[0].conv1.weight.mul_(1.5)
+    model.eval()
+    images = torch.randn(4, 3, 32, 32)
+    small = term(step(model, images)).item()
+    large = term(step(model, images.repeat(4, 1, 1, 1))).item()
+    assert large == pytest.approx(small, rel=1e-5)
+
+
 def test_config_alone_composes_terms() -> None:
-    for base in ("l2", "l2sp"):
+    for base in ("l2", "l2sp", "delta"):
         for enabled in (False, True):
-            config = config_from_dict({"regularizer": {"name": base}, "bss": {"enabled": enabled}})
-            terms = build_regularizers(small_model(), config)
+            config = config_from_dict(
+                {"regularizer": {"name": base}, "bss": {"enabled": enabled}, "delta": {"attention": "uniform"},
+                 "model": {"backbone": "resnet18", "weights": None}}
+            )  # fmt: skip
+            model = small_model()
+            terms = build_regularizers(context(model, config))
             assert list(terms) == active_terms(config) == [base] + (["bss"] if enabled else [])

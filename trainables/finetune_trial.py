@@ -11,38 +11,44 @@ from ray import tune
 
 from finetune import EpochMetrics, FitResult, config_to_yaml, fit, resolve_config
 from finetune.config import TrainConfig
+from finetune.engine import Trainer
 
+ENGINE_STATE = "engine.pt"
 BEST_WEIGHTS = "best_model.pt"
 RESOLVED_CONFIG = "config.yaml"
 
 
 class TuneReporter:
-    """Engine callback: each epoch's flat metrics go to ``tune.report``.
+    """Engine callback: each epoch's flat metrics go to ``tune.report`` with a Tune checkpoint.
 
-    The last epoch is reported together with a Tune checkpoint holding the selected
-    (best-validation) weights and the resolved config, which Tune persists in the study's
-    storage; early-stopped trials end without one.
+    The checkpoint holds the engine's whole state (so a retried or resumed trial continues
+    exactly where it was) and the resolved config; the last one also holds the selected
+    (best-validation) weights. Tune persists them in the study's storage.
     """
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.final: EpochMetrics | None = None
 
-    def on_epoch_end(self, metrics: EpochMetrics) -> None:
-        if metrics.test_acc is not None:
-            self.final = metrics  # reported with the checkpoint in on_fit_end
-            return
-        tune.report(metrics.flat())
+    def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            torch.save(trainer.state_dict(), folder / ENGINE_STATE)
+            (folder / RESOLVED_CONFIG).write_text(config_to_yaml(self.config))
+            if trainer.done:
+                torch.save(trainer.best_state, folder / BEST_WEIGHTS)
+            tune.report(metrics.flat(), checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def on_fit_end(self, result: FitResult) -> None:
-        assert self.final is not None
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(result.best_state, Path(tmp) / BEST_WEIGHTS)
-            (Path(tmp) / RESOLVED_CONFIG).write_text(config_to_yaml(self.config))
-            tune.report(self.final.flat(), checkpoint=tune.Checkpoint.from_directory(tmp))
+        pass
 
 
 def finetune_trial(params: dict[str, Any], *, base: dict[str, Any]) -> None:
-    """Resolve the trial's flat parameters onto ``base`` and fine-tune; Tune calls this per trial."""
+    """Resolve the trial's flat parameters onto ``base`` and fine-tune, continuing from the
+    trial's last checkpoint when Tune restores it; Tune calls this once per trial (attempt)."""
     config = resolve_config(base, params)
-    fit(config, [TuneReporter(config)])
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / ENGINE_STATE, map_location="cpu", weights_only=True)
+    fit(config, [TuneReporter(config)], resume=resume)

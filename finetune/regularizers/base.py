@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +26,19 @@ class StepState:
     logits: torch.Tensor
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What a regulariser may use when it is built: the model at its pretrained starting
+    point, the run's config, and the (non-augmented) training images for data-dependent
+    set-up such as DELTA's channel attention."""
+
+    model: Classifier
+    config: TrainConfig
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
 class Regularizer(nn.Module):
     """A penalty term: ``forward(state) -> scalar tensor``, added to the task loss."""
 
@@ -33,7 +46,7 @@ class Regularizer(nn.Module):
         raise NotImplementedError
 
 
-Factory = Callable[["Classifier", "TrainConfig"], Regularizer]
+Factory = Callable[[BuildContext], Regularizer]
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,6 @@ def active_terms(config: TrainConfig) -> list[str]:
     return [config.regularizer.name] + (["bss"] if config.bss.enabled else [])
 
 
-def build_regularizers(model: Classifier, config: TrainConfig) -> nn.ModuleDict:
+def build_regularizers(context: BuildContext) -> nn.ModuleDict:
     """One module per active term, keyed by name; ``.to()`` and ``state_dict`` see them all."""
-    return nn.ModuleDict({name: REGISTRY[name].from_config(model, config) for name in active_terms(config)})
+    return nn.ModuleDict({name: REGISTRY[name].from_config(context) for name in active_terms(context.config)})

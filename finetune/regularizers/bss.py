@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from finetune.regularizers.base import Regularizer, StepState, register
-
-if TYPE_CHECKING:
-    from finetune.config import TrainConfig
-    from finetune.model import Classifier
+from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 
 
 def smallest_singular_values(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -67,5 +61,5 @@ class BatchSpectralShrinkage(Regularizer):
 
 
 @register("bss", "Batch Spectral Shrinkage on the pooled batch features (Eq. 8)", base=False)
-def _bss_from_config(model: Classifier, config: TrainConfig) -> BatchSpectralShrinkage:
-    return BatchSpectralShrinkage(k=config.bss.k, eta=config.bss.eta)
+def _bss_from_config(context: BuildContext) -> BatchSpectralShrinkage:
+    return BatchSpectralShrinkage(k=context.config.bss.k, eta=context.config.bss.eta)

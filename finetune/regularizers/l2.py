@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
-from finetune.regularizers.base import Regularizer, StepState, register
-
-if TYPE_CHECKING:
-    from finetune.config import TrainConfig
-    from finetune.model import Classifier
+from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 
 
 def squared_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -45,5 +40,5 @@ class L2(Regularizer):
 
 
 @register("l2", "weight decay (alpha/2)||w||^2 on all weights", base=True)
-def _l2_from_config(model: Classifier, config: TrainConfig) -> L2:
-    return L2(alpha=config.regularizer.alpha)
+def _l2_from_config(context: BuildContext) -> L2:
+    return L2(alpha=context.config.regularizer.alpha)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from finetune.regularizers.base import Regularizer, StepState, register
+from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 from finetune.regularizers.l2 import squared_norm
-
-if TYPE_CHECKING:
-    from finetune.config import TrainConfig
-    from finetune.model import Classifier
 
 
 def _buffer_name(param_name: str) -> str:
@@ -60,5 +54,5 @@ class L2SP(Regularizer):
 
 
 @register("l2sp", "L2-SP: (beta/2)||w_S - w_S^0||^2 on the backbone + (alpha/2)||w_head||^2", base=True)
-def _l2sp_from_config(model: Classifier, config: TrainConfig) -> L2SP:
-    return L2SP(model.backbone, alpha=config.regularizer.alpha, beta=config.regularizer.beta)
+def _l2sp_from_config(context: BuildContext) -> L2SP:
+    return L2SP(context.model.backbone, alpha=context.config.regularizer.alpha, beta=context.config.regularizer.beta)

@@ -1,0 +1,158 @@
+"""DELTA's supervised channel attention, computed once and shared through a file cache.
+
+Fixes over the reference implementation: the backbone really is frozen while the
+attention head trains (its features are computed once, in eval mode); the chosen
+pretrained weights are the ones measured; images are not augmented; any number of
+batches works; layer names come from the backbone registry (right for ResNet-101 too).
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finetune.config import TrainConfig, config_to_dict
+from finetune.model import Classifier
+
+Attention = list[torch.Tensor]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BSS_STUDY_CACHE", Path.home() / ".cache" / "bss-study")) / "delta"
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def attention_key(config: TrainConfig, layers: list[str]) -> str:
+    """Everything the attention depends on: backbone, weights, data, sampling, seed, method."""
+    weights = config.model.weights
+    if weights is not None and Path(weights).is_file():
+        weights = f"file:{_file_digest(weights)}"
+    data = config_to_dict(config)["data"]
+    delta = {k: v for k, v in config_to_dict(config)["delta"].items() if k != "cache_dir"}
+    payload = {
+        "backbone": config.model.backbone, "weights": weights, "data": data, "seed": config.seed,
+        "delta": delta, "layers": layers, "version": 1,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_attention(cache_dir: Path, key: str, compute: Callable[[], Attention]) -> tuple[Attention, bool]:
+    """Load the attention for ``key``, or compute and store it; safe when many trials ask at once.
+
+    Returns (attention, computed_here). One process computes while the others wait on the lock.
+    """
+    target = cache_dir / f"{key}.pt"
+    with _file_lock(cache_dir / f"{key}.lock"):
+        if target.is_file():
+            return list(torch.load(target, weights_only=True)), False
+        attention = compute()
+        tmp = target.with_suffix(f".{os.getpid()}.partial")
+        torch.save([a.cpu() for a in attention], tmp)
+        os.replace(tmp, target)
+        return attention, True
+
+
+def uniform_attention(model: Classifier, layers: list[str]) -> Attention:
+    return [torch.full((_channels(model.backbone, n),), 1.0 / _channels(model.backbone, n)) for n in layers]
+
+
+def _channels(backbone: nn.Module, name: str) -> int:
+    module = backbone.get_submodule(name)
+    assert isinstance(module, nn.Conv2d)
+    return int(module.out_channels)
+
+
+@torch.no_grad()
+def _pooled(backbone: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    return torch.cat([backbone(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
+
+
+def supervised_attention(
+    model: Classifier,
+    layers: list[str],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device,
+) -> Attention:
+    """Per hooked layer, softmax(z-scored loss increase from zeroing each channel / 5)."""
+    d = config.delta
+    probe = copy.deepcopy(model).to(device).eval()
+    for p in probe.backbone.parameters():
+        p.requires_grad_(False)
+    generator = torch.Generator().manual_seed(config.seed)
+    # 1. the head, trained on features of the frozen backbone (computed once, eval mode)
+    features = _pooled(probe.backbone, images, d.attention_batch_size, device)
+    targets = labels.to(device)
+    head = probe.head
+    optimizer = torch.optim.SGD(head.parameters(), lr=d.attention_lr, momentum=0.9)
+    for _ in range(d.attention_epochs):
+        order = torch.randperm(len(targets), generator=generator)
+        for i in range(0, len(order), d.attention_batch_size):
+            idx = order[i : i + d.attention_batch_size].to(device)
+            loss = F.cross_entropy(head(features[idx]), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    # 2. loss increase when each channel's filter is zeroed, on fixed non-augmented batches
+    order = torch.randperm(len(labels), generator=generator)
+    batches = [order[i : i + d.attention_batch_size] for i in range(0, len(order), d.attention_batch_size)]
+    batches = batches[: d.attention_batches]
+
+    @torch.no_grad()
+    def ablated_loss() -> float:
+        total = 0.0
+        for idx in batches:
+            logits, _ = probe(images[idx].to(device))
+            total += float(F.cross_entropy(logits, labels[idx].to(device), reduction="sum"))
+        return total / sum(len(b) for b in batches)
+
+    base = ablated_loss()
+    attention = []
+    for name in layers:
+        module = probe.backbone.get_submodule(name)
+        increases = torch.empty(_channels(probe.backbone, name))
+        for j in range(len(increases)):
+            handle = module.register_forward_hook(
+                lambda _m, _i, out, j=j: out.index_fill(1, torch.tensor([j], device=out.device), 0.0)
+            )
+            try:
+                increases[j] = ablated_loss() - base
+            finally:
+                handle.remove()
+        attention.append(attention_from_increases(increases))
+    return attention
+
+
+def attention_from_increases(increases: torch.Tensor) -> torch.Tensor:
+    """softmax(z / 5) of the z-scored loss increases of one layer's channels."""
+    z = (increases - increases.mean()) / (increases.std(unbiased=False) + 1e-12)
+    return torch.softmax(z / 5.0, dim=0)

@@ -1,0 +1,109 @@
+"""Augmentation and evaluation views on uint8 image tensors (n, 3, s, s), batched, on any device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from finetune.config import DataConfig
+from finetune.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TrainTransform = Callable[[torch.Tensor, DataConfig, torch.Generator], torch.Tensor]
+EvalViews = Callable[[torch.Tensor, DataConfig], list[torch.Tensor]]
+
+
+def normalize(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, 3, h, w) -> float, scaled to [0, 1] and normalised with ImageNet statistics."""
+    x = batch.float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
+def _center(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def translate_flip(x: torch.Tensor, config: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """Centre crop to image_size, random flip, random translation by up to 1/8 (reflect padding)."""
+    x = _flip(_center(normalize(x), config.image_size), generator)
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts)])
+
+
+def random_resized_crop(x: torch.Tensor, config: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomResizedCrop(image_size, scale=(crop_scale_min, 1), ratio=(3/4, 4/3)) + flip."""
+    x = normalize(x)
+    n, _, h, w = x.shape
+    out = []
+    for i in range(n):
+        top, left, ch, cw = _crop_box(h, w, config.crop_scale_min, generator)
+        crop = x[i : i + 1, :, top : top + ch, left : left + cw]
+        out.append(F.interpolate(crop, size=(config.image_size, config.image_size), mode="bilinear", antialias=True))
+    return _flip(torch.cat(out), generator)
+
+
+def _crop_box(h: int, w: int, scale_min: float, generator: torch.Generator) -> tuple[int, int, int, int]:
+    area = h * w
+    log_ratio = torch.log(torch.tensor([3 / 4, 4 / 3]))
+    for _ in range(10):
+        target = area * float(torch.empty(1).uniform_(scale_min, 1.0, generator=generator))
+        ratio = float(torch.exp(torch.empty(1).uniform_(float(log_ratio[0]), float(log_ratio[1]), generator=generator)))
+        cw, ch = round((target * ratio) ** 0.5), round((target / ratio) ** 0.5)
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+            return top, left, ch, cw
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def center_view(x: torch.Tensor, config: DataConfig) -> list[torch.Tensor]:
+    return [_center(normalize(x), config.image_size)]
+
+
+def ten_crop_views(x: torch.Tensor, config: DataConfig) -> list[torch.Tensor]:
+    """The four corners and the centre, each also flipped (the official BSS evaluation)."""
+    x = normalize(x)
+    s = config.image_size
+    h, w = x.shape[-2:]
+    crops = [x[..., :s, :s], x[..., :s, w - s :], x[..., h - s :, :s], x[..., h - s :, w - s :], _center(x, s)]
+    return crops + [c.flip(-1) for c in crops]
+
+
+TRAIN_TRANSFORMS: dict[str, TrainTransform] = {
+    "translate_flip": translate_flip,
+    "random_resized_crop": random_resized_crop,
+}
+EVAL_TRANSFORMS: dict[str, EvalViews] = {"center": center_view, "ten_crop": ten_crop_views}
+
+
+def train_transform(config: DataConfig) -> TrainTransform:
+    if config.train_transform not in TRAIN_TRANSFORMS:
+        raise ConfigError(
+            f"data.train_transform: unknown {config.train_transform!r}; choose one of {', '.join(TRAIN_TRANSFORMS)}"
+        )
+    return TRAIN_TRANSFORMS[config.train_transform]
+
+
+def eval_views(config: DataConfig) -> EvalViews:
+    if config.eval_transform not in EVAL_TRANSFORMS:
+        raise ConfigError(
+            f"data.eval_transform: unknown {config.eval_transform!r}; choose one of {', '.join(EVAL_TRANSFORMS)}"
+        )
+    return EVAL_TRANSFORMS[config.eval_transform]
