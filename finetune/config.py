@@ -182,6 +182,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    protocol: str = "custom"
 
     def __post_init__(self) -> None:
         if self.bss.enabled:
@@ -256,8 +257,16 @@ def build_dataclass(cls: type[T], values: Mapping[str, Any], prefix: str = "") -
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
-    """Build a validated :class:`TrainConfig` from a nested mapping (missing keys take defaults)."""
-    return build_dataclass(TrainConfig, values)
+    """Build a validated :class:`TrainConfig` from a nested mapping (missing keys take defaults).
+
+    A named ``protocol`` fills in its preset first; every value given here overrides it.
+    """
+    from finetune.protocols import PROTOCOLS
+
+    name = values.get("protocol", "custom")
+    if name not in PROTOCOLS:
+        raise ConfigError(f"protocol: unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+    return build_dataclass(TrainConfig, _merge(PROTOCOLS[name].values, values))
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -189,3 +189,10 @@ class BatchStream:
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(split), batch_size):
         yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+
+
+def _register_file_datasets() -> None:
+    import finetune.datasets  # noqa: F401  (registers the file-based datasets)
+
+
+_register_file_datasets()

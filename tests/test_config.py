@@ -66,3 +66,27 @@ def test_yaml_errors() -> None:
         config_from_yaml("bss: [unclosed", "x.yaml")
     with pytest.raises(ConfigError, match="expected a mapping"):
         config_from_yaml("- 1\n- 2\n", "x.yaml")
+
+
+@pytest.mark.parametrize("name", ["paper", "official-code", "tllib"])
+def test_protocols_fill_in_and_yield_to_overrides(name: str) -> None:
+    from finetune.protocols import PROTOCOLS
+
+    config = config_from_dict({"protocol": name, "optim": {"lr": 0.001}})
+    preset = PROTOCOLS[name].values
+    assert config.protocol == name
+    assert config.optim.lr == 0.001  # overridden
+    assert config.optim.momentum == preset["optim"]["momentum"]
+    assert config.data.batch_size == 48 and config.data.image_size == 224
+    assert config_from_yaml(config_to_yaml(config)) == config  # the resolved protocol is recorded
+
+
+def test_protocol_specifics() -> None:
+    assert config_from_dict({"protocol": "paper"}).optim.momentum == 0.95
+    official = config_from_dict({"protocol": "official-code"})
+    assert official.optim.weight_decay == 5e-4 and official.data.eval_transform == "ten_crop"
+    assert official.optim.epochs * official.optim.steps_per_epoch == 9000
+    tllib = config_from_dict({"protocol": "tllib"})
+    assert tllib.optim.nesterov and tllib.data.crop_scale_min == 0.2 and tllib.optim.epochs == 20
+    with pytest.raises(ConfigError, match=r"^protocol: unknown"):
+        config_from_dict({"protocol": "imagenet"})

@@ -1,0 +1,110 @@
+"""Each dataset read from a generated folder in its native layout; bad folders fail with the path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finetune import ConfigError, DataError
+from finetune.config import DataConfig
+from finetune.data import DATASETS, carve_validation, load_splits
+from tests.dataset_layouts import CLASSES, LAYOUTS, TEST_PER_CLASS, TRAIN_PER_CLASS, image
+
+
+def data_config(name: str, root: Path, **extra: object) -> DataConfig:
+    return DataConfig(dataset=name, root=str(root), sampling_rate=1.0, image_size=16, val_fraction=0.25, **extra)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_native_layout_loads(name: str, tmp_path: Path) -> None:
+    root = LAYOUTS[name](tmp_path / name)
+    splits = load_splits(data_config(name, root), seed=0)
+    assert len(splits.classes) == len(CLASSES)
+    assert len(splits.train) + len(splits.val) == TRAIN_PER_CLASS * len(CLASSES)
+    assert len(splits.val) == len(CLASSES)  # 25% of 4 per class, carved from the sampled subset
+    assert len(splits.test) == TEST_PER_CLASS * len(CLASSES)
+    assert splits.train.images.shape[1:] == (3, 16, 16) and splits.train.images.dtype.__str__() == "torch.uint8"
+    for split in (splits.train, splits.val, splits.test):
+        assert sorted(set(split.labels.tolist())) == [0, 1, 2]
+    # images of class c were generated with brightness depending on c: labels follow files
+    means = [float(splits.test.images[splits.test.labels == c].float().mean()) for c in range(3)]
+    assert means[0] < means[1] < means[2]
+
+
+def test_every_registered_dataset_has_a_layout_test() -> None:
+    assert set(DATASETS) - {"embedded-fashion-mnist"} == set(LAYOUTS)
+
+
+def test_sampling_applies_to_file_datasets(tmp_path: Path) -> None:
+    root = LAYOUTS["imagefolder"](tmp_path / "f")
+    splits = load_splits(DataConfig(dataset="imagefolder", root=str(root), sampling_rate=0.5, val_fraction=0.5), 0)
+    assert len(splits.train) + len(splits.val) == 2 * len(CLASSES)
+
+
+def test_missing_root_and_no_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"no folder at {tmp_path / 'absent'}"):
+        load_splits(data_config("cub200", tmp_path / "absent"), 0)
+    with pytest.raises(ConfigError, match=r"data\.root: cub200 needs data\.root"):
+        load_splits(DataConfig(dataset="cub200"), 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "remove"),
+    [
+        ("cub200", "CUB_200_2011/train_test_split.txt"),
+        ("stanford-dogs", "test_list.mat"),
+        ("mit-indoor67", "TrainImages.txt"),
+        ("oxford-pets", "oxford-iiit-pet/annotations"),
+        ("fgvc-aircraft", "fgvc-aircraft-2013b/data/images_variant_trainval.txt"),
+        ("stanford-cars", "stanford_cars/cars_test_annos_withlabels.mat"),
+    ],
+)
+def test_missing_list_file_names_the_path(name: str, remove: str, tmp_path: Path) -> None:
+    import shutil
+
+    root = LAYOUTS[name](tmp_path / name)
+    target = root / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(DataError, match=r"data\.root") as info:
+        load_splits(data_config(name, root), 0)
+    assert str(root) in str(info.value)
+
+
+def test_empty_class_folder(tmp_path: Path) -> None:
+    root = LAYOUTS["imagefolder"](tmp_path / "f")
+    (root / "train" / "zeta").mkdir()
+    with pytest.raises(DataError, match=r"empty class folder .*zeta"):
+        load_splits(data_config("imagefolder", root), 0)
+
+
+def test_missing_listed_image(tmp_path: Path) -> None:
+    root = LAYOUTS["mit-indoor67"](tmp_path / "m")
+    (root / "Images" / "beta" / "img_1.jpg").unlink()
+    with pytest.raises(DataError, match=r"missing, e\.g\. .*img_1\.jpg"):
+        load_splits(data_config("mit-indoor67", root), 0)
+
+
+def test_corrupt_image_fails_fast_or_is_skipped_and_counted(tmp_path: Path) -> None:
+    root = LAYOUTS["imagefolder"](tmp_path / "f")
+    bad = root / "train" / "beta" / "2.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    with pytest.raises(DataError, match=r"cannot read image .*beta/2\.jpg"):
+        load_splits(data_config("imagefolder", root), 0)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable train image"):
+        splits = load_splits(data_config("imagefolder", root, skip_bad_images=True), 0)
+    assert len(splits.train) + len(splits.val) == TRAIN_PER_CLASS * len(CLASSES) - 1
+
+
+def test_carve_validation_is_per_class_and_seeded() -> None:
+    labels = np.repeat(np.arange(3), [10, 5, 1])
+    train, val = carve_validation(labels, 0.2, seed=0)
+    assert set(train) | set(val) == set(range(16)) and not set(train) & set(val)
+    assert [int((labels[val] == c).sum()) for c in range(3)] == [2, 1, 0]
+    again = carve_validation(labels, 0.2, seed=0)
+    assert np.array_equal(val, again[1])
+
+
+def test_image_helper_makes_files(tmp_path: Path) -> None:
+    assert image(tmp_path / "x.png", 1).is_file()
