@@ -17,3 +17,23 @@ def demo_space(trial: optuna.Trial) -> dict[str, Any] | None:
         trial.suggest_float("bss.eta", 1e-4, 1e-1, log=True)
         trial.suggest_int("bss.k", 1, 4)
     return None
+
+
+@register_space("methods", "the paper's six methods: regulariser {l2, l2sp, delta} x BSS {on, off}; head learning rate")
+def methods_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    trial.suggest_categorical("regularizer.name", ["l2", "l2sp", "delta"])
+    trial.suggest_categorical("bss.enabled", [True, False])
+    trial.suggest_float("optim.lr", 1e-3, 1e-1, log=True)
+    return None
+
+
+METHODS_GRID: dict[str, list[str | bool]] = {"regularizer.name": ["l2", "l2sp", "delta"], "bss.enabled": [False, True]}
+
+
+@register_space(
+    "methods-grid", "every one of the six methods once (a grid); all else from the base config", METHODS_GRID
+)
+def methods_grid_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    for name, choices in METHODS_GRID.items():
+        trial.suggest_categorical(name, choices)  # type: ignore[call-overload]
+    return None

@@ -8,7 +8,8 @@ Conditional parameters are simply suggested inside an ``if``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,17 +20,32 @@ SpaceFn = Callable[[optuna.Trial], dict[str, Any] | None]
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A define-by-run space; with ``grid`` set, trials walk that grid (Optuna's GridSampler)
+    instead of TPE, and ``define`` must suggest exactly the grid's parameters."""
+
     name: str
     description: str
     define: SpaceFn
+    grid: Mapping[str, Sequence[Any]] | None = None
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.grid is not None:
+            return optuna.samplers.GridSampler({k: list(v) for k, v in self.grid.items()}, seed=seed)
+        return optuna.samplers.TPESampler(seed=seed)
+
+    @property
+    def grid_size(self) -> int | None:
+        return None if self.grid is None else math.prod(len(v) for v in self.grid.values())
 
 
 SPACES: dict[str, SearchSpace] = {}
 
 
-def register_space(name: str, description: str) -> Callable[[SpaceFn], SpaceFn]:
+def register_space(
+    name: str, description: str, grid: Mapping[str, Sequence[Any]] | None = None
+) -> Callable[[SpaceFn], SpaceFn]:
     def decorator(fn: SpaceFn) -> SpaceFn:
-        SPACES[name] = SearchSpace(name, description, fn)
+        SPACES[name] = SearchSpace(name, description, fn, grid)
         return fn
 
     return decorator

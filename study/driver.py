@@ -162,7 +162,7 @@ def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
         mode="max",
         study_name=spec.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}"),
-        seed=spec.seed,
+        sampler=spec.space.sampler(spec.seed),
     )
 
     def optuna_number(trial_id: str) -> int | None:

@@ -11,7 +11,8 @@ import yaml
 from finetune import ConfigError, TrainConfig, config_from_dict, resolve_config
 from finetune.backbones import check_weights_name
 from finetune.config import build_dataclass
-from finetune.data import check_dataset_name
+from finetune.data import DATASETS, check_dataset_name
+from finetune.errors import DataError
 from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
 from study.errors import StudyError
@@ -81,6 +82,9 @@ def validate(spec: StudySpec) -> None:
         raise _fail("search_space", f"unknown space {spec.search_space!r}; choose one of {', '.join(sorted(SPACES))}")
     if spec.num_samples < 1:
         raise _fail("num_samples", f"must be >= 1, got {spec.num_samples}")
+    grid = spec.space.grid_size
+    if grid is not None and spec.num_samples > grid:
+        raise _fail("num_samples", f"{spec.search_space!r} is a grid of {grid} points; set num_samples <= {grid}")
     if spec.max_concurrent < 1:
         raise _fail("max_concurrent", f"must be >= 1, got {spec.max_concurrent}")
     if spec.metric != "val_acc":
@@ -99,6 +103,10 @@ def validate(spec: StudySpec) -> None:
         check_dataset_name(base.data.dataset)
         check_weights_name(base.model)
     except ConfigError as exc:
+        raise StudyError(f"base.{exc}") from None
+    try:  # the dataset's folder and list files (no image is decoded here)
+        DATASETS[base.data.dataset](base.data)
+    except (ConfigError, DataError) as exc:
         raise StudyError(f"base.{exc}") from None
     # every parameter the space suggests must be a real config field with a valid value
     for seed in range(8):

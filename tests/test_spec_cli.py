@@ -48,6 +48,10 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
         ({"base.model.weights": "/no/such/weights.pt"}, "base.model.weights"),
         ({"base.data.dataset": "imagenet22k"}, "base.data.dataset"),
         ({"base.data.batch_size": 4}, "search_space"),  # the space proposes k up to 4: k >= batch
+        ({"base.data.dataset": "cub200"}, "base.data.root"),
+        ({"base.data.dataset": "cub200", "base.data.root": "/no/such/cub"}, "base.data.root"),
+        ({"base.protocol": "imagenet"}, "base.protocol"),
+        ({"search_space": "methods-grid", "num_samples": 7}, "num_samples"),
     ],
 )
 def test_bad_spec_one_line_exit_2_nothing_written(

@@ -136,3 +136,25 @@ def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["launch", str(spec_path)]) == 0
     assert "already complete" in capsys.readouterr().out
     assert len(client.search_runs([experiment.experiment_id])) == 3
+
+
+def test_every_method_inside_a_study(tmp_path: Path) -> None:
+    """The six methods as a grid study; DELTA's attention is computed once for both DELTA trials."""
+    cache = tmp_path / "delta-cache"
+    base = tiny_base(
+        optim={"epochs": 1, "steps_per_epoch": 2},
+        bss={"k": 1},
+        delta={"attention_epochs": 1, "attention_batches": 1, "attention_batch_size": 8, "cache_dir": str(cache)},
+    )
+    spec = {
+        "name": "methods", "output_dir": str(tmp_path / "study"), "search_space": "methods-grid", "num_samples": 6,
+        "max_concurrent": 2, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "base": base,
+    }  # fmt: skip
+    spec_path = tmp_path / "methods.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(spec_path)]) == 0
+    table = pq.read_table(tmp_path / "study" / "trials.parquet").to_pylist()
+    combos = {(row["param.regularizer.name"], row["param.bss.enabled"]) for row in table}
+    assert combos == {(m, b) for m in ("l2", "l2sp", "delta") for b in (False, True)}
+    assert all(row["status"] == "finished" and row["test_acc"] is not None for row in table)
+    assert len(list(cache.glob("*.pt"))) == 1
