@@ -35,5 +35,5 @@ METHODS_GRID: dict[str, list[str | bool]] = {"regularizer.name": ["l2", "l2sp", 
 )
 def methods_grid_space(trial: optuna.Trial) -> dict[str, Any] | None:
     for name, choices in METHODS_GRID.items():
-        trial.suggest_categorical(name, choices)  # type: ignore[call-overload]
+        trial.suggest_categorical(name, choices)
     return None
