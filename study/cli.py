@@ -11,7 +11,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from finetune import ConfigError, DataError, NonFiniteLossError, PrintProgress, WeightsError, fit, load_config
+from finetune import (
+    ConfigError,
+    DataError,
+    NonFiniteLossError,
+    PrintProgress,
+    WeightsError,
+    config_to_yaml,
+    fit,
+    load_config,
+)
 from study.errors import StudyError
 from study.spec import StudySpec, load_spec
 
@@ -87,7 +96,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(result.best_state, out / "best_model.pt")
-        print(f"weights: {out / 'best_model.pt'}")
+        (out / "config.yaml").write_text(config_to_yaml(config))
+        print(f"weights: {out / 'best_model.pt'} (with config.yaml: `study analyze ... --run {out}`)")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from finetune.analysis import corresponding_angles, feature_spectrum, load_run, spectrum_table
+    from finetune.plots import plot_angles, plot_spectrum
+    from study.results import write_table
+
+    labels = args.label or [Path(r).name for r in args.run]
+    if len(labels) != len(args.run):
+        raise StudyError(f"--label: give one label per --run ({len(args.run)}), got {len(labels)}")
+    runs = [load_run(r) for r in args.run]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.analysis == "spectra":
+        table = spectrum_table(
+            {label: feature_spectrum(run, args.batches) for label, run in zip(labels, runs, strict=True)}
+        )
+        write_table(table, out / "spectra.parquet")
+        plot_spectrum(table, out / "spectra.png")
+        written = ["spectra.parquet", "spectra.png"]
+    else:
+        if len(runs) != 1:
+            raise StudyError("--run: angles compare one run with its pretrained start; pass exactly one --run")
+        table = corresponding_angles(runs[0], args.layers)
+        write_table(table, out / "angles.parquet")
+        plot_angles(table, out / "angles.png")
+        written = ["angles.parquet", "angles.png"]
+    for name in written:
+        print(out / name)
     return 0
 
 
@@ -118,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config YAML (e.g. runs/demo/best.yaml)")
     p.add_argument("--output", help="folder to save the selected (best-validation) weights in")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("analyze", help="the paper's analyses of finished runs (spectra, angles)",
+                       description="Singular-value spectra of batch features (Fig. 1c-d, 3b-c) or corresponding "
+                       "angles to the pretrained weights (Eq. 5-6, Fig. 1b); writes Parquet + PNG.")  # fmt: skip
+    p.add_argument("analysis", choices=["spectra", "angles"])
+    p.add_argument("--run", action="append", required=True,
+                   help="folder with config.yaml + best_model.pt; repeat to compare runs (e.g. with/without BSS)")  # fmt: skip
+    p.add_argument("--label", action="append", help="a legend label per --run")
+    p.add_argument("--out", required=True, help="folder for the table and the plot")
+    p.add_argument("--batches", type=int, default=8, help="spectra: batches to average over")
+    p.add_argument("--layers", nargs="+", help="angles: conv layer names (default: the backbone's stage ends)")
+    p.set_defaults(func=cmd_analyze)
     p = sub.add_parser("ui", help="open the MLflow UI of a study", description="Serve the MLflow UI of a study.")
     p.add_argument("study_dir", help="the study's output_dir")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
