@@ -162,8 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Singular-value spectra of batch features (Fig. 1c-d, 3b-c) or corresponding "
                        "angles to the pretrained weights (Eq. 5-6, Fig. 1b); writes Parquet + PNG.")  # fmt: skip
     p.add_argument("analysis", choices=["spectra", "angles"])
-    p.add_argument("--run", action="append", required=True,
-                   help="folder with config.yaml + best_model.pt; repeat to compare runs (e.g. with/without BSS)")  # fmt: skip
+    p.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        help="folder with config.yaml + best_model.pt; repeat to compare runs (e.g. with/without BSS)",
+    )
     p.add_argument("--label", action="append", help="a legend label per --run")
     p.add_argument("--out", required=True, help="folder for the table and the plot")
     p.add_argument("--batches", type=int, default=8, help="spectra: batches to average over")
