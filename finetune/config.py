@@ -137,8 +137,14 @@ class BSSConfig:
     enabled: bool = False
     k: int = 1
     eta: float = 1e-3
+    method: str = "svdvals"
 
     def __post_init__(self) -> None:
+        from finetune.regularizers.bss import BSS_METHODS
+
+        _check(
+            self.method in BSS_METHODS, "bss.method", f"must be one of {', '.join(BSS_METHODS)}, got {self.method!r}"
+        )
         _check(isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1, got {self.k!r}")
         _check(math.isfinite(self.eta) and self.eta > 0, "bss.eta",
                f"must be > 0, got {self.eta}; the paper uses 0.001")  # fmt: skip

@@ -56,3 +56,27 @@ def test_k_must_be_below_min_of_batch_and_dim() -> None:
         BatchSpectralShrinkage(k=4).penalty(torch.randn(4, 16))
     with pytest.raises(ValueError, match=r"shape \(b, d\)"):
         BatchSpectralShrinkage(k=1).penalty(torch.randn(4, 16, 2))
+
+
+@pytest.mark.parametrize("method", ["gram_eigvalsh", "eigvec"])
+@pytest.mark.parametrize("shape", [(8, 32), (16, 12)])
+def test_alternative_methods_match_float64_svd(method: str, shape: tuple[int, int]) -> None:
+    features = np.random.default_rng(3).normal(size=shape)
+    expected, expected_grad = numpy_bss(features, 2, eta=0.01)
+    f = torch.tensor(features, dtype=torch.float64, requires_grad=True)
+    value = BatchSpectralShrinkage(k=2, eta=0.01, method=method).penalty(f)
+    value.backward()
+    assert value.item() == pytest.approx(expected, rel=1e-8)
+    np.testing.assert_allclose(f.grad.numpy(), expected_grad, rtol=1e-6, atol=1e-10)
+
+
+def test_unknown_method() -> None:
+    with pytest.raises(ValueError, match=r"bss\.method"):
+        BatchSpectralShrinkage(method="qr")
+
+
+def test_config_names_every_implementation() -> None:
+    from finetune.config import BSS_METHOD_NAMES
+    from finetune.regularizers.bss import BSS_METHODS
+
+    assert set(BSS_METHOD_NAMES) == set(BSS_METHODS)

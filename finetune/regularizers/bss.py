@@ -7,11 +7,48 @@ import torch
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 
 
+def _widen(features: torch.Tensor) -> torch.Tensor:
+    return features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
+
+
 def smallest_singular_values(features: torch.Tensor, k: int) -> torch.Tensor:
     """The k smallest singular values of ``features`` (b, d), ascending, in float32 or wider."""
-    if features.dtype in (torch.float16, torch.bfloat16):
-        features = features.float()
-    return torch.linalg.svdvals(features).flip(0)[:k]
+    return torch.linalg.svdvals(_widen(features)).flip(0)[:k]
+
+
+def _gram(features: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix: F F^T (b x b) when b <= d, else F^T F (d x d); same non-zero spectrum."""
+    f = _widen(features)
+    return f @ f.T if f.shape[0] <= f.shape[1] else f.T @ f
+
+
+def sum_smallest_sq_svdvals(features: torch.Tensor, k: int) -> torch.Tensor:
+    """sum of the k smallest sigma^2 via ``svdvals`` (only singular values carry gradient)."""
+    return smallest_singular_values(features, k).pow(2).sum()
+
+
+def sum_smallest_sq_gram(features: torch.Tensor, k: int) -> torch.Tensor:
+    """The same via ``eigvalsh`` of the Gram matrix (squares the condition number)."""
+    return torch.linalg.eigvalsh(_gram(features))[:k].clamp_min(0).sum()
+
+
+def sum_smallest_sq_eigvec(features: torch.Tensor, k: int) -> torch.Tensor:
+    """The same as a plain quadratic form: the k eigenvectors V of the smallest eigenvalues of the
+    Gram matrix are found without autograd, then sum_i v_i^T G v_i = ||F^T V||^2 (or ||F V||^2)
+    is differentiated; for simple eigenvalues its gradient equals that of the eigenvalues."""
+    f = _widen(features)
+    with torch.no_grad():
+        _, vectors = torch.linalg.eigh(_gram(f))
+        v = vectors[:, :k]
+    projected = f.T @ v if f.shape[0] <= f.shape[1] else f @ v
+    return projected.pow(2).sum()
+
+
+BSS_METHODS = {
+    "svdvals": sum_smallest_sq_svdvals,
+    "gram_eigvalsh": sum_smallest_sq_gram,
+    "eigvec": sum_smallest_sq_eigvec,
+}
 
 
 class BatchSpectralShrinkage(Regularizer):
@@ -28,13 +65,17 @@ class BatchSpectralShrinkage(Regularizer):
     Args:
         k: how many of the smallest singular values to penalise; ``1 <= k < min(b, d)``.
         eta: the trade-off coefficient, ``> 0`` (paper: 0.001).
+        method: ``svdvals`` (default), ``gram_eigvalsh`` or ``eigvec`` (see ``bench/bss_overhead.py``).
 
     Shape:
         features ``(b, d)`` -> scalar.
     """
 
-    def __init__(self, k: int = 1, eta: float = 1e-3) -> None:
+    def __init__(self, k: int = 1, eta: float = 1e-3, method: str = "svdvals") -> None:
         super().__init__()
+        if method not in BSS_METHODS:
+            raise ValueError(f"bss.method must be one of {', '.join(BSS_METHODS)}, got {method!r}")
+        self.method = method
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"bss.k must be an integer >= 1, got {k!r}")
         if not eta > 0:
@@ -50,16 +91,16 @@ class BatchSpectralShrinkage(Regularizer):
             raise ValueError(
                 f"bss.k = {self.k} must be < min(batch, feature dim) = {min(b, d)}; lower k or raise the batch size"
             )
-        sigma = smallest_singular_values(features, self.k)
-        return self.eta * sigma.pow(2).sum()
+        return self.eta * BSS_METHODS[self.method](features, self.k)
 
     def forward(self, state: StepState) -> torch.Tensor:
         return self.penalty(state.features)
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, eta={self.eta}"
+        return f"k={self.k}, eta={self.eta}, method={self.method}"
 
 
 @register("bss", "Batch Spectral Shrinkage on the pooled batch features (Eq. 8)", base=False)
 def _bss_from_config(context: BuildContext) -> BatchSpectralShrinkage:
-    return BatchSpectralShrinkage(k=context.config.bss.k, eta=context.config.bss.eta)
+    bss = context.config.bss
+    return BatchSpectralShrinkage(k=bss.k, eta=bss.eta, method=bss.method)
