@@ -130,6 +130,9 @@ class DeltaConfig:
         _check(self.attention_lr > 0, "delta.attention_lr", "must be > 0")
 
 
+BSS_METHOD_NAMES = ("svdvals", "gram_eigvalsh", "eigvec")  # implementations in finetune/regularizers/bss.py
+
+
 @dataclass(frozen=True)
 class BSSConfig:
     """Batch Spectral Shrinkage (Eq. 8): eta * sum of the k smallest squared singular values."""
@@ -140,11 +143,8 @@ class BSSConfig:
     method: str = "svdvals"
 
     def __post_init__(self) -> None:
-        from finetune.regularizers.bss import BSS_METHODS
-
-        _check(
-            self.method in BSS_METHODS, "bss.method", f"must be one of {', '.join(BSS_METHODS)}, got {self.method!r}"
-        )
+        names = ", ".join(BSS_METHOD_NAMES)
+        _check(self.method in BSS_METHOD_NAMES, "bss.method", f"must be one of {names}, got {self.method!r}")
         _check(isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1, got {self.k!r}")
         _check(math.isfinite(self.eta) and self.eta > 0, "bss.eta",
                f"must be > 0, got {self.eta}; the paper uses 0.001")  # fmt: skip
