@@ -74,7 +74,7 @@ def time_steps(step: Callable[[], None], n: int, device: torch.device) -> float:
     for _ in range(n):
         step()
     sync(device)
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - start) / max(1, n)
 
 
 def penalty_timing(method: str, b: int, device: torch.device, repeats: int) -> tuple[float, float]:
