@@ -71,15 +71,29 @@ def test_scalar_and_non_negative(name: str) -> None:
     assert value.dim() == 0 and torch.isfinite(value) and value.item() >= 0
 
 
-def test_gradients_reach_parameters(name: str) -> None:
+def test_gradients_reach_the_right_parameters(name: str) -> None:
     model = small_model()
-    build(name, model)(step(model)).backward()
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    if name in ("l2sp", "delta"):
-        # zero drift at the start: only the head term pulls (backbone gradient is exactly zero)
-        assert grads["head.weight"] is not None and grads["head.weight"].abs().sum() > 0
-    else:
-        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("backbone."))
+    term = build(name, model)
+    if name in ("l2sp", "delta"):  # move off the starting point, else the backbone term is exactly zero
+        with torch.no_grad():
+            for p in model.backbone.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+    term(step(model)).backward()
+
+    def moved(prefix: str) -> bool:
+        return any(
+            p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith(prefix)
+        )
+
+    expected = {  # (backbone gets gradient, head gets gradient)
+        "l2": (True, True),
+        "l2sp": (True, True),
+        "delta": (True, True),
+        "bss": (True, False),  # features only: the head is not in the penalty
+    }[name]
+    assert (moved("backbone."), moved("head.")) == expected
+    if name == "delta":  # the frozen source copy never receives gradient
+        assert all(p.grad is None for p in term.parameters())
 
 
 def test_follows_to(name: str) -> None:
