@@ -93,3 +93,17 @@ def test_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
         main([verb, "--help"])
     assert info.value.code == 0
     assert "usage: study" in capsys.readouterr().out
+
+
+def test_cluster_study_spec_validates_against_a_cub_layout(tmp_path: Path) -> None:
+    from tests.dataset_layouts import cub200
+
+    spec = yaml.safe_load((REPO / "studies" / "cub200-methods.yaml").read_text())
+    spec["base"]["data"]["root"] = str(cub200(tmp_path / "cub"))
+    spec["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "cub.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    loaded = load_spec(path)
+    config = loaded.base_config
+    assert config.protocol == "tllib" and config.model.backbone == "resnet50" and config.data.batch_size == 48
+    assert loaded.space.grid_size == 6
