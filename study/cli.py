@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finetune import (
     ConfigError,
@@ -23,6 +24,9 @@ from finetune import (
 )
 from study.errors import StudyError
 from study.spec import StudySpec, load_spec
+
+if TYPE_CHECKING:
+    from study.driver import StudyOutcome
 
 USER_ERRORS = (StudyError, ConfigError, DataError, WeightsError)
 
@@ -57,13 +61,36 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from study.driver import run_study
 
     spec = load_spec(args.spec)
-    if spec.tracking_uri is None:
-        print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
+    print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
     with ray_session(spec):
+        import ray
+
+        from study.driver import check_cluster_resources
+
+        check_cluster_resources(spec, ray.cluster_resources())
         outcome = run_study(spec)
+    return report_outcome(spec, outcome)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from study.driver import load_study_spec, resume_study
+
+    folder = Path(args.study_dir).resolve()
+    spec = load_study_spec(folder)
+    print(f"resuming study '{spec.name}' in {folder}", flush=True)
+    with ray_session(spec):
+        outcome = resume_study(folder)
+    return report_outcome(spec, outcome)
+
+
+def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
+    if outcome.interrupted:
+        print(f"interrupted: continue with `study resume {shlex.quote(str(outcome.study_dir))}`", file=sys.stderr)
+        return 130
     if outcome.already_complete:
         from study.results import format_table
 
+        assert outcome.table is not None
         print(format_table(outcome.table))
         print(f"study already complete in {outcome.study_dir} (delete the folder to run it again)")
     elif outcome.best is not None:
@@ -131,6 +158,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from study.status import study_status
+
+    print(study_status(Path(args.study_dir).resolve()).render())
+    return 0
+
+
+def cmd_export_best(args: argparse.Namespace) -> int:
+    from study.export import export_best
+
+    for path in export_best(Path(args.study_dir).resolve(), args.top, Path(args.out) if args.out else None):
+        print(path)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     folder = Path(args.study_dir)
     if not (folder / "mlflow.db").is_file():
@@ -153,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("launch", help="run a study from a YAML spec", description="Run a study from a YAML spec.")
     p.add_argument("spec", help="study spec, e.g. studies/demo.yaml")
     p.set_defaults(func=cmd_launch)
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted study",
+        description="Continue a study stopped by Ctrl-C or a killed driver: unfinished trials continue from their "
+        "last checkpoint, in their own MLflow runs, up to num_samples trials in all.",
+    )
+    p.add_argument("study_dir", help="the study's output_dir")
+    p.set_defaults(func=cmd_resume)
+    p = sub.add_parser("status", help="trials running / finished / failed and the best so far",
+                       description="Progress of a study, also while it runs (read from its MLflow runs).")  # fmt: skip
+    p.add_argument("study_dir", help="the study's output_dir")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("export-best", help="YAML configs of the best trials, runnable by `study train`",
+                       description="Write the top trials' resolved configs (with their checkpoint paths).")  # fmt: skip
+    p.add_argument("study_dir", help="the study's output_dir")
+    p.add_argument("--top", type=int, default=1, help="how many trials (by validation accuracy)")
+    p.add_argument("--out", help="folder for the YAML files (default: STUDY_DIR/export)")
+    p.set_defaults(func=cmd_export_best)
     p = sub.add_parser("train", help="one fine-tuning run from a config (no Ray)",
                        description="One fine-tuning run from a config YAML, e.g. a study's best.yaml.")  # fmt: skip
     p.add_argument("--config", required=True, help="config YAML (e.g. runs/demo/best.yaml)")

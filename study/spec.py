@@ -17,12 +17,12 @@ from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
 from study.errors import StudyError
 
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "hyperband", "fifo")
 
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """Early stopping: ``asha`` (asynchronous successive halving, on epochs) or ``fifo`` (none)."""
+    """Early stopping on epochs: ``asha`` (asynchronous successive halving), ``hyperband``, or ``fifo`` (none)."""
 
     name: str = "asha"
     grace_period: int = 1
@@ -44,6 +44,7 @@ class StudySpec:
     search_space: str = "demo"
     num_samples: int = 8
     max_concurrent: int = 2
+    max_failures: int = 1
     seed: int = 0
     metric: str = "val_acc"
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
@@ -87,6 +88,10 @@ def validate(spec: StudySpec) -> None:
         raise _fail("num_samples", f"{spec.search_space!r} is a grid of {grid} points; set num_samples <= {grid}")
     if spec.max_concurrent < 1:
         raise _fail("max_concurrent", f"must be >= 1, got {spec.max_concurrent}")
+    if spec.max_failures < 0:
+        raise _fail(
+            "max_failures", f"must be >= 0 (retries of a crashed trial from its checkpoint), got {spec.max_failures}"
+        )
     if spec.metric != "val_acc":
         raise _fail("metric", f"only val_acc is supported (model selection on validation), got {spec.metric!r}")
     if spec.scheduler.name not in SCHEDULERS:

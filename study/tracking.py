@@ -56,27 +56,59 @@ class MlflowTrialLogger(Callback):
     Params: the trial's resolved config, flattened. Artifact: ``config.yaml``. Metrics: every
     numeric result per epoch (step = epoch). Status: FINISHED (tagged ``early_stopped`` when the
     scheduler stopped it) or FAILED with the error message as a tag.
+
+    Restore-aware: the trial -> run link is the run's ``tune.trial_id`` tag, looked up in MLflow,
+    so a resumed study continues each trial's own run instead of opening a second one. The
+    client is not pickled with Tune's experiment state; it is re-created from the URI.
     """
 
     def __init__(
         self,
-        client: MlflowClient,
+        tracking_uri: str,
         experiment_id: str,
         parent_run_id: str,
         base: Mapping[str, Any],
         max_epochs: int,
         optuna_number: Callable[[str], int | None] = lambda _trial_id: None,
     ) -> None:
-        self.client = client
+        self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.base = dict(base)
         self.max_epochs = max_epochs
         self.optuna_number = optuna_number
-        self.run_ids: dict[str, str] = {}
+        self._client: MlflowClient | None = None
+        self._run_ids: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_run_ids"] = {}
+        return state
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def child_runs(self) -> dict[str, str]:
+        """Tune trial id -> MLflow run id, for every child run of the study's parent run."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'",
+            max_results=50000,
+        )  # fmt: skip
+        return {r.data.tags["tune.trial_id"]: r.info.run_id for r in runs if "tune.trial_id" in r.data.tags}
+
+    def run_id(self, trial_id: str) -> str | None:
+        if trial_id not in self._run_ids:
+            self._run_ids.update(self.child_runs())
+        return self._run_ids.get(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        if trial.trial_id in self.run_ids:
+        existing = self.run_id(trial.trial_id)
+        if existing is not None:  # a resumed or retried trial continues its own run
+            self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
             return
         config = resolve_config(self.base, trial.config)
         number = self.optuna_number(trial.trial_id)
@@ -90,12 +122,12 @@ class MlflowTrialLogger(Callback):
             tags["optuna.trial_number"] = str(number)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
         run_id = run.info.run_id
-        self.run_ids[trial.trial_id] = run_id
+        self._run_ids[trial.trial_id] = run_id
         log_params(self.client, run_id, flatten(config_to_dict(config)))
         self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
+        run_id = self.run_id(trial.trial_id)
         if run_id is None:
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -108,24 +140,27 @@ class MlflowTrialLogger(Callback):
         self.client.log_batch(run_id, metrics=metrics)
 
     def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
+        run_id = self.run_id(trial.trial_id)
         if run_id is not None:
             self.client.log_batch(run_id, tags=[RunTag("checkpoint", str(checkpoint.path))])
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None:
-            return
-        epochs = int((trial.last_result or {}).get("epoch", 0))
-        self.client.log_batch(run_id, tags=[RunTag("early_stopped", str(epochs < self.max_epochs).lower())])
-        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        self.close(trial.trial_id, failed=False, epochs=int((trial.last_result or {}).get("epoch", 0)))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
+        self.close(trial.trial_id, failed=True, error=trial_error_message(trial))
+
+    def close(self, trial_id: str, failed: bool, epochs: int = 0, error: str = "") -> None:
+        """Set a trial's run to its final status (FINISHED or FAILED with the error)."""
+        run_id = self.run_id(trial_id)
         if run_id is None:
             return
-        self.client.log_batch(run_id, tags=[RunTag("error", trial_error_message(trial)[:5000])])
-        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        if failed:
+            self.client.log_batch(run_id, tags=[RunTag("error", error[:5000])])
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        else:
+            self.client.log_batch(run_id, tags=[RunTag("early_stopped", str(epochs < self.max_epochs).lower())])
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
 def trial_error_message(trial: Trial) -> str:

@@ -107,3 +107,28 @@ def test_cluster_study_spec_validates_against_a_cub_layout(tmp_path: Path) -> No
     config = loaded.base_config
     assert config.protocol == "tllib" and config.model.backbone == "resnet50" and config.data.batch_size == 48
     assert loaded.space.grid_size == 6
+
+
+def test_gpus_asked_but_absent_fail_before_anything_is_written(tmp_path: Path) -> None:
+    from study.driver import check_cluster_resources
+    from study.errors import StudyError
+
+    spec = load_spec(write_spec(tmp_path, **{"resources.gpu": 0.25}))
+    with pytest.raises(
+        StudyError, match=r"^resources\.gpu: each trial asks for 0\.25 GPU\(s\) but this Ray cluster has 0"
+    ):
+        check_cluster_resources(spec, {"CPU": 2.0})
+    check_cluster_resources(spec, {"CPU": 2.0, "GPU": 1.0})
+    assert not (tmp_path / "out").exists()
+
+
+def test_schedulers_build() -> None:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    from study.driver import make_scheduler
+    from study.spec import SchedulerSpec, StudySpec
+
+    kinds = {"asha": ASHAScheduler, "hyperband": HyperBandScheduler, "fifo": FIFOScheduler}
+    for name, cls in kinds.items():
+        spec = StudySpec(name="x", output_dir="/tmp/x", scheduler=SchedulerSpec(name=name))
+        assert isinstance(make_scheduler(spec, 8), cls)
