@@ -59,8 +59,10 @@ def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> li
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from study.driver import run_study
+    from study.tracking import check_reachable
 
     spec = load_spec(args.spec)
+    check_reachable(spec.resolved_tracking_uri)
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
     with ray_session(spec):
         import ray

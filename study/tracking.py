@@ -7,6 +7,7 @@ and the trial -> run mapping is explicit, so a later resume can continue a trial
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,25 +20,42 @@ from ray.tune.experiment import Trial
 
 from finetune import config_to_yaml, resolve_config
 from finetune.config import config_to_dict, flatten
+from study.errors import StudyError
 
 MAX_PARAM_LENGTH = 6000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"}
 
 
+def is_remote(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def open_experiment(client: MlflowClient, name: str, artifact_root: Path) -> str:
-    """The experiment's id, creating it with an absolute artifact location if needed."""
+    """The experiment's id, creating it if needed: with an absolute local artifact location for a
+    local store, with the server's own (proxied) artifact store for an HTTP tracking server."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return str(existing.experiment_id)
+    location = None if is_remote(client.tracking_uri) else artifact_root.resolve().as_uri()
     # the kind tag makes MLflow 3's UI open the experiment as model training (runs, metrics, charts)
-    return str(
-        client.create_experiment(
-            name,
-            artifact_location=artifact_root.resolve().as_uri(),
-            tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
-        )
-    )
+    tags = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+    return str(client.create_experiment(name, artifact_location=location, tags=tags))
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before Ray starts, on an HTTP tracking server that does not answer."""
+    if not is_remote(tracking_uri):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (OSError, ValueError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise StudyError(f"tracking_uri: {tracking_uri} does not answer ({problem}); start the server or fix the URI")
 
 
 def _params(values: Mapping[str, Any]) -> list[Param]:

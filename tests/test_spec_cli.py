@@ -132,3 +132,18 @@ def test_schedulers_build() -> None:
     for name, cls in kinds.items():
         spec = StudySpec(name="x", output_dir="/tmp/x", scheduler=SchedulerSpec(name=name))
         assert isinstance(make_scheduler(spec, 8), cls)
+
+
+def test_unreachable_tracking_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    path = write_spec(tmp_path, tracking_uri=f"http://127.0.0.1:{port}")
+    assert main(["launch", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"error: tracking_uri: http://127.0.0.1:{port} does not answer") and len(err.splitlines()) == 1
+    )
+    assert not (tmp_path / "out").exists()

@@ -158,3 +158,47 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
     assert combos == {(m, b) for m in ("l2", "l2sp", "delta") for b in (False, True)}
     assert all(row["status"] == "finished" and row["test_acc"] is not None for row in table)
     assert len(list(cache.glob("*.pt"))) == 1
+
+
+def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
+    port = free_port()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+         "--artifacts-destination", str(server_dir / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        spec = {
+            "name": "http-study", "output_dir": str(tmp_path / "study"), "search_space": "demo", "num_samples": 2,
+            "max_concurrent": 2, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "tracking_uri": uri,
+            "base": tiny_base(),
+        }  # fmt: skip
+        spec_path = tmp_path / "http.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        assert main(["launch", str(spec_path)]) == 0
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("http-study")
+        assert experiment is not None and experiment.artifact_location.startswith("mlflow-artifacts:")
+        runs = client.search_runs([experiment.experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(runs) == 3 and len(children) == 2
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert len(client.get_metric_history(child.info.run_id, "val_acc")) == 2
+            assert "config.yaml" in [a.path for a in client.list_artifacts(child.info.run_id)]
+        assert not (tmp_path / "study" / "mlflow.db").exists()  # everything went to the server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
