@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,21 @@ from finetune.engine import Trainer
 ENGINE_STATE = "engine.pt"
 BEST_WEIGHTS = "best_model.pt"
 RESOLVED_CONFIG = "config.yaml"
+
+
+CRASH_ONCE_ENV = "BSS_STUDY_TEST_CRASH_ONCE"  # tests only: a folder; each trial crashes once, at epoch 2
+
+
+def _maybe_crash_for_test(trial_id: str, epoch: int) -> None:
+    """Fault injection for the retry test: with the variable set, every trial dies once after
+    its second epoch's checkpoint, as a preempted node would, and is retried by Tune."""
+    folder = os.environ.get(CRASH_ONCE_ENV)
+    if not folder or epoch != 2:
+        return
+    marker = Path(folder) / f"{trial_id}.crashed"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected crash of trial {trial_id} at epoch {epoch} ({CRASH_ONCE_ENV})")
 
 
 class TuneReporter:
@@ -37,6 +53,7 @@ class TuneReporter:
             if trainer.done:
                 torch.save(trainer.best_state, folder / BEST_WEIGHTS)
             tune.report(metrics.flat(), checkpoint=tune.Checkpoint.from_directory(tmp))
+        _maybe_crash_for_test(tune.get_context().get_trial_id(), metrics.epoch)
 
     def on_fit_end(self, result: FitResult) -> None:
         pass

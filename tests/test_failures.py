@@ -1,0 +1,62 @@
+"""Crashed trials are retried from their last checkpoint; a trial that fails for good is recorded
+with its reason in MLflow and the table, and the study goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from search_spaces import register_space
+from study.cli import main
+from tests.conftest import tiny_base
+from trainables.finetune_trial import CRASH_ONCE_ENV
+
+pytestmark = pytest.mark.slow
+
+
+def run(tmp_path: Path, name: str, **spec_extra: object) -> list[dict]:
+    spec = {
+        "name": name, "output_dir": str(tmp_path / name), "num_samples": 2, "max_concurrent": 2,
+        "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 2}),
+        **spec_extra,
+    }  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(path)]) == 0
+    return pq.read_table(tmp_path / name / "trials.parquet").to_pylist()
+
+
+def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(CRASH_ONCE_ENV, str(markers))
+    rows = run(tmp_path, "retry", max_failures=1)
+    assert len(list(markers.glob("*.crashed"))) == 2  # both trials really crashed once
+    assert all(r["status"] == "finished" and r["epoch"] == 3 for r in rows)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'retry' / 'mlflow.db'}")
+    for row in rows:
+        history = client.get_metric_history(row["mlflow_run_id"], "val_acc")
+        # continued from the epoch-2 checkpoint: epochs 1..3 once each, in the same run
+        assert sorted(m.step for m in history) == [1, 2, 3]
+        assert client.get_run(row["mlflow_run_id"]).info.status == "FINISHED"
+
+
+@register_space("diverge-probe", "tests: one trial diverges, one trains", grid={"optim.lr": [1e12, 0.01]})
+def diverge_probe(trial: optuna.Trial) -> None:
+    trial.suggest_categorical("optim.lr", [1e12, 0.01])
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+    rows = run(tmp_path, "fail", search_space="diverge-probe", max_failures=0)
+    by_status = {r["status"] for r in rows}
+    assert by_status == {"failed", "finished"}
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert "non-finite loss" in failed["error"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'fail' / 'mlflow.db'}")
+    run_info = client.get_run(failed["mlflow_run_id"])
+    assert run_info.info.status == "FAILED" and "non-finite loss" in run_info.data.tags["error"]
