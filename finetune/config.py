@@ -218,8 +218,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(f"{where}: must not be null")
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, where)
+        inner = [a for a in args if a is not type(None)]
+        for i, option in enumerate(inner):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                if i == len(inner) - 1:
+                    raise
+        raise ConfigError(f"{where}: unexpected value {value!r}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -15,6 +15,7 @@ from finetune.data import DATASETS, check_dataset_name
 from finetune.errors import DataError
 from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
+from search_spaces.declarative import SpaceError, parse_space
 from study.errors import StudyError
 
 SCHEDULERS = ("asha", "hyperband", "fifo")
@@ -41,7 +42,7 @@ class ResourcesSpec:
 class StudySpec:
     name: str
     output_dir: str
-    search_space: str = "demo"
+    search_space: str | dict[str, Any] = "demo"
     num_samples: int = 8
     max_concurrent: int = 2
     max_failures: int = 1
@@ -60,6 +61,8 @@ class StudySpec:
 
     @property
     def space(self) -> SearchSpace:
+        if isinstance(self.search_space, dict):
+            return parse_space(self.search_space)
         return get_space(self.search_space)
 
     @property
@@ -79,8 +82,14 @@ def validate(spec: StudySpec) -> None:
     """Every check that can be made before Ray starts; raises StudyError naming the field."""
     if not spec.name or not spec.name.replace("-", "").replace("_", "").isalnum():
         raise _fail("name", f"{spec.name!r} must be letters, digits, '-' or '_'")
-    if spec.search_space not in SPACES:
-        raise _fail("search_space", f"unknown space {spec.search_space!r}; choose one of {', '.join(sorted(SPACES))}")
+    if isinstance(spec.search_space, dict):
+        try:
+            parse_space(spec.search_space)
+        except SpaceError as exc:
+            raise StudyError(str(exc)) from None
+    elif spec.search_space not in SPACES:
+        names = ", ".join(sorted(SPACES))
+        raise _fail("search_space", f"unknown space {spec.search_space!r}; choose one of {names} or declare one")
     if spec.num_samples < 1:
         raise _fail("num_samples", f"must be >= 1, got {spec.num_samples}")
     grid = spec.space.grid_size
@@ -121,7 +130,7 @@ def validate(spec: StudySpec) -> None:
             check_regularizer_name(resolved.regularizer.name)
         except ConfigError as exc:
             raise StudyError(
-                f"search_space: {spec.search_space!r} proposes {params}, which the base config rejects ({exc})"
+                f"search_space: {spec.space.name!r} proposes {params}, which the base config rejects ({exc})"
             ) from None
 
 

@@ -181,7 +181,12 @@ def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
                 time.sleep(0.5)
         spec = {
-            "name": "http-study", "output_dir": str(tmp_path / "study"), "search_space": "demo", "num_samples": 2,
+            "name": "http-study", "output_dir": str(tmp_path / "study"), "num_samples": 2,
+            "search_space": {  # a declarative space, with a conditional parameter
+                "optim.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
+                "bss.enabled": {"type": "categorical", "choices": [True, False]},
+                "bss.k": {"type": "int", "low": 1, "high": 3, "when": {"bss.enabled": True}},
+            },
             "max_concurrent": 2, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "tracking_uri": uri,
             "base": tiny_base(),
         }  # fmt: skip
