@@ -11,15 +11,20 @@ Types: ``loguniform``, ``uniform`` (floats), ``int`` (``log: true`` allowed), ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
 from search_spaces.registry import SearchSpace
 
-TYPES = ("loguniform", "uniform", "int", "categorical")
-Suggest = Callable[[optuna.Trial], Any]
+KEYS: dict[str, set[str]] = {
+    "loguniform": {"low", "high"},
+    "uniform": {"low", "high"},
+    "int": {"low", "high", "log"},
+    "categorical": {"choices"},
+}
+TYPES = tuple(KEYS)
 
 
 class SpaceError(ValueError):
@@ -33,43 +38,57 @@ def _number(spec: Mapping[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
-def _suggester(name: str, spec: Mapping[str, Any], where: str) -> Suggest:
+def _check_param(spec: Mapping[str, Any], where: str) -> None:
     kind = spec.get("type")
     if kind not in TYPES:
         raise SpaceError(f"{where}.type: expected one of {', '.join(TYPES)}, got {kind!r}")
-    allowed = {"type", "when"} | (
-        {"choices"} if kind == "categorical" else {"low", "high"} | ({"log"} if kind == "int" else set())
-    )
+    allowed = {"type", "when"} | KEYS[kind]
     unknown = set(spec) - allowed
     if unknown:
-        raise SpaceError(
-            f"{where}: unknown key {sorted(unknown)[0]!r} for type {kind}; allowed: {', '.join(sorted(allowed))}"
-        )
+        names = ", ".join(sorted(allowed))
+        raise SpaceError(f"{where}: unknown key {sorted(unknown)[0]!r} for type {kind}; allowed: {names}")
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{where}.choices: expected a non-empty list")
-        return lambda trial: trial.suggest_categorical(name, choices)
+        return
     low, high = _number(spec, "low", where), _number(spec, "high", where)
     if not low < high:
         raise SpaceError(f"{where}: low ({low:g}) must be below high ({high:g})")
-    if kind == "loguniform":
-        if low <= 0:
-            raise SpaceError(f"{where}.low: must be > 0 for loguniform, got {low:g}")
-        return lambda trial: trial.suggest_float(name, low, high, log=True)
-    if kind == "uniform":
-        return lambda trial: trial.suggest_float(name, low, high)
-    if low != int(low) or high != int(high):
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"{where}.low: must be > 0 for loguniform, got {low:g}")
+    if kind == "int" and (low != int(low) or high != int(high)):
         raise SpaceError(f"{where}: int bounds must be whole numbers")
-    log = bool(spec.get("log", False))
-    return lambda trial: trial.suggest_int(name, int(low), int(high), log=log)
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: Mapping[str, Any]) -> Any:
+    kind = spec["type"]
+    if kind == "categorical":
+        return trial.suggest_categorical(name, spec["choices"])
+    if kind == "int":
+        return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+    return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=kind == "loguniform")
+
+
+class DeclaredSpace:
+    """The define-by-run function of a declared space (a plain object, so Tune can pickle it)."""
+
+    def __init__(self, declaration: Mapping[str, Mapping[str, Any]]) -> None:
+        self.declaration = {name: dict(spec) for name, spec in declaration.items()}
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        values: dict[str, Any] = {}
+        for name, spec in self.declaration.items():
+            if all(values.get(other) == value for other, value in spec.get("when", {}).items()):
+                values[name] = _suggest(trial, name, spec)
+        return None
 
 
 def parse_space(declaration: Mapping[str, Any], where: str = "search_space") -> SearchSpace:
     """A :class:`SearchSpace` from its YAML form; every error names the parameter and key."""
     if not declaration:
         raise SpaceError(f"{where}: declare at least one parameter")
-    steps: list[tuple[str, Suggest, dict[str, Any]]] = []
+    declared: list[str] = []
     for name, spec in declaration.items():
         here = f"{where}.{name}"
         if not isinstance(spec, Mapping):
@@ -78,17 +97,10 @@ def parse_space(declaration: Mapping[str, Any], where: str = "search_space") -> 
         if not isinstance(when, Mapping):
             raise SpaceError(f"{here}.when: expected a mapping of earlier parameter -> value")
         for other in when:
-            if other not in {n for n, _, _ in steps}:
+            if other not in declared:
                 raise SpaceError(
                     f"{here}.when: unknown parameter {other!r}; conditions refer to parameters declared above"
                 )
-        steps.append((name, _suggester(name, spec, here), dict(when)))
-
-    def define(trial: optuna.Trial) -> dict[str, Any] | None:
-        values: dict[str, Any] = {}
-        for name, suggest, when in steps:
-            if all(values.get(other) == value for other, value in when.items()):
-                values[name] = suggest(trial)
-        return None
-
-    return SearchSpace("declared", f"declared in the spec: {', '.join(declaration)}", define)
+        _check_param(spec, here)
+        declared.append(name)
+    return SearchSpace("declared", f"declared in the spec: {', '.join(declaration)}", DeclaredSpace(declaration))
