@@ -37,3 +37,34 @@ def methods_grid_space(trial: optuna.Trial) -> dict[str, Any] | None:
     for name, choices in METHODS_GRID.items():
         trial.suggest_categorical(name, choices)
     return None
+
+
+PAPER_RATES = [0.15, 0.3, 0.5, 1.0]
+PAPER_SEEDS = [0, 1, 2, 3, 4]
+TABLE2_GRID: dict[str, list[str | bool | float | int]] = {
+    "data.sampling_rate": list(PAPER_RATES),
+    "regularizer.name": ["l2", "l2sp", "delta"],
+    "bss.enabled": [False, True],
+    "seed": list(PAPER_SEEDS),
+}
+FIG3D_GRID: dict[str, list[str | bool | float | int]] = {
+    "bss.k": [1, 2, 4, 8, 16],
+    "data.sampling_rate": list(PAPER_RATES),
+    "seed": list(PAPER_SEEDS),
+}
+
+
+@register_space(
+    "paper-table2", "Table 2: rates 15/30/50/100% x six methods x 5 seeds (120 trials per dataset)", TABLE2_GRID
+)
+def table2_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    for name, choices in TABLE2_GRID.items():
+        trial.suggest_categorical(name, choices)
+    return None
+
+
+@register_space("fig3d", "Fig. 3(d): BSS k in {1, 2, 4, 8, 16} x rates x 5 seeds (100 trials), BSS on", FIG3D_GRID)
+def fig3d_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    for name, choices in FIG3D_GRID.items():
+        trial.suggest_categorical(name, choices)
+    return {"bss.enabled": True}

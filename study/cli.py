@@ -175,6 +175,14 @@ def cmd_export_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from study.report import write_report
+
+    for path in write_report(Path(args.study_dir).resolve()):
+        print(path)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     folder = Path(args.study_dir)
     if not (folder / "mlflow.db").is_file():
@@ -215,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=1, help="how many trials (by validation accuracy)")
     p.add_argument("--out", help="folder for the YAML files (default: STUDY_DIR/export)")
     p.set_defaults(func=cmd_export_best)
+    p = sub.add_parser(
+        "report",
+        help="Table-2 style table, BSS gains, Fig. 3(d) sensitivity, importances, parallel coordinates",
+        description="Write STUDY_DIR/report (Markdown + PNG) and log it to the study's parent MLflow run.",
+    )
+    p.add_argument("study_dir", help="the study's output_dir")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("train", help="one fine-tuning run from a config (no Ray)",
                        description="One fine-tuning run from a config YAML, e.g. a study's best.yaml.")  # fmt: skip
     p.add_argument("--config", required=True, help="config YAML (e.g. runs/demo/best.yaml)")

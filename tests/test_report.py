@@ -1,0 +1,95 @@
+"""`study report`: numbers checked against hand computation; files written and logged to MLflow."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from study.cli import main
+from study.driver import TRIALS_FILE, StudyRecord, optuna_url, start_record
+from study.report import report_data, table2_markdown, trials_from_table
+from study.results import TrialRow, trials_table, write_table
+from study.spec import spec_from_mapping
+from tests.conftest import tiny_base
+
+
+def synthetic_rows() -> list[TrialRow]:
+    """L2 and L2+BSS (k = 1 or 4) at two rates and three seeds, with known accuracies."""
+    rows = []
+    for rate in (0.15, 0.3):
+        for seed in range(3):
+            base_acc = 0.50 + rate + 0.01 * seed
+            variants = [(False, None, base_acc), (True, 1, base_acc + 0.02 + 0.005 * seed), (True, 4, base_acc + 0.01)]
+            for bss, k, acc in variants:
+                params = {"data.sampling_rate": rate, "seed": seed, "bss.enabled": bss, "regularizer.name": "l2"}
+                if k is not None:
+                    params["bss.k"] = k
+                trial_id = f"t{len(rows)}"
+                rows.append(TrialRow(trial_id, "finished", params, {"best_val_acc": acc, "test_acc": acc, "epoch": 2}))
+    rows.append(TrialRow("stopped", "finished", {"data.sampling_rate": 0.15, "seed": 0}, {"best_val_acc": 0.1}))
+    rows.append(TrialRow("broken", "failed", {"data.sampling_rate": 0.15, "seed": 0}, {}, error="boom"))
+    return rows
+
+
+def test_report_numbers() -> None:
+    table = trials_table(synthetic_rows()).to_pylist()
+    trials = trials_from_table(table, {"regularizer": {"name": "l2"}})
+    assert len(trials) == 18  # the early-stopped and the failed trial are left out
+    data = report_data(trials)
+    cell = data.table2[("embedded-fashion-mnist", "l2")][0.15]
+    expected = [0.65, 0.66, 0.67]
+    assert cell.mean == pytest.approx(statistics.fmean(expected)) and cell.std == pytest.approx(
+        statistics.stdev(expected)
+    )
+    assert cell.n == 3
+    # each BSS trial is paired with the L2 trial of its seed; two k values: two methods
+    gain = next(g for g in data.gains if g.rate == 0.3 and g.method == "l2+BSS(k=1)")
+    diffs = [0.02 + 0.005 * s for s in range(3)]
+    assert gain.n_pairs == 3 and gain.mean_gain == pytest.approx(statistics.fmean(diffs))
+    plain_accs = [0.80, 0.81, 0.82]
+    bss_accs = [acc + d for acc, d in zip(plain_accs, diffs, strict=True)]
+    assert gain.p_value == pytest.approx(stats.ttest_rel(bss_accs, plain_accs).pvalue)
+    constant = next(g for g in data.gains if g.rate == 0.3 and g.method == "l2+BSS(k=4)")
+    assert constant.mean_gain == pytest.approx(0.01) and constant.p_value == 0.0
+    assert set(data.fig3d[0.15]) == {1, 4}
+    assert data.fig3d[0.3][4].mean == pytest.approx(statistics.fmean([0.81, 0.82, 0.83]))
+    markdown = table2_markdown(data)
+    assert "| embedded-fashion-mnist | l2+BSS(k=4) |" in markdown and "15%" in markdown
+
+
+def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = spec_from_mapping({"name": "rep", "output_dir": str(tmp_path / "rep"), "base": tiny_base()}, "x", tmp_path)
+    start_record(spec)
+    folder = tmp_path / "rep"
+    study = optuna.create_study(study_name="rep", storage=optuna_url(folder), direction="maximize")
+    rows = [r for r in synthetic_rows() if r.status == "finished"]
+    for row in rows:
+        distributions = {
+            "data.sampling_rate": optuna.distributions.CategoricalDistribution([0.15, 0.3]),
+            "seed": optuna.distributions.CategoricalDistribution([0, 1, 2]),
+        }
+        params = {k: row.params[k] for k in distributions}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                  value=row.metrics["best_val_acc"]))  # fmt: skip
+    write_table(trials_table(rows), folder / TRIALS_FILE)
+    assert main(["report", str(folder)]) == 0
+    report = (folder / "report" / "report.md").read_text()
+    assert "Table 2 style" in report and "Gain from adding BSS" in report
+    for name in ("fig3d.png", "importances.png", "parallel.png"):
+        assert (folder / "report" / name).stat().st_size > 1000, name
+    record = StudyRecord.load(folder)
+    logged = {a.path for a in MlflowClient(record.tracking_uri).list_artifacts(record.parent_run_id, "report")}
+    assert {"report/report.md", "report/fig3d.png"} <= logged
+    assert "report.md" in capsys.readouterr().out
+
+
+def test_report_needs_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = spec_from_mapping({"name": "rep2", "output_dir": str(tmp_path / "r"), "base": tiny_base()}, "x", tmp_path)
+    start_record(spec)
+    assert main(["report", str(tmp_path / "r")]) == 2
+    assert "no trials.parquet yet" in capsys.readouterr().err
