@@ -27,7 +27,7 @@ from study.errors import StudyError
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
 from study.searcher import TaggedOptunaSearch, optuna_numbers
 from study.spec import StudySpec, load_spec, spec_to_yaml
-from study.tracking import MlflowTrialLogger, log_params, open_experiment, trial_error_message
+from study.tracking import MlflowTrialLogger, ProgressLine, log_params, open_experiment, trial_error_message
 from trainables import BEST_WEIGHTS, finetune_trial
 
 SPEC_FILE = "spec.yaml"
@@ -155,6 +155,7 @@ def start_record(spec: StudySpec) -> StudyRecord:
     spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
     log_params(client, parent_id, {**spec_values, **{f"base.{k}": v for k, v in flatten(spec.base).items()}})
     client.log_text(parent_id, spec_to_yaml(spec), SPEC_FILE)
+    client.log_batch(parent_id, tags=[RunTag("search_space", spec.space.description[:5000])])
     record = StudyRecord(spec.resolved_tracking_uri, experiment_id, parent_id)
     record.save(folder)
     return record
@@ -193,7 +194,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(folder),
-            callbacks=[logger],
+            callbacks=[logger, ProgressLine(spec.num_samples)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=1,

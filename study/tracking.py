@@ -189,3 +189,28 @@ def trial_error_message(trial: Trial) -> str:
         if lines:
             return lines[-1].strip()
     return "trial failed; Ray kept no error file"
+
+
+class ProgressLine(Callback):
+    """A one-line progress report whenever a trial ends: trials done of requested, best so far."""
+
+    def __init__(self, requested: int, metric: str = "best_val_acc") -> None:
+        self.requested = requested
+        self.metric = metric
+        self.best: float | None = None
+        self.ended: set[str] = set()
+
+    def _report(self, trial: Trial, what: str) -> None:
+        self.ended.add(trial.trial_id)
+        value = (trial.last_result or {}).get(self.metric)
+        if isinstance(value, int | float) and (self.best is None or value > self.best):
+            self.best = float(value)
+        best = f"{self.best:.4f}" if self.best is not None else "-"
+        print(f"[study] trial {trial.trial_id} {what}: {len(self.ended)}/{self.requested} ended, best val_acc {best}",
+              flush=True)  # fmt: skip
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._report(trial, "finished")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._report(trial, f"failed ({trial_error_message(trial)[:120]})")

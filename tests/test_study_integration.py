@@ -87,6 +87,7 @@ def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["launch", str(spec_path)]) == 0
     printed = capsys.readouterr().out
     assert "study ui" in printed and "best config:" in printed
+    assert "2/2 ended, best val_acc" in printed  # the live progress line
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("itest")

@@ -1,0 +1,88 @@
+"""A study on a real two-node Ray cluster on this machine (head + worker as separate Ray nodes on
+loopback, shared storage = one folder); the worker node is killed mid-study and the study still
+finishes with every trial accounted for."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, tiny_base
+from tests.test_study_integration import free_port
+
+pytestmark = pytest.mark.slow
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    subprocess.run(
+        [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
+         "--include-dashboard", "false", "--disable-usage-stats"],
+        env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    worker = None
+    try:
+        worker = subprocess.Popen(
+            [RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--block",
+             "--disable-usage-stats"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_for_nodes(address, 2, env)
+        out = tmp_path / "shared" / "study"
+        spec = {
+            "name": "cluster", "output_dir": str(out), "search_space": "demo", "num_samples": 4, "max_concurrent": 3,
+            "max_failures": 3, "scheduler": {"name": "fifo"}, "ray_address": address,
+            "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 12}),
+        }  # fmt: skip
+        spec_path = tmp_path / "cluster.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "study", "launch", str(spec_path)], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not list(out.glob("tune/*/checkpoint_*")):
+            assert driver.poll() is None and time.monotonic() < deadline, "the study did not start"
+            time.sleep(0.2)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker node dies mid-study, trials on it with it
+        output, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, output[-3000:]
+        # the kill was real: trials on the dead node failed and were retried from their checkpoints
+        assert "ActorDiedError" in output or "NodeDiedError" in output, output[-3000:]
+        rows = pq.read_table(out / "trials.parquet").to_pylist()
+        assert len(rows) == 4 and all(r["status"] == "finished" and r["epoch"] == 3 for r in rows)
+        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("cluster")
+        assert experiment is not None
+        children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    finally:
+        if worker is not None and worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(tmp_path / "shared", ignore_errors=True)
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str]) -> None:
+    probe = f"import ray; ray.init(address='{address}'); print(len([n for n in ray.nodes() if n['Alive']]))"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        if result.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the cluster did not reach {count} nodes")
