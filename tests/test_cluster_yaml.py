@@ -24,3 +24,16 @@ def test_validator_rejects_a_broken_config() -> None:
     config["max_wrokers"] = 3
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(config))
+
+
+def test_kuberay_manifest_keeps_trials_off_the_head_and_ports_private() -> None:
+    documents = list(yaml.safe_load_all((REPO / "k8s" / "raycluster.yaml").read_text()))
+    cluster = next(d for d in documents if d["kind"] == "RayCluster")
+    assert cluster["apiVersion"] == "ray.io/v1"
+    head = cluster["spec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0" and head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1" and workers["maxReplicas"] >= 1
+    text = (REPO / "k8s" / "raycluster.yaml").read_text()
+    assert "0.0.0.0" not in text and "LoadBalancer" not in text and "NodePort" not in text
