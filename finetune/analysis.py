@@ -60,7 +60,7 @@ def feature_spectrum(run: FinishedRun, batches: int = 8, seed: int = 0) -> np.nd
     in eval mode on non-augmented images; shape (batches, min(batch_size, feature_dim))."""
     config = run.config
     splits = load_splits(config.data, config.seed)
-    images = center_view(splits.train.images, config.data)[0]
+    images = center_view(splits.train.all_images(), config.data)[0]
     b = config.data.batch_size
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     spectra = []

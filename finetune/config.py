@@ -35,7 +35,9 @@ class DataConfig:
     ``eval_transform`` (``center``: centre crop; ``ten_crop``: 4 corners + centre, each also
     flipped, logits summed) produce ``image_size`` inputs from them. Datasets without a
     validation split get one carved per class from the sampled training subset
-    (``val_fraction``); the test split is only evaluated once, at the end.
+    (``val_fraction``); the test split is only evaluated once, at the end. File datasets are
+    decoded once per split and size into a shared, memory-mapped cache (``decode_cache``,
+    ``cache_dir``; default ``~/.cache/bss-study/images``) that every trial reads in place.
     """
 
     dataset: str = "embedded-fashion-mnist"
@@ -50,6 +52,8 @@ class DataConfig:
     eval_transform: str = "center"
     val_fraction: float = 0.1
     skip_bad_images: bool = False
+    decode_cache: bool = True
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.resize_size is None or self.resize_size >= self.image_size, "data.resize_size",

@@ -19,10 +19,15 @@ Decoder = Callable[[np.ndarray, int], torch.Tensor]  # (indices, size) -> uint8 
 
 @dataclass(frozen=True)
 class Source:
-    """One split before decoding: its labels, and how to decode any subset of its images."""
+    """One split before decoding: its labels, and how to decode any subset of its images.
+
+    ``storage``, when present, returns the whole split decoded at a size as a (memory-mapped)
+    uint8 array from the shared decoded-image cache; trials then gather batches from it.
+    """
 
     labels: np.ndarray
     decode: Decoder
+    storage: Callable[[int], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,13 +40,30 @@ class DatasetSources:
 
 @dataclass(frozen=True)
 class Split:
-    """Decoded images, uint8 (n, 3, s, s), and int64 labels (n,)."""
+    """Decoded uint8 images (N, 3, s, s) and the int64 labels (n,) of this split's members.
 
-    images: torch.Tensor
+    ``images`` is a tensor or a (memory-mapped) array; ``index`` maps member i to its row in
+    it (None: row i), so a sampled subset of a cached split reads the shared array in place.
+    """
+
+    images: torch.Tensor | np.ndarray
     labels: torch.Tensor
+    index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, members: torch.Tensor | np.ndarray | range) -> torch.Tensor:
+        """uint8 images of the given members, as a tensor (a copy of just those rows)."""
+        rows = np.asarray(members, dtype=np.int64)
+        if self.index is not None:
+            rows = self.index[rows]
+        if isinstance(self.images, torch.Tensor):
+            return self.images[torch.from_numpy(rows)]
+        return torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+
+    def all_images(self) -> torch.Tensor:
+        return self.take(range(len(self)))
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,14 @@ def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def make_split(source: Source, members: np.ndarray, size: int) -> Split:
+    """The members of a source as a Split: in place in the shared cache when the source has one."""
+    labels = torch.from_numpy(source.labels[members])
+    if source.storage is not None:
+        return Split(source.storage(size), labels, index=members)
+    return Split(source.decode(members, size), labels)
+
+
 def load_splits(config: DataConfig, seed: int) -> Splits:
     """Sample the training pool per class, carve validation if the dataset has none, decode."""
     check_dataset_name(config.dataset)
@@ -131,14 +161,12 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
             raise ConfigError(f"data.val_fraction: {config.dataset} has no validation split; set it > 0 (e.g. 0.1)")
         keep, held = carve_validation(sources.train.labels[chosen], config.val_fraction, seed)
         train_idx, val_idx = chosen[keep], chosen[held]
-        val = Split(sources.train.decode(val_idx, size), torch.from_numpy(sources.train.labels[val_idx]))
+        val = make_split(sources.train, val_idx, size)
     else:
         train_idx = chosen
-        all_val = np.arange(len(sources.val.labels))
-        val = Split(sources.val.decode(all_val, size), torch.from_numpy(sources.val.labels))
-    train = Split(sources.train.decode(train_idx, size), torch.from_numpy(sources.train.labels[train_idx]))
-    all_test = np.arange(len(sources.test.labels))
-    test = Split(sources.test.decode(all_test, size), torch.from_numpy(sources.test.labels))
+        val = make_split(sources.val, np.arange(len(sources.val.labels)), size)
+    train = make_split(sources.train, train_idx, size)
+    test = make_split(sources.test, np.arange(len(sources.test.labels)), size)
     for name, split in (("train", train), ("val", val), ("test", test)):
         if len(split) == 0:
             raise DataError(f"data.dataset: {config.dataset} has an empty {name} split after sampling")
@@ -188,7 +216,8 @@ class BatchStream:
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for start in range(0, len(split), batch_size):
-        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        end = min(len(split), start + batch_size)
+        yield split.take(range(start, end)), split.labels[start:end]
 
 
 def _register_file_datasets() -> None:

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from finetune.config import DataConfig
 from finetune.data import DatasetSources, Source, register_dataset
 from finetune.errors import ConfigError, DataError
+from finetune.image_cache import cached_split, default_image_cache, split_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -66,7 +67,13 @@ def file_source(paths: Sequence[Path], labels: Sequence[int], config: DataConfig
             return torch.empty((0, 3, size, size), dtype=torch.uint8)
         return torch.stack([decode_file(paths[int(i)], size) for i in indices])
 
-    return Source(label_array, decode)
+    def storage(size: int) -> np.ndarray:
+        cache = Path(config.cache_dir) if config.cache_dir else default_image_cache()
+        key = split_key(config.dataset, split, size, paths)
+        array, _ = cached_split(cache, key, len(paths), size, lambda i: decode_file(paths[i], size))
+        return array
+
+    return Source(label_array, decode, storage if config.decode_cache and paths else None)
 
 
 def require_root(config: DataConfig) -> Path:

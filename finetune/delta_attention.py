@@ -9,12 +9,10 @@ batches works; layer names come from the backbone registry (right for ResNet-101
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,13 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from finetune.config import TrainConfig, config_to_dict
+from finetune.filelock import cache_root, file_lock
 from finetune.model import Classifier
 
 Attention = list[torch.Tensor]
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BSS_STUDY_CACHE", Path.home() / ".cache" / "bss-study")) / "delta"
+    return cache_root() / "delta"
 
 
 def _file_digest(path: str) -> str:
@@ -53,24 +52,13 @@ def attention_key(config: TrainConfig, layers: list[str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def cached_attention(cache_dir: Path, key: str, compute: Callable[[], Attention]) -> tuple[Attention, bool]:
     """Load the attention for ``key``, or compute and store it; safe when many trials ask at once.
 
     Returns (attention, computed_here). One process computes while the others wait on the lock.
     """
     target = cache_dir / f"{key}.pt"
-    with _file_lock(cache_dir / f"{key}.lock"):
+    with file_lock(cache_dir / f"{key}.lock"):
         if target.is_file():
             return list(torch.load(target, weights_only=True)), False
         attention = compute()

@@ -80,7 +80,9 @@ class Trainer:
         self.model = build_classifier(config.model, num_classes=len(self.splits.classes)).to(self.device)
         train = self.splits.train
         # regularisers see the non-augmented, centre-cropped training images (DELTA's attention)
-        context = BuildContext(self.model, config, center_view(train.images, config.data)[0], train.labels, self.device)
+        context = BuildContext(
+            self.model, config, center_view(train.all_images(), config.data)[0], train.labels, self.device
+        )
         self.terms = build_regularizers(context).to(self.device)
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -110,9 +112,7 @@ class Trainer:
         features = torch.empty(0)
         for step in range(1, self.steps_per_epoch + 1):
             idx = self.stream.next()
-            x = self.augment(
-                self.splits.train.images[idx].to(device, non_blocking=True), config.data, self.aug_generator
-            )
+            x = self.augment(self.splits.train.take(idx).to(device, non_blocking=True), config.data, self.aug_generator)
             y = self.splits.train.labels[idx].to(device, non_blocking=True)
             logits, features = model(x)
             ce = F.cross_entropy(logits, y)

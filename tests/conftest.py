@@ -9,9 +9,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _quiet_env() -> None:
+def _test_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests only: token auth stays on for users
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # shared caches (decoded images, DELTA attention) in a fresh folder, not the user's
+    os.environ["BSS_STUDY_CACHE"] = str(tmp_path_factory.mktemp("bss-study-cache"))
 
 
 def tiny_base(**overrides: object) -> dict:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from finetune import ConfigError, DataError
 from finetune.config import DataConfig
@@ -25,11 +26,13 @@ def test_native_layout_loads(name: str, tmp_path: Path) -> None:
     assert len(splits.train) + len(splits.val) == TRAIN_PER_CLASS * len(CLASSES)
     assert len(splits.val) == len(CLASSES)  # 25% of 4 per class, carved from the sampled subset
     assert len(splits.test) == TEST_PER_CLASS * len(CLASSES)
-    assert splits.train.images.shape[1:] == (3, 16, 16) and splits.train.images.dtype.__str__() == "torch.uint8"
+    train_images = splits.train.all_images()
+    assert train_images.shape[1:] == (3, 16, 16) and train_images.dtype == torch.uint8
     for split in (splits.train, splits.val, splits.test):
         assert sorted(set(split.labels.tolist())) == [0, 1, 2]
     # images of class c were generated with brightness depending on c: labels follow files
-    means = [float(splits.test.images[splits.test.labels == c].float().mean()) for c in range(3)]
+    test_images = splits.test.all_images()
+    means = [float(test_images[splits.test.labels == c].float().mean()) for c in range(3)]
     assert means[0] < means[1] < means[2]
 
 
