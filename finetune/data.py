@@ -22,7 +22,7 @@ class Source:
     """One split before decoding: its labels, and how to decode any subset of its images.
 
     ``storage``, when present, returns the whole split decoded at a size as a (memory-mapped)
-    uint8 array from the shared decoded-image cache; trials then gather batches from it.
+    uint8 (n, s, s, 3) array from the shared decoded-image cache; trials gather batches from it.
     """
 
     labels: np.ndarray
@@ -49,6 +49,7 @@ class Split:
     images: torch.Tensor | np.ndarray
     labels: torch.Tensor
     index: np.ndarray | None = None
+    hwc: bool = False  # images stored (N, s, s, 3): taken as channels-last (n, 3, s, s) views
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -59,8 +60,10 @@ class Split:
         if self.index is not None:
             rows = self.index[rows]
         if isinstance(self.images, torch.Tensor):
-            return self.images[torch.from_numpy(rows)]
-        return torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+            taken = self.images[torch.from_numpy(rows)]
+        else:
+            taken = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+        return taken.permute(0, 3, 1, 2) if self.hwc else taken
 
     def all_images(self) -> torch.Tensor:
         return self.take(range(len(self)))
@@ -146,7 +149,7 @@ def make_split(source: Source, members: np.ndarray, size: int) -> Split:
     """The members of a source as a Split: in place in the shared cache when the source has one."""
     labels = torch.from_numpy(source.labels[members])
     if source.storage is not None:
-        return Split(source.storage(size), labels, index=members)
+        return Split(source.storage(size), labels, index=members, hwc=True)
     return Split(source.decode(members, size), labels)
 
 

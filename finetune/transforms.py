@@ -17,12 +17,22 @@ TrainTransform = Callable[[torch.Tensor, DataConfig, torch.Generator], torch.Ten
 EvalViews = Callable[[torch.Tensor, DataConfig], list[torch.Tensor]]
 
 
+def _scale_shift(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std
+
+
+def normalize_(x: torch.Tensor) -> torch.Tensor:
+    """In place: float pixel values in [0, 255] -> ImageNet-normalised (one multiply-add per channel)."""
+    scale, shift = _scale_shift(x.device)
+    return x.mul_(scale).add_(shift)
+
+
 def normalize(batch: torch.Tensor) -> torch.Tensor:
     """uint8 (n, 3, h, w) -> float, scaled to [0, 1] and normalised with ImageNet statistics."""
-    x = batch.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    scale, shift = _scale_shift(batch.device)
+    return torch.addcmul(shift, batch.float(), scale)
 
 
 def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -47,15 +57,30 @@ def translate_flip(x: torch.Tensor, config: DataConfig, generator: torch.Generat
 
 
 def random_resized_crop(x: torch.Tensor, config: DataConfig, generator: torch.Generator) -> torch.Tensor:
-    """torchvision's RandomResizedCrop(image_size, scale=(crop_scale_min, 1), ratio=(3/4, 4/3)) + flip."""
-    x = normalize(x)
+    """torchvision's RandomResizedCrop(image_size, scale=(crop_scale_min, 1), ratio=(3/4, 4/3)) + flip.
+
+    Each crop is cut from the uint8 batch and resized on its own (bilinear, antialiased); on a
+    CPU in uint8 and channels_last (PyTorch's vectorised path, as torchvision's v2 uses), on a
+    GPU in float; the batch is normalised once at the end.
+    """
     n, _, h, w = x.shape
-    out = []
+    size = config.image_size
+    flips = (torch.rand(n, generator=generator) < 0.5).tolist()
+    on_cpu = x.device.type == "cpu"
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    source = x if not on_cpu or channels_last else x.contiguous(memory_format=torch.channels_last)
+    if on_cpu:  # channels-last uint8 output, allocated as such
+        out = torch.empty((n, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    else:
+        out = torch.empty((n, 3, size, size), dtype=torch.float32, device=x.device)
     for i in range(n):
         top, left, ch, cw = _crop_box(h, w, config.crop_scale_min, generator)
-        crop = x[i : i + 1, :, top : top + ch, left : left + cw]
-        out.append(F.interpolate(crop, size=(config.image_size, config.image_size), mode="bilinear", antialias=True))
-    return _flip(torch.cat(out), generator)
+        crop = source[i : i + 1, :, top : top + ch, left : left + cw]
+        crop = crop if on_cpu else crop.float()
+        if flips[i]:
+            crop = crop.flip(-1)
+        out[i : i + 1] = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return normalize(out) if on_cpu else normalize_(out)
 
 
 def _crop_box(h: int, w: int, scale_min: float, generator: torch.Generator) -> tuple[int, int, int, int]:

@@ -105,3 +105,22 @@ def test_tsvd_drops_the_smallest_components() -> None:
     dropped = torch.linalg.svdvals(drop_smallest_components(features.float(), 3).double())
     assert torch.allclose(dropped[:5], s[:5], atol=1e-4)
     assert torch.all(dropped[5:] < 1e-4)
+
+
+def test_random_resized_crop_is_batched_seeded_and_in_range() -> None:
+    import torch
+
+    from finetune.config import DataConfig
+    from finetune.transforms import normalize, random_resized_crop
+
+    images = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    config = DataConfig(image_size=24, resize_size=40, crop_scale_min=0.2)
+    a = random_resized_crop(images, config, torch.Generator().manual_seed(0))
+    b = random_resized_crop(images, config, torch.Generator().manual_seed(0))
+    assert a.shape == (6, 3, 24, 24) and torch.equal(a, b)
+    full = normalize(images)
+    assert a.min() >= full.min() - 1e-5 and a.max() <= full.max() + 1e-5
+    # a constant image stays constant whatever the crop
+    flat = torch.full((2, 3, 40, 40), 128, dtype=torch.uint8)
+    out = random_resized_crop(flat, config, torch.Generator().manual_seed(1))
+    assert torch.allclose(out, normalize(flat)[:, :, :24, :24], atol=1e-5)
