@@ -113,9 +113,10 @@ class DeltaConfig:
     ``supervised``: train a head on the frozen pretrained backbone (``attention_epochs``),
     then measure how much zeroing each channel of each hooked layer raises the loss over
     ``attention_batches`` non-augmented batches; per layer, softmax of the z-scored
-    increases / 5. ``uniform``: equal weights (a plain feature-map distance). The result is
-    cached in ``cache_dir`` (default ``~/.cache/bss-study/delta``), keyed by everything it
-    depends on, and shared by all trials.
+    increases / 5 (``vectorised``: many channels per forward pass, up to ``ablation_rows``
+    images; else one channel at a time, the reference method). ``uniform``: equal weights
+    (a plain feature-map distance). The result is cached in ``cache_dir`` (default
+    ``~/.cache/bss-study/delta``), keyed by everything it depends on, and shared by all trials.
     """
 
     attention: str = "supervised"
@@ -124,6 +125,8 @@ class DeltaConfig:
     attention_batch_size: int = 32
     attention_lr: float = 0.01
     cache_dir: str | None = None
+    vectorised: bool = True
+    ablation_rows: int = 1024
 
     def __post_init__(self) -> None:
         _check(self.attention in DELTA_ATTENTION_MODES, "delta.attention",
@@ -132,6 +135,7 @@ class DeltaConfig:
         _check(self.attention_batches >= 1, "delta.attention_batches", "must be >= 1")
         _check(self.attention_batch_size >= 1, "delta.attention_batch_size", "must be >= 1")
         _check(self.attention_lr > 0, "delta.attention_lr", "must be > 0")
+        _check(self.ablation_rows >= 1, "delta.ablation_rows", "must be >= 1")
 
 
 BSS_METHOD_NAMES = ("svdvals", "gram_eigvalsh", "eigvec")  # implementations in finetune/regularizers/bss.py

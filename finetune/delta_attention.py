@@ -114,30 +114,80 @@ def supervised_attention(
     order = torch.randperm(len(labels), generator=generator)
     batches = [order[i : i + d.attention_batch_size] for i in range(0, len(order), d.attention_batch_size)]
     batches = batches[: d.attention_batches]
+    probe_batches = [(images[idx].to(device), labels[idx].to(device)) for idx in batches]
+    measure = loss_increases_vectorised if d.vectorised else loss_increases_loop
+    return [attention_from_increases(measure(probe, name, probe_batches, d.ablation_rows)) for name in layers]
 
-    @torch.no_grad()
-    def ablated_loss() -> float:
-        total = 0.0
-        for idx in batches:
-            logits, _ = probe(images[idx].to(device))
-            total += float(F.cross_entropy(logits, labels[idx].to(device), reduction="sum"))
-        return total / sum(len(b) for b in batches)
 
-    base = ablated_loss()
-    attention = []
-    for name in layers:
-        module = probe.backbone.get_submodule(name)
-        increases = torch.empty(_channels(probe.backbone, name))
-        for j in range(len(increases)):
-            handle = module.register_forward_hook(
-                lambda _m, _i, out, j=j: out.index_fill(1, torch.tensor([j], device=out.device), 0.0)
-            )
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def _mean_loss(probe: Classifier, batches: Batches) -> float:
+    total = sum(float(F.cross_entropy(probe(x)[0], y, reduction="sum")) for x, y in batches)
+    return total / sum(len(y) for _, y in batches)
+
+
+@torch.no_grad()
+def loss_increases_loop(
+    probe: Classifier, name: str, batches: Batches, _rows: int = 0, limit: int | None = None
+) -> torch.Tensor:
+    """The reference method: one full forward pass per channel (per batch); ``limit``: the first channels only."""
+    module = probe.backbone.get_submodule(name)
+    base = _mean_loss(probe, batches)
+    increases = torch.empty(min(_channels(probe.backbone, name), limit or 1 << 30))
+    for j in range(len(increases)):
+        channel = torch.tensor([j], device=batches[0][0].device)
+        handle = module.register_forward_hook(lambda _m, _i, out, c=channel: out.index_fill(1, c, 0.0))
+        try:
+            increases[j] = _mean_loss(probe, batches) - base
+        finally:
+            handle.remove()
+    return increases
+
+
+def enclosing_block(name: str) -> str:
+    """The block a stage-end conv lives in (``layer3.5.conv3`` -> ``layer3.5``; ``0.13.conv.2`` -> ``0.13``):
+    everything before it runs once; the block and what follows run once per ablated channel."""
+    return ".".join(name.split(".")[:2])
+
+
+@torch.no_grad()
+def loss_increases_vectorised(probe: Classifier, name: str, batches: Batches, rows: int = 1024) -> torch.Tensor:
+    """Many channels per forward pass: the input of the layer's block is replicated once per
+    channel of a chunk (the layers before it run once), and replica r has channel j_r zeroed at
+    the layer. Same numbers as the loop, up to float summation order."""
+    module = probe.backbone.get_submodule(name)
+    block = probe.backbone.get_submodule(enclosing_block(name))
+    channels = _channels(probe.backbone, name)
+    base = _mean_loss(probe, batches)
+    sums = torch.zeros(channels, dtype=torch.float64)
+    count = sum(len(y) for _, y in batches)
+    for x, y in batches:
+        b = len(y)
+        chunk = max(1, min(channels, rows // b))
+        for start in range(0, channels, chunk):
+            js = torch.arange(start, min(channels, start + chunk), device=x.device)
+            m = len(js)
+
+            def replicate(_m: nn.Module, inputs: tuple[torch.Tensor, ...], m: int = m) -> tuple[torch.Tensor, ...]:
+                return tuple(t.repeat_interleave(m, dim=0) if i == 0 else t for i, t in enumerate(inputs))
+
+            def ablate(_m: nn.Module, _i: object, out: torch.Tensor, js: torch.Tensor = js) -> torch.Tensor:
+                mask = torch.ones(out.shape[0], out.shape[1], 1, 1, device=out.device, dtype=out.dtype)
+                replica = torch.arange(out.shape[0], device=out.device) % len(js)  # sample i, replica r: row i*m + r
+                mask[torch.arange(out.shape[0], device=out.device), js[replica]] = 0.0
+                return out * mask
+
+            handles = [block.register_forward_pre_hook(replicate), module.register_forward_hook(ablate)]
             try:
-                increases[j] = ablated_loss() - base
+                logits, _ = probe(x)
             finally:
-                handle.remove()
-        attention.append(attention_from_increases(increases))
-    return attention
+                for handle in handles:
+                    handle.remove()
+            losses = F.cross_entropy(logits, y.repeat_interleave(m), reduction="none").view(b, m)
+            sums[start : start + m] += losses.sum(0).double().cpu()
+    return (sums / count - base).float()
 
 
 def attention_from_increases(increases: torch.Tensor) -> torch.Tensor:
