@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -237,6 +238,7 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
     """Run the tuner; write the results if every trial ended, else leave the study resumable."""
     client = MlflowClient(record.tracking_uri)
     folder = spec.study_dir
+    started = time.monotonic()
     try:
         results = tuner.fit()
     except BaseException:
@@ -266,7 +268,24 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
             epochs = int((trial.last_result or {}).get("epoch", 0))
             reconcile.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
     rows = trial_rows(trials, runs, optuna_numbers(optuna_url(folder), spec.name), max_epochs)
+    efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
+    if efficiency is not None:
+        value, overhead = efficiency
+        client.log_batch(record.parent_run_id, metrics=[Metric("sweep_efficiency", value, 0, 0),
+                                                        Metric("overhead_per_trial_s", overhead, 0, 0)])  # fmt: skip
+        print(f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
+              f"overhead {overhead:.2f} s per trial", file=out or sys.stdout)  # fmt: skip
     return write_results(spec, record, rows, out)
+
+
+def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[float, float] | None:
+    """(sum of the trials' own time / (wall x slots), the rest per trial). None for a resumed run
+    (its wall time does not cover the trials' earlier time)."""
+    busy = [float(r.metrics.get("time_total_s", 0.0)) for r in rows]
+    if not rows or wall <= 0 or any(r.metrics.get("iterations_since_restore") != r.metrics.get("training_iteration")
+                                    for r in rows):  # fmt: skip
+        return None
+    return sum(busy) / (wall * slots), max(0.0, wall * slots - sum(busy)) / len(rows)
 
 
 def write_results(spec: StudySpec, record: StudyRecord, rows: list[TrialRow], out: IO[str] | None) -> StudyOutcome:

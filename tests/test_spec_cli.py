@@ -147,3 +147,15 @@ def test_unreachable_tracking_server(tmp_path: Path, capsys: pytest.CaptureFixtu
         err.startswith(f"error: tracking_uri: http://127.0.0.1:{port} does not answer") and len(err.splitlines()) == 1
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_efficiency() -> None:
+    from study.driver import sweep_efficiency
+    from study.results import TrialRow
+
+    rows = [TrialRow(str(i), "finished", {}, {"time_total_s": 9.0, "iterations_since_restore": 3,
+                                             "training_iteration": 3}) for i in range(4)]  # fmt: skip
+    value, overhead = sweep_efficiency(rows, wall=20.0, slots=2)  # type: ignore[misc]
+    assert value == pytest.approx(36 / 40) and overhead == pytest.approx(1.0)
+    resumed = [*rows[:3], TrialRow("r", "finished", {}, {"iterations_since_restore": 1, "training_iteration": 3})]
+    assert sweep_efficiency(resumed, wall=20.0, slots=2) is None

@@ -88,6 +88,7 @@ def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out
     assert "study ui" in printed and "best config:" in printed
     assert "2/2 ended, best val_acc" in printed  # the live progress line
+    assert "sweep efficiency" in printed
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("itest")
