@@ -183,9 +183,18 @@ class OptimConfig:
         _check(0 < self.lr_decay_factor <= 1, "optim.lr_decay_factor", f"must be in (0, 1], got {self.lr_decay_factor}")
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything one fine-tuning run needs; saved with every run and runnable again."""
+    """Everything one fine-tuning run needs; saved with every run and runnable again.
+
+    ``precision``: ``bf16`` runs forward passes and losses under bfloat16 autocast (the BSS
+    singular values and DELTA's distances are still computed in float32), ``fp32`` does not,
+    ``auto`` is bf16 on a GPU that supports it and fp32 on a CPU. ``channels_last``: the
+    model's memory format; ``auto`` is on for a GPU, off on a CPU.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -197,8 +206,15 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     protocol: str = "custom"
+    precision: str = "auto"
+    channels_last: str = "auto"
 
     def __post_init__(self) -> None:
+        _check(
+            self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        )
+        _check(self.channels_last in ("auto", "on", "off"), "channels_last",
+               f"must be auto, on or off, got {self.channels_last!r}")  # fmt: skip
         if self.bss.enabled:
             _check(self.bss.k < self.data.batch_size, "bss.k",
                    f"must be smaller than data.batch_size ({self.data.batch_size}), got {self.bss.k}; "

@@ -41,6 +41,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    if config.precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return config.precision == "bf16"
+
+
+def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    return config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+
+
 def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.SGD:
     """The new head at ``lr``, the pretrained backbone at ``lr * backbone_lr_ratio``."""
     o = config.optim
@@ -57,11 +67,14 @@ def accuracy(model: Classifier, split: Split, config: TrainConfig, device: torch
     was_training = model.training
     model.eval()
     correct = 0
+    bf16 = use_bf16(config, device)
+    memory_format = torch.channels_last if use_channels_last(config, device) else torch.contiguous_format
     for x, y in eval_batches(split, config.data.eval_batch_size):
-        views = views_of(x.to(device), config.data)
-        logits = model(views[0])[0]
-        for view in views[1:]:
-            logits = logits + model(view)[0]
+        views = [v.contiguous(memory_format=memory_format) for v in views_of(x.to(device), config.data)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(views[0])[0].float()
+            for view in views[1:]:
+                logits = logits + model(view)[0].float()
         correct += int((logits.argmax(1).cpu() == y).sum())
     model.train(was_training)
     return correct / max(1, len(split))
@@ -78,6 +91,9 @@ class Trainer:
         self.device = device or resolve_device(config.device)
         self.splits = load_splits(config.data, config.seed)
         self.model = build_classifier(config.model, num_classes=len(self.splits.classes)).to(self.device)
+        self.bf16 = use_bf16(config, self.device)
+        self.memory_format = torch.channels_last if use_channels_last(config, self.device) else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         train = self.splits.train
         # regularisers see the non-augmented, centre-cropped training images (DELTA's attention)
         context = BuildContext(
@@ -113,11 +129,13 @@ class Trainer:
         for step in range(1, self.steps_per_epoch + 1):
             idx = self.stream.next()
             x = self.augment(self.splits.train.take(idx).to(device, non_blocking=True), config.data, self.aug_generator)
+            x = x.contiguous(memory_format=self.memory_format)
             y = self.splits.train.labels[idx].to(device, non_blocking=True)
-            logits, features = model(x)
-            ce = F.cross_entropy(logits, y)
-            state = StepState(model=model, images=x, features=features, logits=logits)
-            values = {name: term(state) for name, term in self.terms.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits, features = model(x)
+                ce = F.cross_entropy(logits.float(), y)
+                state = StepState(model=model, images=x, features=features, logits=logits)
+                values = {name: term(state).float() for name, term in self.terms.items()}
             loss = ce + sum(values.values(), torch.zeros((), device=device))
             if not torch.isfinite(loss):
                 terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())

@@ -124,3 +124,13 @@ def test_random_resized_crop_is_batched_seeded_and_in_range() -> None:
     flat = torch.full((2, 3, 40, 40), 128, dtype=torch.uint8)
     out = random_resized_crop(flat, config, torch.Generator().manual_seed(1))
     assert torch.allclose(out, normalize(flat)[:, :, :24, :24], atol=1e-5)
+
+
+def test_bf16_and_channels_last_run_and_stay_close_to_fp32() -> None:
+    base = tiny_base(optim={"epochs": 1, "steps_per_epoch": 2}, bss={"enabled": True, "k": 1})
+    fp32 = fit(config_from_dict({**base, "precision": "fp32", "channels_last": "off"}))
+    bf16 = fit(config_from_dict({**base, "precision": "bf16", "channels_last": "on"}))
+    first32, first16 = fp32.history[0].terms["ce"], bf16.history[0].terms["ce"]
+    assert abs(first32 - first16) < 0.05 * abs(first32)
+    with pytest.raises(Exception, match="precision"):
+        config_from_dict({"precision": "fp8"})

@@ -75,7 +75,7 @@ class DELTA(Regularizer):
             self.source(state.images)
         total = torch.zeros((), device=state.images.device)
         for i, name in enumerate(self.layers):
-            target, source = self._target[name], self._source[name]
+            target, source = self._target[name].float(), self._source[name].float()
             c, h, w = target.shape[1:]
             weight = getattr(self, f"attention_{i}").to(target.dtype) * (c / (h * w))
             distance = (target - source).pow(2).sum(dim=(2, 3))  # (b, c)
