@@ -27,47 +27,37 @@ def register_protocol(protocol: Protocol) -> Protocol:
     return protocol
 
 
-_ITERATIONS_PER_EPOCH = 500
+# what all three share: 224 px crops from 256 px squares, batch 48, the head at 10x the
+# backbone's learning rate, 500-iteration epochs with one x0.1 step at epoch 12
+_SHARED_DATA = {"image_size": 224, "resize_size": 256, "batch_size": 48, "train_transform": "random_resized_crop"}
+_SHARED_OPTIM = {"lr": 0.01, "backbone_lr_ratio": 0.1, "steps_per_epoch": 500, "lr_decay_epochs": [12],
+                 "lr_decay_factor": 0.1}  # fmt: skip
+
+
+def _preset(name: str, description: str, data: dict[str, Any], optim: dict[str, Any]) -> Protocol:
+    return register_protocol(
+        Protocol(name, description, {"data": {**_SHARED_DATA, **data}, "optim": {**_SHARED_OPTIM, **optim}})
+    )
+
 
 register_protocol(Protocol("custom", "no preset: the config's own values", {}))
-register_protocol(
-    Protocol(
-        "paper",
-        "NeurIPS 2019 paper: SGD momentum 0.95, batch 48, head lr 10x backbone, step schedule (x0.1 at 2/3)",
-        {
-            "data": {"image_size": 224, "resize_size": 256, "batch_size": 48, "train_transform": "random_resized_crop",
-                     "crop_scale_min": 0.08, "eval_transform": "center"},
-            "optim": {"lr": 0.01, "backbone_lr_ratio": 0.1, "momentum": 0.95, "nesterov": False, "weight_decay": 0.0,
-                      "epochs": 18, "steps_per_epoch": _ITERATIONS_PER_EPOCH, "lr_decay_epochs": [12],
-                      "lr_decay_factor": 0.1},
-        },
-    )
-)  # fmt: skip
-register_protocol(
-    Protocol(
-        "official-code",
-        "thuml/Batch-Spectral-Shrinkage: momentum 0.9, weight decay 5e-4, 9000 iterations, lr x0.1 every 6000, "
-        "square resize 256 + RandomResizedCrop 224 + flip, ten-crop evaluation",
-        {
-            "data": {"image_size": 224, "resize_size": 256, "batch_size": 48, "train_transform": "random_resized_crop",
-                     "crop_scale_min": 0.08, "eval_transform": "ten_crop"},
-            "optim": {"lr": 0.01, "backbone_lr_ratio": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
-                      "epochs": 18, "steps_per_epoch": _ITERATIONS_PER_EPOCH, "lr_decay_epochs": [12],
-                      "lr_decay_factor": 0.1},
-        },
-    )
-)  # fmt: skip
-register_protocol(
-    Protocol(
-        "tllib",
-        "Transfer-Learning-Library: Nesterov momentum 0.9, 20 x 500 iterations, lr x0.1 at epoch 12, "
-        "RandomResizedCrop scale 0.2-1 + flip, Resize 256 + centre crop evaluation (selection on validation, not test)",
-        {
-            "data": {"image_size": 224, "resize_size": 256, "batch_size": 48, "train_transform": "random_resized_crop",
-                     "crop_scale_min": 0.2, "eval_transform": "center"},
-            "optim": {"lr": 0.01, "backbone_lr_ratio": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0,
-                      "epochs": 20, "steps_per_epoch": _ITERATIONS_PER_EPOCH, "lr_decay_epochs": [12],
-                      "lr_decay_factor": 0.1},
-        },
-    )
-)  # fmt: skip
+_preset(
+    "paper",
+    "NeurIPS 2019 paper: SGD momentum 0.95, batch 48, head lr 10x backbone, step schedule (x0.1 at 2/3)",
+    data={"crop_scale_min": 0.08, "eval_transform": "center"},
+    optim={"momentum": 0.95, "nesterov": False, "weight_decay": 0.0, "epochs": 18},
+)
+_preset(
+    "official-code",
+    "thuml/Batch-Spectral-Shrinkage: momentum 0.9, weight decay 5e-4, 9000 iterations, lr x0.1 every 6000, "
+    "square resize 256 + RandomResizedCrop 224 + flip, ten-crop evaluation",
+    data={"crop_scale_min": 0.08, "eval_transform": "ten_crop"},
+    optim={"momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "epochs": 18},
+)
+_preset(
+    "tllib",
+    "Transfer-Learning-Library: Nesterov momentum 0.9, 20 x 500 iterations, lr x0.1 at epoch 12, "
+    "RandomResizedCrop scale 0.2-1 + flip, Resize 256 + centre crop evaluation (selection on validation, not test)",
+    data={"crop_scale_min": 0.2, "eval_transform": "center"},
+    optim={"momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "epochs": 20},
+)

@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from search_spaces.registry import register_space
+from search_spaces.registry import register_space, suggest_grid
 
 
 @register_space("demo", "regulariser {l2, l2sp} x BSS {on, off}; eta, k if BSS; head learning rate")
@@ -34,8 +34,7 @@ METHODS_GRID: dict[str, list[str | bool]] = {"regularizer.name": ["l2", "l2sp", 
     "methods-grid", "every one of the six methods once (a grid); all else from the base config", METHODS_GRID
 )
 def methods_grid_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    for name, choices in METHODS_GRID.items():
-        trial.suggest_categorical(name, choices)
+    suggest_grid(trial, METHODS_GRID)
     return None
 
 
@@ -58,13 +57,11 @@ FIG3D_GRID: dict[str, list[str | bool | float | int]] = {
     "paper-table2", "Table 2: rates 15/30/50/100% x six methods x 5 seeds (120 trials per dataset)", TABLE2_GRID
 )
 def table2_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    for name, choices in TABLE2_GRID.items():
-        trial.suggest_categorical(name, choices)
+    suggest_grid(trial, TABLE2_GRID)
     return None
 
 
 @register_space("fig3d", "Fig. 3(d): BSS k in {1, 2, 4, 8, 16} x rates x 5 seeds (100 trials), BSS on", FIG3D_GRID)
 def fig3d_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    for name, choices in FIG3D_GRID.items():
-        trial.suggest_categorical(name, choices)
+    suggest_grid(trial, FIG3D_GRID)
     return {"bss.enabled": True}

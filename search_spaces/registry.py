@@ -57,6 +57,12 @@ def get_space(name: str) -> SearchSpace:
     return SPACES[name]
 
 
+def suggest_grid(trial: optuna.Trial, grid: Mapping[str, Sequence[Any]]) -> None:
+    """Suggest every parameter of a grid space (GridSampler picks the values)."""
+    for name, choices in grid.items():
+        trial.suggest_categorical(name, list(choices))
+
+
 def sample_params(space: SearchSpace, seed: int = 0) -> dict[str, Any]:
     """One draw from ``space`` in a throwaway in-memory study (for validation before launch)."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))

@@ -37,6 +37,20 @@ def post(url: str, body: dict) -> dict:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
+def wait_for_health(base: str, server: subprocess.Popen, seconds: float = 90) -> None:
+    """Wait until an MLflow server answers /health, or fail if it exits or times out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, f"no MLflow server answered at {base}"
+        time.sleep(0.5)
+
+
 def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None:
     port = free_port()
     server = subprocess.Popen(
@@ -45,16 +59,7 @@ def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError("the MLflow UI did not come up") from None
-                time.sleep(0.5)
+        wait_for_health(base, server)
         experiments = post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
         (experiment,) = [e for e in experiments if e["name"] == "itest"]
         runs = post(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -174,14 +179,7 @@ def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
+        wait_for_health(uri, server)
         spec = {
             "name": "http-study", "output_dir": str(tmp_path / "study"), "num_samples": 2,
             "search_space": {  # a declarative space, with a conditional parameter
