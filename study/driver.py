@@ -239,11 +239,15 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
     client = MlflowClient(record.tracking_uri)
     folder = spec.study_dir
     started = time.monotonic()
+    monitor = system_metrics(record)
     try:
         results = tuner.fit()
     except BaseException:
         client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     trials: list[Trial] = list(results._experiment_analysis.trials)
     logger = MlflowTrialLogger(record.tracking_uri, record.experiment_id, record.parent_run_id, spec.base, 0)
     runs = logger.child_runs()
@@ -276,6 +280,19 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
         print(f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
               f"overhead {overhead:.2f} s per trial", file=out or sys.stdout)  # fmt: skip
     return write_results(spec, record, rows, out)
+
+
+def system_metrics(record: StudyRecord) -> Any:
+    """MLflow's system metrics (CPU, memory, disk, network, GPUs) of the driver's machine on the
+    parent run while trials run: on a local study, the machine the trials run on. None without psutil."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(record.parent_run_id, resume_logging=True, tracking_uri=record.tracking_uri)
+        monitor.start()
+        return monitor
+    except ImportError:
+        return None
 
 
 def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[float, float] | None:

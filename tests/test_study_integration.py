@@ -75,7 +75,10 @@ def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None
         server.wait(timeout=30)
 
 
-def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_trial_study_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     out = tmp_path / "study"
     spec = {
         "name": "itest",
@@ -102,6 +105,8 @@ def test_two_trial_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "system/cpu_utilization_percentage" in parents[0].data.metrics  # the machine while trials ran
+    assert {"sweep_efficiency", "best_best_val_acc", "trials_total"} <= set(parents[0].data.metrics)
     assert len(children) == 2
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -165,6 +170,11 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
     assert combos == {(m, b) for m in ("l2", "l2sp", "delta") for b in (False, True)}
     assert all(row["status"] == "finished" and row["test_acc"] is not None for row in table)
     assert len(list(cache.glob("*.pt"))) == 1
+    # the report of a real study: one Table-2 row per method, BSS gains paired by seed
+    assert main(["report", str(tmp_path / "study")]) == 0
+    report = (tmp_path / "study" / "report" / "report.md").read_text()
+    for method in ("l2", "l2+BSS", "l2sp", "l2sp+BSS", "delta", "delta+BSS"):
+        assert f"| embedded-fashion-mnist | {method} |" in report
 
 
 def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
