@@ -19,11 +19,21 @@ def demo_space(trial: optuna.Trial) -> dict[str, Any] | None:
     return None
 
 
-@register_space("methods", "the paper's six methods: regulariser {l2, l2sp, delta} x BSS {on, off}; head learning rate")
+@register_space(
+    "methods",
+    "TPE over the six methods with each one's own coefficients: alpha always; beta for l2sp (distance to the "
+    "pretrained weights) and delta (feature-map distance); eta and k only with BSS; head lr and weight decay",
+)
 def methods_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    trial.suggest_categorical("regularizer.name", ["l2", "l2sp", "delta"])
-    trial.suggest_categorical("bss.enabled", [True, False])
+    method = trial.suggest_categorical("regularizer.name", ["l2", "l2sp", "delta"])
+    trial.suggest_float("regularizer.alpha", 1e-4, 1e-1, log=True)
+    if method in ("l2sp", "delta"):
+        trial.suggest_float("regularizer.beta", 1e-4, 1.0, log=True)
+    if trial.suggest_categorical("bss.enabled", [True, False]):
+        trial.suggest_float("bss.eta", 1e-4, 1e-1, log=True)
+        trial.suggest_int("bss.k", 1, 8)
     trial.suggest_float("optim.lr", 1e-3, 1e-1, log=True)
+    trial.suggest_float("optim.weight_decay", 1e-6, 1e-3, log=True)
     return None
 
 

@@ -58,3 +58,18 @@ def test_unknown_config_parameter_is_an_error_at_load(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert err.startswith("error: search_space:") and "optim.learning_rate: unknown key" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_methods_space_is_conditional() -> None:
+    from search_spaces import get_space
+
+    space = get_space("methods")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(60):
+        trial = study.ask()
+        space.define(trial)
+        p = trial.params
+        assert ("regularizer.beta" in p) == (p["regularizer.name"] in ("l2sp", "delta"))
+        assert ("bss.k" in p) == ("bss.eta" in p) == p["bss.enabled"]
+        assert {"optim.lr", "optim.weight_decay", "regularizer.alpha"} <= set(p)
+        study.tell(trial, 0.0)
