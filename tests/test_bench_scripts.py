@@ -43,3 +43,13 @@ def test_delta_attention_prints_its_figures() -> None:
 def test_amp_parity_prints_its_figures() -> None:
     out = run("bench/amp_parity.py", "--epochs", "1", "--seeds", "0", "1")
     assert "bf16_minus_fp32" in out and "epoch_time_ratio[bf16/fp32]" in out
+
+
+def test_gpu_throughput_script_runs_on_the_cpu() -> None:
+    out = run("bench/gpu_throughput.py", "--device", "cpu", "--backbone", "resnet18", "--image-size", "32",
+              "--batch", "8", "--steps", "1", "--warmup", "1", "--images", "32", "--precision", "fp32",
+              "--channels-last", "off", "--concurrency", "1", "2")  # fmt: skip
+    for figure in ("images_per_s[l2]", "images_per_s[l2+bss]", "images_per_s[delta+bss]", "bss_step_ratio",
+                   "aggregate_images_per_s[l2+bss, 2 trials]"):  # fmt: skip
+        assert figure in out
+    assert "goal >=2500" in out
