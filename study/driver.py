@@ -249,7 +249,8 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
         if monitor is not None:
             monitor.finish()
     trials: list[Trial] = list(results._experiment_analysis.trials)
-    logger = MlflowTrialLogger(record.tracking_uri, record.experiment_id, record.parent_run_id, spec.base, 0)
+    max_epochs = spec.base_config.optim.epochs
+    logger = MlflowTrialLogger(record.tracking_uri, record.experiment_id, record.parent_run_id, spec.base, max_epochs)
     runs = logger.child_runs()
     complete = len(trials) == spec.num_samples and all(t.status in FINAL_STATES for t in trials)
     if not complete:
@@ -258,19 +259,11 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
                 client.set_terminated(runs[trial.trial_id], RunStatus.to_string(RunStatus.KILLED))
         client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
         return StudyOutcome(folder, None, None, None, record.parent_run_id, interrupted=True)
-    max_epochs = spec.base_config.optim.epochs
-    reconcile = MlflowTrialLogger(
-        record.tracking_uri, record.experiment_id, record.parent_run_id, spec.base, max_epochs
-    )
     for trial in trials:  # a driver killed between a trial's end and its MLflow update left it RUNNING
         run = client.get_run(runs[trial.trial_id]) if trial.trial_id in runs else None
-        if (
-            run is not None
-            and run.info.status != RunStatus.to_string(RunStatus.FINISHED)
-            and run.info.status != "FAILED"
-        ):
+        if run is not None and run.info.status not in ("FINISHED", "FAILED"):
             epochs = int((trial.last_result or {}).get("epoch", 0))
-            reconcile.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
+            logger.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
     rows = trial_rows(trials, runs, optuna_numbers(optuna_url(folder), spec.name), max_epochs)
     efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
     if efficiency is not None:

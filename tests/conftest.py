@@ -28,3 +28,16 @@ def tiny_base(**overrides: object) -> dict:
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return base
+
+
+def run_in_processes(target: object, args: tuple, count: int, timeout: float = 120) -> None:
+    """Start ``count`` spawned processes running ``target(*args)`` at once; each must exit 0."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args) for _ in range(count)]  # type: ignore[arg-type]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+        assert p.exitcode == 0

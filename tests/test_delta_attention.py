@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from finetune.backbones import BACKBONES, build_classifier
 from finetune.config import ModelConfig
 from finetune.delta_attention import attention_from_increases, attention_key, cached_attention
 from finetune.engine import Trainer
-from tests.conftest import tiny_base
+from tests.conftest import run_in_processes, tiny_base
 
 
 def test_stage_layers_match_the_reference_names_and_resnet101() -> None:
@@ -73,13 +72,7 @@ def _compute_in_process(cache: str, counter: str) -> None:
 
 def test_concurrent_requests_compute_once(tmp_path: Path) -> None:
     counter = tmp_path / "count.txt"
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_compute_in_process, args=(str(tmp_path), str(counter))) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    run_in_processes(_compute_in_process, (str(tmp_path), str(counter)), count=4)
     assert counter.read_text().count("computed") == 1
     assert (tmp_path / "shared-key.pt").is_file()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 from finetune.config import DataConfig
 from finetune.data import load_splits
+from tests.conftest import run_in_processes
 from tests.dataset_layouts import LAYOUTS, image
 
 
@@ -45,13 +45,7 @@ def _load(root: str, cache: str) -> None:
 def test_concurrent_trials_build_once(tmp_path: Path) -> None:
     root = LAYOUTS["imagefolder"](tmp_path / "data")
     cache = tmp_path / "cache"
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_load, args=(str(root), str(cache))) for _ in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+    run_in_processes(_load, (str(root), str(cache)), count=3)
     entries = list(cache.glob("*.npy"))
     assert len(entries) == 2 and not list(cache.glob("*.partial*"))
     stamps = {e.stat().st_mtime_ns for e in entries}
