@@ -227,6 +227,7 @@ def trial_rows(trials: list[Trial], runs: dict[str, str], numbers: dict[str, int
                 mlflow_run_id=runs.get(trial.trial_id),
                 optuna_trial_number=numbers.get(trial.trial_id),
                 error=trial_error_message(trial) if failed else None,
+                retries=trial.num_failures - (1 if failed else 0),
                 early_stopped=not failed and int(last.get("epoch", 0)) < max_epochs,
                 checkpoint=trial.checkpoint.path if trial.checkpoint is not None else None,
             )

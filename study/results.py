@@ -23,6 +23,7 @@ class TrialRow:
     mlflow_run_id: str | None = None
     optuna_trial_number: int | None = None
     error: str | None = None
+    retries: int = 0  # failures Tune recovered from (retried from the trial's checkpoint)
     early_stopped: bool = False
     checkpoint: str | None = None
 
@@ -53,6 +54,7 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
         "status": ([r.status for r in rows], pa.string()),
         "early_stopped": ([r.early_stopped for r in rows], pa.bool_()),
         "error": ([r.error for r in rows], pa.string()),
+        "retries": ([r.retries for r in rows], pa.int64()),
         "checkpoint": ([r.checkpoint for r in rows], pa.string()),
     }
     for name in param_names:

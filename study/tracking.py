@@ -6,6 +6,7 @@ and the trial -> run mapping is explicit, so a later resume can continue a trial
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -15,6 +16,8 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from ray import cloudpickle
+from ray.exceptions import RayTaskError
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
@@ -127,6 +130,7 @@ class MlflowTrialLogger(Callback):
         existing = self.run_id(trial.trial_id)
         if existing is not None:  # a resumed or retried trial continues its own run
             self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
+            self.client.log_batch(existing, tags=failure_tags(trial))
             return
         config = resolve_config(self.base, trial.config)
         number = self.optuna_number(trial.trial_id)
@@ -142,6 +146,7 @@ class MlflowTrialLogger(Callback):
         run_id = run.info.run_id
         self._run_ids[trial.trial_id] = run_id
         log_params(self.client, run_id, flatten(config_to_dict(config)))
+        self.client.log_batch(run_id, tags=failure_tags(trial))
         self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
@@ -168,6 +173,13 @@ class MlflowTrialLogger(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.close(trial.trial_id, failed=True, error=trial_error_message(trial))
 
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        """A failed trial that Tune retries: its run records how often and why (a trial that failed
+        before it ever started has no run yet; ``on_trial_start`` records it then)."""
+        run_id = self.run_id(trial.trial_id)
+        if run_id is not None:
+            self.client.log_batch(run_id, tags=failure_tags(trial))
+
     def close(self, trial_id: str, failed: bool, epochs: int = 0, error: str = "") -> None:
         """Set a trial's run to its final status (FINISHED or FAILED with the error)."""
         run_id = self.run_id(trial_id)
@@ -181,14 +193,50 @@ class MlflowTrialLogger(Callback):
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
+def failure_tags(trial: Trial) -> list[RunTag]:
+    """``retries`` and ``last_failure`` of a trial that Tune has retried; none for the others."""
+    if trial.num_failures == 0:
+        return []
+    return [RunTag("retries", str(trial.num_failures)), RunTag("last_failure", trial_error_message(trial)[:5000])]
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+
+
+def failure_reason(text: str) -> str:
+    """The reason of the last failure in a Tune error file: the last ``SomeError: ...`` line of
+    its last ``Failure # N`` block, else that block's first line."""
+    blocks = re.split(r"^Failure # \d+.*$", text, flags=re.MULTILINE)
+    lines = [line.strip() for line in blocks[-1].splitlines() if line.strip()]
+    if not lines:
+        return ""
+    exceptions = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return exceptions[-1] if exceptions else lines[0]
+
+
 def trial_error_message(trial: Trial) -> str:
-    """The last line of the trial's error (its reason), or a placeholder when Ray kept none."""
+    """The reason of the trial's last failure, or a placeholder when Ray kept none. An error
+    raised by Ray itself (a dead actor or node) is named by its type."""
     path = trial.error_file
-    if path and Path(path).is_file():
-        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()
-    return "trial failed; Ray kept no error file"
+    reason = failure_reason(Path(path).read_text(errors="replace")) if path and Path(path).is_file() else ""
+    if not reason:
+        return "trial failed; Ray kept no error file"
+    kind = ray_error_type(trial)
+    return reason if kind is None or kind in reason else f"{kind}: {reason}"
+
+
+def ray_error_type(trial: Trial) -> str | None:
+    """The class name of a Ray-side failure (``ActorDiedError``, ``NodeDiedError``...), from the
+    error Tune pickled next to the text; None for errors raised inside the trainable."""
+    path = trial.pickled_error_file
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            error = cloudpickle.load(handle)
+    except Exception:  # an unreadable pickle only loses the type name, never the study
+        return None
+    return None if isinstance(error, RayTaskError) else type(error).__name__
 
 
 class ProgressLine(Callback):
@@ -214,3 +262,8 @@ class ProgressLine(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._report(trial, f"failed ({trial_error_message(trial)[:120]})")
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        start = "its last checkpoint" if trial.checkpoint else "the start"
+        print(f"[study] trial {trial.trial_id} failed ({trial_error_message(trial)[:120]}); "
+              f"retry {trial.num_failures} from {start}", flush=True)  # fmt: skip

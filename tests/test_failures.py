@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from search_spaces import register_space
 from study.cli import main
+from study.tracking import failure_reason
 from tests.conftest import tiny_base
 from trainables.finetune_trial import CRASH_ONCE_ENV
 
@@ -37,13 +38,15 @@ def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv(CRASH_ONCE_ENV, str(markers))
     rows = run(tmp_path, "retry", max_failures=1)
     assert len(list(markers.glob("*.crashed"))) == 2  # both trials really crashed once
-    assert all(r["status"] == "finished" and r["epoch"] == 3 for r in rows)
+    assert all(r["status"] == "finished" and r["epoch"] == 3 and r["retries"] == 1 for r in rows)
     client = MlflowClient(f"sqlite:///{tmp_path / 'retry' / 'mlflow.db'}")
     for row in rows:
         history = client.get_metric_history(row["mlflow_run_id"], "val_acc")
         # continued from the epoch-2 checkpoint: epochs 1..3 once each, in the same run
         assert sorted(m.step for m in history) == [1, 2, 3]
-        assert client.get_run(row["mlflow_run_id"]).info.status == "FINISHED"
+        run_info = client.get_run(row["mlflow_run_id"])
+        assert run_info.info.status == "FINISHED" and run_info.data.tags["retries"] == "1"
+        assert run_info.data.tags["last_failure"].startswith("RuntimeError: injected crash of trial")
 
 
 @register_space("diverge-probe", "tests: one trial diverges, one trains", grid={"optim.lr": [1e12, 0.01]})
@@ -56,7 +59,19 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
     by_status = {r["status"] for r in rows}
     assert by_status == {"failed", "finished"}
     failed = next(r for r in rows if r["status"] == "failed")
-    assert "non-finite loss" in failed["error"]
+    assert "non-finite loss" in failed["error"] and failed["retries"] == 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'fail' / 'mlflow.db'}")
     run_info = client.get_run(failed["mlflow_run_id"])
     assert run_info.info.status == "FAILED" and "non-finite loss" in run_info.data.tags["error"]
+
+
+def test_failure_reason_is_the_last_failures_exception_line() -> None:
+    text = (
+        "Failure # 1 (occurred at 2026-11-28_01-14-02)\nray.exceptions.RayTaskError(RuntimeError): "
+        'ray::finetune_trial()\n  File "x.py", line 3, in f\nRuntimeError: first\n'
+        "Failure # 2 (occurred at 2026-11-28_01-14-09)\nThe actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: ImplicitFunc\n"
+    )
+    assert failure_reason(text) == "The actor died unexpectedly before finishing this task."
+    assert failure_reason(text.split("Failure # 2")[0]) == "RuntimeError: first"
+    assert failure_reason("") == ""
