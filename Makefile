@@ -47,12 +47,14 @@ bench: setup
 	$(PY) bench/data_pipeline.py --images 256 --quick
 	$(PY) bench/delta_attention.py --backbone resnet18 --image-size 32 --batch 16 --loop-channels 8
 	$(PY) bench/amp_parity.py --epochs 1 --seeds 0 1
+	$(PY) bench/sweep_overhead.py --trials 6 --epochs 4
 
 bench-full: setup
 	$(PY) bench/bss_overhead.py
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/delta_attention.py
 	$(PY) bench/amp_parity.py
+	$(PY) bench/sweep_overhead.py
 
 bench-bss: setup
 	$(PY) bench/bss_overhead.py

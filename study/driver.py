@@ -191,6 +191,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
             scheduler=make_scheduler(spec, max_epochs),
             num_samples=spec.num_samples,
+            reuse_actors=spec.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,

@@ -46,6 +46,7 @@ class StudySpec:
     num_samples: int = 8
     max_concurrent: int = 2
     max_failures: int = 1
+    reuse_actors: bool = True  # one worker process runs trial after trial (no process start, imports, warm caches)
     seed: int = 0
     metric: str = "val_acc"
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)

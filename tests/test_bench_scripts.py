@@ -53,3 +53,16 @@ def test_gpu_throughput_script_runs_on_the_cpu() -> None:
                    "aggregate_images_per_s[l2+bss, 2 trials]"):  # fmt: skip
         assert figure in out
     assert "goal >=2500" in out
+
+
+def test_sweep_overhead_prints_its_figures() -> None:
+    out = run("bench/sweep_overhead.py", "--trials", "3", "--epochs", "2")
+    for mode in ("reused-workers", "fresh-process"):
+        for figure in ("sweep_efficiency", "framework_overhead_per_trial_s", "handoff_per_trial_s"):
+            assert f"{figure}[{mode}]" in out
+    assert "goal >=0.85" in out and "goal <=2" in out
+    values = {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if not line.startswith("#")}
+    for mode in ("reused-workers", "fresh-process"):
+        parts = ("startup", "handoff", "trial_edges", "idle_at_end", "shutdown")
+        total = sum(values[f"{part}_per_trial_s[{mode}]"] for part in parts)
+        assert abs(total - values[f"overhead_per_trial_s[{mode}]"]) < 0.01  # the split accounts for all of it

@@ -4,6 +4,7 @@ finishes with every trial accounted for."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -46,7 +48,7 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
         spec = {
             "name": "cluster", "output_dir": str(out), "search_space": "demo", "num_samples": 4, "max_concurrent": 3,
             "max_failures": 3, "scheduler": {"name": "fifo"}, "ray_address": address,
-            "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 12}),
+            "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 40}),
         }  # fmt: skip
         spec_path = tmp_path / "cluster.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
@@ -55,10 +57,17 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 300
-        while not list(out.glob("tune/*/checkpoint_*")):
+        # kill once a trial has checkpointed and a trial is training on the worker node
+        while not (list(out.glob("tune/*/checkpoint_*")) and training_on(worker.pid)):
             assert driver.poll() is None and time.monotonic() < deadline, "the study did not start"
             time.sleep(0.2)
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker node dies mid-study, trials on it with it
+        # the worker node dies mid-study: every process of it at once (raylet, workers, trial actors)
+        node = [p.pid for p in psutil.Process(worker.pid).children(recursive=True)]
+        os.killpg(worker.pid, signal.SIGKILL)
+        for pid in node:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        print("killed the worker node's processes:", len(node) + 1)
         output, _ = driver.communicate(timeout=600)
         (tmp_path / "driver.log").write_text(output)
         assert driver.returncode == 0, output[-3000:]
@@ -82,6 +91,15 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
             os.killpg(worker.pid, signal.SIGKILL)
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(tmp_path / "shared", ignore_errors=True)
+
+
+def training_on(node_pid: int) -> bool:
+    """Whether a process of the node (by its ``ray start`` pid) runs a Tune trial's training."""
+    for process in psutil.Process(node_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "ImplicitFunc.train" in " ".join(process.cmdline()):
+                return True
+    return False
 
 
 def wait_for_nodes(address: str, count: int, env: dict[str, str]) -> None:

@@ -52,6 +52,7 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
         ({"base.data.dataset": "cub200", "base.data.root": "/no/such/cub"}, "base.data.root"),
         ({"base.protocol": "imagenet"}, "base.protocol"),
         ({"search_space": "methods-grid", "num_samples": 7}, "num_samples"),
+        ({"reuse_actors": "sometimes"}, "reuse_actors"),
     ],
 )
 def test_bad_spec_one_line_exit_2_nothing_written(
