@@ -134,7 +134,7 @@ def main() -> None:
                      "reuse_actors": reuse}  # fmt: skip
             figures = breakdown(run_study(study, folder), slots)
             for figure, value in figures.items():
-                print(f"{figure + '[' + label + ']':<40} {value:8.3f}   goal {GOALS.get(figure, '-'):<6} {device}")
+                print(f"{figure + '[' + label + ']':<46} {value:8.3f}   goal {GOALS.get(figure, '-'):<6} {device}")
 
 
 if __name__ == "__main__":
