@@ -126,6 +126,22 @@ def test_random_resized_crop_is_batched_seeded_and_in_range() -> None:
     assert torch.allclose(out, normalize(flat)[:, :, :24, :24], atol=1e-5)
 
 
+def test_normalize_is_exact_in_every_memory_format() -> None:
+    import torch
+
+    from finetune.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+    hwc = torch.randint(0, 256, (3, 20, 30, 3), dtype=torch.uint8)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    channels_last = hwc.permute(0, 3, 1, 2)
+    for batch in (channels_last, channels_last.contiguous(), channels_last[:, :, 2:15, 5:25]):
+        expected = (batch.double() / 255 - mean.double()) / std.double()
+        out = normalize(batch)
+        assert out.dtype == torch.float32 and out.shape == batch.shape
+        assert float((out.double() - expected).abs().max()) < 1e-5
+    assert normalize(channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_bf16_and_channels_last_run_and_stay_close_to_fp32() -> None:
     base = tiny_base(optim={"epochs": 1, "steps_per_epoch": 2}, bss={"enabled": True, "k": 1})
     fp32 = fit(config_from_dict({**base, "precision": "fp32", "channels_last": "off"}))
