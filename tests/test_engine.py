@@ -150,3 +150,19 @@ def test_bf16_and_channels_last_run_and_stay_close_to_fp32() -> None:
     assert abs(first32 - first16) < 0.05 * abs(first32)
     with pytest.raises(Exception, match="precision"):
         config_from_dict({"precision": "fp8"})
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from finetune import engine
+    from finetune.config import TrainConfig
+
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda native=native: native)
+        auto = TrainConfig()
+        assert engine.use_bf16(auto, cpu) is native and engine.use_channels_last(auto, cpu) is native
+        fixed = TrainConfig(precision="fp32", channels_last="off")
+        assert not engine.use_bf16(fixed, cpu) and not engine.use_channels_last(fixed, cpu)
+        assert engine.use_bf16(TrainConfig(precision="bf16"), cpu)

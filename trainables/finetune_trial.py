@@ -35,7 +35,8 @@ def _maybe_crash_for_test(trial_id: str, epoch: int) -> None:
 
 
 class TuneReporter:
-    """Engine callback: each epoch's flat metrics go to ``tune.report`` with a Tune checkpoint.
+    """Engine callback: each epoch's flat metrics go to ``tune.report`` with a Tune checkpoint,
+    with the precision and memory format ``auto`` resolved to (``bf16``, ``channels_last``: 1 or 0).
 
     The checkpoint holds the engine's whole state (so a retried or resumed trial continues
     exactly where it was) and the resolved config; the last one also holds the selected
@@ -52,7 +53,11 @@ class TuneReporter:
             (folder / RESOLVED_CONFIG).write_text(config_to_yaml(self.config))
             if trainer.done:
                 torch.save(trainer.best_state, folder / BEST_WEIGHTS)
-            tune.report(metrics.flat(), checkpoint=tune.Checkpoint.from_directory(tmp))
+            settings = {
+                "bf16": float(trainer.bf16),
+                "channels_last": float(trainer.memory_format == torch.channels_last),
+            }
+            tune.report({**metrics.flat(), **settings}, checkpoint=tune.Checkpoint.from_directory(tmp))
         _maybe_crash_for_test(tune.get_context().get_trial_id(), metrics.epoch)
 
     def on_fit_end(self, result: FitResult) -> None:
