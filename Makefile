@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/delta_attention.py --backbone resnet18 --image-size 32 --batch 16 --loop-channels 8
 	$(PY) bench/amp_parity.py --epochs 1 --seeds 0 1
 	$(PY) bench/sweep_overhead.py --trials 6 --epochs 4
+	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-full: setup
 	$(PY) bench/bss_overhead.py
@@ -55,6 +56,7 @@ bench-full: setup
 	$(PY) bench/delta_attention.py
 	$(PY) bench/amp_parity.py
 	$(PY) bench/sweep_overhead.py
+	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-bss: setup
 	$(PY) bench/bss_overhead.py

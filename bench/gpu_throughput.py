@@ -103,7 +103,22 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--channels-last", default="on")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--if-gpu", action="store_true",
+                        help="without a CUDA device, list the figures and goals as not measured")  # fmt: skip
     args = parser.parse_args()
+    if args.if_gpu and not torch.cuda.is_available():
+        figures = (
+            [f"images_per_s[{m}]" for m in METHODS]
+            + ["bss_step_ratio"]
+            + [f"aggregate_images_per_s[l2+bss, {k} trials]" for k in args.concurrency]
+        )
+        goals = {
+            "bss_step_ratio": "<=1.02",
+            f"aggregate_images_per_s[l2+bss, {max(args.concurrency)} trials]": ">=2500",
+        }
+        for figure in figures:
+            print(f"{figure:<40} {'not measured':>12}   goal {goals.get(figure, '-'):<8} no CUDA device here")
+        return
     name = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
     )

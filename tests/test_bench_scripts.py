@@ -66,3 +66,12 @@ def test_sweep_overhead_prints_its_figures() -> None:
         parts = ("startup", "handoff", "trial_edges", "idle_at_end", "shutdown")
         total = sum(values[f"{part}_per_trial_s[{mode}]"] for part in parts)
         assert abs(total - values[f"overhead_per_trial_s[{mode}]"]) < 0.01  # the split accounts for all of it
+
+
+def test_gpu_throughput_lists_its_figures_as_not_measured_without_a_gpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the script measures instead")
+    out = run("bench/gpu_throughput.py", "--if-gpu")
+    assert "aggregate_images_per_s[l2+bss, 4 trials]" in out and "not measured" in out and "goal >=2500" in out
