@@ -28,6 +28,7 @@ from finetune.regularizers import BuildContext, StepState, build_regularizers, s
 from finetune.transforms import EvalViews, center_view, eval_views, train_transform
 
 NUM_REPORTED_SINGULAR_VALUES = 4
+GPU_CHECK_EVERY = 25  # steps between read-backs (finite-loss check) on a GPU; a CPU checks every step
 
 
 def seed_everything(seed: int) -> None:
@@ -135,6 +136,7 @@ class Trainer:
         self.best_val, self.best_epoch = -1.0, 0
         self.best_state: dict[str, torch.Tensor] = {}
         self.history: list[EpochMetrics] = []
+        self.check_every = 1 if self.device.type == "cpu" else GPU_CHECK_EVERY  # steps between read-backs
 
     @property
     def done(self) -> bool:
@@ -145,8 +147,12 @@ class Trainer:
         config, device, model = self.config, self.device, self.model
         self.epoch += 1
         model.train()
-        sums = {"ce": 0.0, **{name: 0.0 for name in self.terms}}
-        total_loss, correct, seen = 0.0, 0, 0
+        # running sums stay on the device: reading a value back synchronises a GPU, so the
+        # finite-loss check (and any read) happens every ``check_every`` steps, not every step
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        sums = {"ce": zero.clone(), **{name: zero.clone() for name in self.terms}}
+        total_loss, correct, seen = zero.clone(), zero.clone(), 0
+        finite = torch.ones((), dtype=torch.bool, device=device)
         features = torch.empty(0)
         for step in range(1, self.steps_per_epoch + 1):
             idx = self.stream.next()
@@ -159,21 +165,18 @@ class Trainer:
                 state = StepState(model=model, images=x, features=features, logits=logits)
                 values = {name: term(state).float() for name, term in self.terms.items()}
             loss = ce + sum(values.values(), torch.zeros((), device=device))
-            if not torch.isfinite(loss):
-                terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {self.epoch}, step {step} (ce={float(ce.detach()):.4g}, {terms_text}); "
-                    "lower optim.lr or bss.eta"
-                )
+            finite &= torch.isfinite(loss)
+            if step % self.check_every == 0 or step == self.steps_per_epoch:
+                self._check_finite(finite, step, self.check_every, ce, values)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.step += 1
-            sums["ce"] += float(ce.detach())
+            sums["ce"] += ce.detach()
             for name, value in values.items():
-                sums[name] += float(value.detach())
-            total_loss += float(loss.detach())
-            correct += int((logits.argmax(1) == y).sum())
+                sums[name] += value.detach()
+            total_loss += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         lr = self.optimizer.param_groups[1]["lr"]
         self.scheduler.step()
@@ -186,9 +189,9 @@ class Trainer:
         test_acc = self.test() if self.done else None
         metrics = EpochMetrics(
             epoch=self.epoch,
-            train_loss=total_loss / self.steps_per_epoch,
-            train_acc=correct / max(1, seen),
-            terms={name: value / self.steps_per_epoch for name, value in sums.items()},
+            train_loss=float(total_loss) / self.steps_per_epoch,
+            train_acc=int(correct) / max(1, seen),
+            terms={name: float(value) / self.steps_per_epoch for name, value in sums.items()},
             val_acc=val_acc,
             best_val_acc=self.best_val,
             best_epoch=self.best_epoch,
@@ -199,6 +202,19 @@ class Trainer:
         )
         self.history.append(metrics)
         return metrics
+
+    def _check_finite(
+        self, finite: torch.Tensor, step: int, every: int, ce: torch.Tensor, values: dict[str, torch.Tensor]
+    ) -> None:
+        """Raise if a loss since the last check was not finite (one read-back per ``every`` steps)."""
+        if bool(finite):
+            return
+        where = f"step {step}" if every == 1 else f"one of steps {max(1, step - every + 1)}-{step}"
+        terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {self.epoch}, {where} (ce={float(ce.detach()):.4g}, {terms_text}); "
+            "lower optim.lr or bss.eta"
+        )
 
     def test(self) -> float:
         """Test accuracy of the selected (best-validation) weights with ``data.eval_transform``."""

@@ -47,8 +47,19 @@ def test_same_seed_same_first_step_loss() -> None:
 
 def test_non_finite_loss_stops_with_reason() -> None:
     config = config_from_dict(tiny_base(optim={"lr": 1e12, "epochs": 1, "steps_per_epoch": 5}))
-    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step \d \(ce="):
         fit(config, [])
+
+
+def test_non_finite_check_every_few_steps_names_the_window() -> None:
+    """A GPU reads the loss back every few steps only (no device sync per step): the error then
+    names the window of steps; here forced on the CPU."""
+    from finetune.engine import Trainer
+
+    trainer = Trainer(config_from_dict(tiny_base(optim={"lr": 1e12, "epochs": 1, "steps_per_epoch": 5})))
+    trainer.check_every = 3
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, one of steps 1-3"):
+        trainer.train_epoch()
 
 
 def test_stopped_and_resumed_run_matches_uninterrupted() -> None:
