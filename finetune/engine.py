@@ -167,7 +167,7 @@ class Trainer:
             loss = ce + sum(values.values(), torch.zeros((), device=device))
             finite &= torch.isfinite(loss)
             if step % self.check_every == 0 or step == self.steps_per_epoch:
-                self._check_finite(finite, step, self.check_every, ce, values)
+                self._check_finite(finite, step, ce, values)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -203,12 +203,11 @@ class Trainer:
         self.history.append(metrics)
         return metrics
 
-    def _check_finite(
-        self, finite: torch.Tensor, step: int, every: int, ce: torch.Tensor, values: dict[str, torch.Tensor]
-    ) -> None:
-        """Raise if a loss since the last check was not finite (one read-back per ``every`` steps)."""
+    def _check_finite(self, finite: torch.Tensor, step: int, ce: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+        """Raise if a loss since the last check was not finite (one read-back per ``check_every`` steps)."""
         if bool(finite):
             return
+        every = self.check_every
         where = f"step {step}" if every == 1 else f"one of steps {max(1, step - every + 1)}-{step}"
         terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
         raise NonFiniteLossError(

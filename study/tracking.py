@@ -130,7 +130,6 @@ class MlflowTrialLogger(Callback):
         existing = self.run_id(trial.trial_id)
         if existing is not None:  # a resumed or retried trial continues its own run
             self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
-            self.client.log_batch(existing, tags=failure_tags(trial))
             return
         config = resolve_config(self.base, trial.config)
         number = self.optuna_number(trial.trial_id)
@@ -142,11 +141,11 @@ class MlflowTrialLogger(Callback):
         }
         if number is not None:
             tags["optuna.trial_number"] = str(number)
+        tags.update((tag.key, tag.value) for tag in failure_tags(trial))  # failed before it ever started
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
         run_id = run.info.run_id
         self._run_ids[trial.trial_id] = run_id
         log_params(self.client, run_id, flatten(config_to_dict(config)))
-        self.client.log_batch(run_id, tags=failure_tags(trial))
         self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
@@ -175,7 +174,7 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         """A failed trial that Tune retries: its run records how often and why (a trial that failed
-        before it ever started has no run yet; ``on_trial_start`` records it then)."""
+        before it ever started has no run yet; ``on_trial_start`` creates it with these tags)."""
         run_id = self.run_id(trial.trial_id)
         if run_id is not None:
             self.client.log_batch(run_id, tags=failure_tags(trial))
