@@ -2,10 +2,13 @@
 
 Accuracy parity: the test accuracy of the selected epoch, per seed and as mean +- std, for
 fp32 and bf16, and their difference in units of the fp32 seed spread. Speed: the mean
-epoch time of each on this device. ``precision: auto`` turns bf16 on only where it is faster
-(a GPU); this prints the evidence for the device it runs on.
+epoch time of each on this device. ``precision: auto`` turns bf16 on only on a GPU; on a CPU
+bf16 is an opt-in, and this prints the evidence for the CPU it runs on. ``--layers`` also
+prints, for bf16 and bf16 + channels_last, the layers whose outputs (one fixed batch, eval
+mode) are furthest from fp32: where a CPU's bf16 channels-last kernel departs from the others.
 
     python bench/amp_parity.py                # demo config (MobileNetV2, 64 px), 4 epochs
+    python bench/amp_parity.py --layers --epochs 1 --seeds 0
 """
 
 from __future__ import annotations
@@ -17,6 +20,35 @@ import torch
 import yaml
 
 from finetune import config_from_dict, fit
+from finetune.config import TrainConfig
+from finetune.engine import Trainer
+from finetune.transforms import center_view
+
+
+def layer_errors(config: TrainConfig, bf16: bool, channels_last: bool, worst: int = 5) -> list[tuple[float, str]]:
+    """Relative error against fp32 of every conv / linear / norm layer's output on one batch."""
+    trainer = Trainer(config)
+    model = trainer.model.eval()
+    images = center_view(trainer.splits.train.all_images()[:32], config.data)[0]
+    kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d)
+
+    def outputs(use_bf16: bool, use_cl: bool) -> dict[str, torch.Tensor]:
+        fmt = torch.channels_last if use_cl else torch.contiguous_format
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [
+            module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.float().clone()))
+            for name, module in model.named_modules()
+            if isinstance(module, kinds)
+        ]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            model.to(memory_format=fmt)(images.contiguous(memory_format=fmt))
+        for hook in hooks:
+            hook.remove()
+        return seen
+
+    reference, other = outputs(False, False), outputs(bf16, channels_last)
+    errors = [(float((other[n] - r).norm() / (r.norm() + 1e-12)), n) for n, r in reference.items()]
+    return sorted(errors)[-worst:]
 
 
 def main() -> None:
@@ -25,9 +57,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--layers", action="store_true", help="also print the layers furthest from fp32")
     args = parser.parse_args()
     with open(args.spec) as fh:
         base = yaml.safe_load(fh)["base"]
+    if args.layers:
+        probe = config_from_dict({**base, "device": "cpu", "precision": "fp32", "channels_last": "off"})
+        for name, cl in (("bf16", False), ("bf16+channels_last", True)):
+            worst = ", ".join(f"{layer} {err:.4f}" for err, layer in reversed(layer_errors(probe, True, cl)))
+            print(f"layer_error[{name}]  worst: {worst}")
     base = {**base, "optim": {**base.get("optim", {}), "epochs": args.epochs, "lr_decay_epochs": []},
             "device": args.device, "num_threads": None}  # fmt: skip
     results: dict[str, list[float]] = {"fp32": [], "bf16": []}

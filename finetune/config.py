@@ -192,9 +192,9 @@ class TrainConfig:
 
     ``precision``: ``bf16`` runs forward passes and losses under bfloat16 autocast (the BSS
     singular values and DELTA's distances are still computed in float32), ``fp32`` does not,
-    ``auto`` is bf16 on a GPU that supports it and on a CPU with native bfloat16 instructions
-    (AVX512-BF16, AMX), fp32 elsewhere. ``channels_last``: the model's memory format; ``auto``
-    is on for a GPU and on a CPU running bf16, off otherwise.
+    ``auto`` is bf16 on a GPU that supports it and fp32 on a CPU (bf16 training parity on CPUs
+    differs from machine to machine; ``bf16`` opts in). ``channels_last``: the model's memory
+    format; ``auto`` is on for a GPU, off on a CPU.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
