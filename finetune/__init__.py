@@ -18,8 +18,8 @@ from finetune.config import (
     load_config,
     resolve_config,
 )
-from finetune.engine import fit
-from finetune.errors import ConfigError, DataError, NonFiniteLossError, WeightsError
+from finetune.engine import Trainer, fit, train_to_end
+from finetune.errors import ConfigError, DataError, InputError, NonFiniteLossError, WeightsError
 
 __all__ = [
     "BSSConfig",
@@ -29,12 +29,14 @@ __all__ = [
     "DataError",
     "EpochMetrics",
     "FitResult",
+    "InputError",
     "ModelConfig",
     "NonFiniteLossError",
     "OptimConfig",
     "PrintProgress",
     "RegularizerConfig",
     "TrainConfig",
+    "Trainer",
     "WeightsError",
     "config_from_dict",
     "config_from_yaml",
@@ -43,4 +45,5 @@ __all__ = [
     "fit",
     "load_config",
     "resolve_config",
+    "train_to_end",
 ]

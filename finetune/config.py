@@ -380,4 +380,8 @@ def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no file at {path}; pass the path of a config YAML such as <study>/best.yaml")
-    return config_from_yaml(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config: {path} is not a text (UTF-8) file; pass a config YAML") from None
+    return config_from_yaml(text, str(path))

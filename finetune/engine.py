@@ -268,6 +268,11 @@ def fit(
     trainer = Trainer(config, device)
     if resume is not None:
         trainer.load_state_dict(resume)
+    return train_to_end(trainer, callbacks)
+
+
+def train_to_end(trainer: Trainer, callbacks: Sequence[Callback] = ()) -> FitResult:
+    """Train ``trainer`` from where it stands to its last epoch, reporting each epoch."""
     while not trainer.done:
         metrics = trainer.train_epoch()
         for callback in callbacks:

@@ -12,23 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finetune import (
-    ConfigError,
-    DataError,
-    NonFiniteLossError,
-    PrintProgress,
-    WeightsError,
-    config_to_yaml,
-    fit,
-    load_config,
-)
+from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_yaml, fit, load_config
 from study.errors import StudyError
+from study.folder import MLFLOW_FILE, TRIALS_FILE, StudyFolder, StudyRecord
 from study.spec import StudySpec, load_spec
 
 if TYPE_CHECKING:
     from study.driver import StudyOutcome
-
-USER_ERRORS = (StudyError, ConfigError, DataError, WeightsError)
 
 
 @contextmanager
@@ -50,11 +40,9 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
 
 
 def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    return [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", f"sqlite:///{study_dir.resolve() / 'mlflow.db'}",
-        "--host", host, "--port", str(port),
-    ]  # fmt: skip
+    folder = StudyFolder(study_dir)
+    uri = StudyRecord.load(folder).tracking_uri_in(folder)
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -77,11 +65,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.driver import load_study_spec, resume_study
 
-    folder = Path(args.study_dir).resolve()
-    spec = load_study_spec(folder)
-    print(f"resuming study '{spec.name}' in {folder}", flush=True)
+    folder = StudyFolder(Path(args.study_dir))
+    spec = load_study_spec(folder.path)
+    print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
     with ray_session(spec):
-        outcome = resume_study(folder)
+        outcome = resume_study(folder.path)
     return report_outcome(spec, outcome)
 
 
@@ -101,12 +89,19 @@ def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
         test = b.metrics.get("test_acc")
         print(f"\nbest trial {b.trial_id}: val_acc={b.metrics['best_val_acc']:.4f}"
               + (f" test_acc={test:.4f}" if isinstance(test, float) else "") + f"  ({params})")  # fmt: skip
-    else:
+    if outcome.all_failed:
+        assert outcome.table is not None
+        errors = sorted({str(r["error"]) for r in outcome.table.to_pylist()})
+        print(f"error: every trial failed ({len(errors)} distinct error(s)):", file=sys.stderr)
+        for error in errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    if outcome.best is None and not outcome.already_complete:
         print("\nno trial reported a validation accuracy; see the errors in the table above")
     if outcome.best_config_path is not None:
         print(f"best config: {outcome.best_config_path}")
         print(f"rerun it:    study train --config {shlex.quote(str(outcome.best_config_path))}")
-    print(f"results:     {outcome.study_dir / 'trials.parquet'}")
+    print(f"results:     {outcome.study_dir / TRIALS_FILE}")
     if spec.tracking_uri is None:
         print(f"MLflow UI:   study ui {shlex.quote(str(outcome.study_dir))}   (serves http://127.0.0.1:5000)")
     else:
@@ -185,8 +180,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     folder = Path(args.study_dir)
-    if not (folder / "mlflow.db").is_file():
-        raise StudyError(f"STUDY_DIR: no mlflow.db in {folder}; pass the output_dir of a launched study")
+    if not (folder / MLFLOW_FILE).is_file():
+        raise StudyError(f"STUDY_DIR: no {MLFLOW_FILE} in {folder}; pass the output_dir of a launched study")
+    if not 1 <= args.port <= 65535:
+        raise StudyError(f"--port: {args.port} is not a TCP port; pass 1-65535 (default 5000)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"warning: serving MLflow on {args.host}; anyone who reaches it can read and change runs", file=sys.stderr
@@ -263,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except USER_ERRORS as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import optuna
 import pyarrow as pa
-import pyarrow.parquet as pq
 from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
@@ -25,37 +25,45 @@ from ray.tune.search import ConcurrencyLimiter
 from finetune import config_to_yaml, resolve_config
 from finetune.config import flatten
 from study.errors import StudyError
+from study.folder import (
+    MLFLOW_FILE,
+    OPTUNA_FILE,
+    SPEC_FILE,
+    TUNE_DIR,
+    StudyFolder,
+    StudyRecord,
+    load_optuna_study,
+    read_trials,
+    rebase_artifacts,
+    tracking_client,
+    trials_table_state,
+)
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
-from study.searcher import TaggedOptunaSearch, optuna_numbers
-from study.spec import StudySpec, load_spec, spec_to_yaml
+from study.searcher import FolderStorage, TaggedOptunaSearch, close_orphans, optuna_numbers
+from study.spec import StudySpec, spec_to_yaml
 from study.tracking import MlflowTrialLogger, ProgressLine, log_params, open_experiment, trial_error_message
-from trainables import BEST_WEIGHTS, finetune_trial
+from trainables.finetune_trial import START_EPOCH, finetune_trial
+from trainables.trial_store import BEST_WEIGHTS
 
-SPEC_FILE = "spec.yaml"
-RECORD_FILE = "study.json"
-TRIALS_FILE = "trials.parquet"
-BEST_FILE = "best.yaml"
-TUNE_DIR = "tune"
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
 FINAL_STATES = (Trial.TERMINATED, Trial.ERROR)
+# URIs held by objects that Tune pickles (searcher, callbacks) are relative to the study folder,
+# which is the driver's working directory while Tune runs (see ``inside``): a moved or copied
+# study restores them pointing at its own files.
+RELATIVE_OPTUNA_URL = f"sqlite:///{OPTUNA_FILE}"
+RELATIVE_MLFLOW_URI = f"sqlite:///{MLFLOW_FILE}"
+TRAINABLE = finetune_trial  # tests wrap it to inject faults
 
 
-@dataclass(frozen=True)
-class StudyRecord:
-    """What a study folder needs to be continued: where its runs and trials live."""
-
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-
-    def save(self, folder: Path) -> None:
-        tmp = folder / f"{RECORD_FILE}.partial"
-        tmp.write_text(json.dumps(self.__dict__, indent=2))
-        tmp.replace(folder / RECORD_FILE)
-
-    @classmethod
-    def load(cls, folder: Path) -> StudyRecord:
-        return cls(**json.loads((folder / RECORD_FILE).read_text()))
+@contextmanager
+def inside(folder: StudyFolder) -> Iterator[None]:
+    """Run with the study folder as the working directory (restored afterwards)."""
+    previous = os.getcwd()
+    os.chdir(folder.path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @dataclass(frozen=True)
@@ -68,9 +76,10 @@ class StudyOutcome:
     already_complete: bool = False
     interrupted: bool = False
 
-
-def optuna_url(folder: Path) -> str:
-    return f"sqlite:///{folder / 'optuna.db'}"
+    @property
+    def all_failed(self) -> bool:
+        rows = self.table.to_pylist() if self.table is not None else []
+        return bool(rows) and all(r["status"] == "failed" for r in rows)
 
 
 def check_study_dir(spec: StudySpec) -> bool:
@@ -89,7 +98,7 @@ def check_study_dir(spec: StudySpec) -> bool:
         raise StudyError(
             f"output_dir: {folder} already holds a different study; choose another output_dir or delete it"
         )
-    if (folder / TRIALS_FILE).is_file():
+    if trials_table_state(StudyFolder(folder)) == "ok":
         return True
     raise StudyError(
         f"output_dir: {folder} holds an unfinished run of this study; continue it with `study resume {folder}`"
@@ -97,17 +106,17 @@ def check_study_dir(spec: StudySpec) -> bool:
 
 
 def make_scheduler(spec: StudySpec, max_epochs: int) -> TrialScheduler:
+    """Schedulers count epochs (the engine's ``epoch``), not Tune's ``training_iteration``, which
+    starts again at 1 whenever a trial restarts from its saved state."""
     if spec.scheduler.name == "asha":
         return ASHAScheduler(
-            time_attr="training_iteration",
+            time_attr="epoch",
             max_t=max_epochs,
             grace_period=min(spec.scheduler.grace_period, max_epochs),
             reduction_factor=spec.scheduler.reduction_factor,
         )
     if spec.scheduler.name == "hyperband":
-        return HyperBandScheduler(
-            time_attr="training_iteration", max_t=max_epochs, reduction_factor=spec.scheduler.reduction_factor
-        )
+        return HyperBandScheduler(time_attr="epoch", max_t=max_epochs, reduction_factor=spec.scheduler.reduction_factor)
     return FIFOScheduler()
 
 
@@ -145,44 +154,55 @@ def code_version() -> str:
 
 def start_record(spec: StudySpec) -> StudyRecord:
     """Create the study folder, the MLflow experiment and parent run; write spec.yaml and study.json."""
-    folder = spec.study_dir
-    client = MlflowClient(spec.resolved_tracking_uri)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SPEC_FILE).write_text(spec_to_yaml(spec))
-    experiment_id = open_experiment(client, spec.name, folder / "mlartifacts")
-    tags = {MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder), "code.version": code_version(),
-            **package_versions()}  # fmt: skip
+    folder = StudyFolder(spec.study_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.spec_file.write_text(spec_to_yaml(spec))
+    record_uri = spec.tracking_uri  # None: the folder's own mlflow.db, found from the folder
+    client = MlflowClient(spec.tracking_uri or folder.local_tracking_uri)
+    experiment_id = open_experiment(client, spec.name, folder.artifacts_dir)
+    tags = {MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder.path), "code.version": code_version()}
+    tags.update(package_versions())
     parent_id = client.create_run(experiment_id, run_name=f"study-{spec.name}", tags=tags).info.run_id
     spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
     log_params(client, parent_id, {**spec_values, **{f"base.{k}": v for k, v in flatten(spec.base).items()}})
     client.log_text(parent_id, spec_to_yaml(spec), SPEC_FILE)
     client.log_batch(parent_id, tags=[RunTag("search_space", spec.space.description[:5000])])
-    record = StudyRecord(spec.resolved_tracking_uri, experiment_id, parent_id)
+    record = StudyRecord(record_uri, experiment_id, parent_id)
     record.save(folder)
     return record
 
 
 def _trainable(spec: StudySpec) -> Any:
+    trials_root = str(StudyFolder(spec.study_dir).trials_root)
     return tune.with_resources(
-        tune.with_parameters(finetune_trial, base=spec.base), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+        tune.with_parameters(TRAINABLE, base=spec.base, trials_root=trials_root),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+
+
+def trial_logger(spec: StudySpec, record: StudyRecord) -> MlflowTrialLogger:
+    """The MLflow callback; its URIs are relative to the study folder (Tune pickles it)."""
+    return MlflowTrialLogger(
+        record.tracking_uri or RELATIVE_MLFLOW_URI,
+        record.experiment_id,
+        record.parent_run_id,
+        spec.base,
+        spec.base_config.optim.epochs,
+        OptunaNumber(RELATIVE_OPTUNA_URL, spec.name),
     )
 
 
 def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
-    folder = spec.study_dir
+    """The Tuner of a new study; call it inside the study folder (``inside``)."""
     max_epochs = spec.base_config.optim.epochs
     searcher = TaggedOptunaSearch(
         space=spec.space.define,
         metric=spec.metric,
         mode="max",
         study_name=spec.name,
-        storage=optuna.storages.RDBStorage(optuna_url(folder)),
+        storage=FolderStorage(RELATIVE_OPTUNA_URL),
         sampler=spec.space.sampler(spec.seed),
     )
-    logger = MlflowTrialLogger(
-        record.tracking_uri, record.experiment_id, record.parent_run_id, spec.base, max_epochs,
-        OptunaNumber(optuna_url(folder), spec.name),
-    )  # fmt: skip
     return tune.Tuner(
         _trainable(spec),
         tune_config=tune.TuneConfig(
@@ -195,9 +215,8 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=str(folder),
-            callbacks=[logger, ProgressLine(spec.num_samples)],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            storage_path=str(spec.study_dir),
+            callbacks=[trial_logger(spec, record), ProgressLine(spec.num_samples)],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=1,
         ),
@@ -214,11 +233,14 @@ class OptunaNumber:
         return optuna_numbers(self.storage_url, self.study_name).get(trial_id)
 
 
-def trial_rows(trials: list[Trial], runs: dict[str, str], numbers: dict[str, int], max_epochs: int) -> list[TrialRow]:
+def trial_rows(
+    trials: list[Trial], runs: dict[str, str], numbers: dict[str, int], max_epochs: int, folder: StudyFolder
+) -> list[TrialRow]:
     rows = []
     for trial in trials:
         failed = trial.status == Trial.ERROR
         last = dict(trial.last_result or {})
+        store = folder.trial_store(trial.trial_id)
         rows.append(
             TrialRow(
                 trial_id=trial.trial_id,
@@ -230,20 +252,23 @@ def trial_rows(trials: list[Trial], runs: dict[str, str], numbers: dict[str, int
                 error=trial_error_message(trial) if failed else None,
                 retries=trial.num_failures - (1 if failed else 0),
                 early_stopped=not failed and int(last.get("epoch", 0)) < max_epochs,
-                checkpoint=trial.checkpoint.path if trial.checkpoint is not None else None,
+                trial_dir=folder.relative(store.folder) if store.folder.is_dir() else None,
+                has_weights=store.has_weights(),
             )
         )
     return rows
 
 
-def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] | None) -> StudyOutcome:
-    """Run the tuner; write the results if every trial ended, else leave the study resumable."""
-    client = MlflowClient(record.tracking_uri)
-    folder = spec.study_dir
+def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | None) -> StudyOutcome:
+    """Build the tuner and run it inside the study folder; write the results if every trial ended,
+    else leave the study resumable."""
+    folder = StudyFolder(spec.study_dir)
+    client = tracking_client(folder, record)
     started = time.monotonic()
-    monitor = system_metrics(record)
+    monitor = system_metrics(record, folder)
     try:
-        results = tuner.fit()
+        with inside(folder):
+            results = make_tuner().fit()
     except BaseException:
         client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
@@ -252,38 +277,46 @@ def _fit(spec: StudySpec, record: StudyRecord, tuner: tune.Tuner, out: IO[str] |
             monitor.finish()
     trials: list[Trial] = list(results._experiment_analysis.trials)
     max_epochs = spec.base_config.optim.epochs
-    logger = MlflowTrialLogger(record.tracking_uri, record.experiment_id, record.parent_run_id, spec.base, max_epochs)
-    runs = logger.child_runs()
+    logger = trial_logger(spec, record)
+    with inside(folder):
+        runs = logger.child_runs()
     complete = len(trials) == spec.num_samples and all(t.status in FINAL_STATES for t in trials)
     if not complete:
         for trial in trials:  # the interrupted trials' runs are continued by `study resume`
             if trial.status not in FINAL_STATES and trial.trial_id in runs:
                 client.set_terminated(runs[trial.trial_id], RunStatus.to_string(RunStatus.KILLED))
         client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
-        return StudyOutcome(folder, None, None, None, record.parent_run_id, interrupted=True)
-    for trial in trials:  # a driver killed between a trial's end and its MLflow update left it RUNNING
-        run = client.get_run(runs[trial.trial_id]) if trial.trial_id in runs else None
-        if run is not None and run.info.status not in ("FINISHED", "FAILED"):
-            epochs = int((trial.last_result or {}).get("epoch", 0))
-            logger.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
-    rows = trial_rows(trials, runs, optuna_numbers(optuna_url(folder), spec.name), max_epochs)
+        return StudyOutcome(folder.path, None, None, None, record.parent_run_id, interrupted=True)
+    with inside(folder):
+        for trial in trials:  # a driver killed between a trial's end and its MLflow update left it RUNNING
+            run = client.get_run(runs[trial.trial_id]) if trial.trial_id in runs else None
+            if run is not None and run.info.status not in ("FINISHED", "FAILED"):
+                epochs = int((trial.last_result or {}).get("epoch", 0))
+                logger.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
+        logger.remove_orphans({t.trial_id for t in trials})
+    close_orphans(folder.optuna_url, spec.name, {t.trial_id for t in trials})
+    rows = trial_rows(trials, runs, optuna_numbers(folder.optuna_url, spec.name), max_epochs, folder)
     efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
     if efficiency is not None:
         value, overhead = efficiency
-        client.log_batch(record.parent_run_id, metrics=[Metric("sweep_efficiency", value, 0, 0),
-                                                        Metric("overhead_per_trial_s", overhead, 0, 0)])  # fmt: skip
-        print(f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
-              f"overhead {overhead:.2f} s per trial", file=out or sys.stdout)  # fmt: skip
+        metrics = [Metric("sweep_efficiency", value, 0, 0), Metric("overhead_per_trial_s", overhead, 0, 0)]
+        client.log_batch(record.parent_run_id, metrics=metrics)
+        print(
+            f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
+            f"overhead {overhead:.2f} s per trial",
+            file=out or sys.stdout,
+        )
     return write_results(spec, record, rows, out)
 
 
-def system_metrics(record: StudyRecord) -> Any:
+def system_metrics(record: StudyRecord, folder: StudyFolder) -> Any:
     """MLflow's system metrics (CPU, memory, disk, network, GPUs) of the driver's machine on the
     parent run while trials run: on a local study, the machine the trials run on. None without psutil."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(record.parent_run_id, resume_logging=True, tracking_uri=record.tracking_uri)
+        uri = record.tracking_uri_in(folder)
+        monitor = SystemMetricsMonitor(record.parent_run_id, resume_logging=True, tracking_uri=uri)
         monitor.start()
         return monitor
     except ImportError:
@@ -291,72 +324,91 @@ def system_metrics(record: StudyRecord) -> Any:
 
 
 def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[float, float] | None:
-    """(sum of the trials' own time / (wall x slots), the rest per trial). None for a resumed run
-    (its wall time does not cover the trials' earlier time)."""
+    """(sum of the trials' own time / (wall x slots), the rest per trial). None when a trial was
+    restarted (a resumed or retried run: the wall time does not cover its earlier time)."""
     busy = [float(r.metrics.get("time_total_s", 0.0)) for r in rows]
-    if not rows or wall <= 0 or any(r.metrics.get("iterations_since_restore") != r.metrics.get("training_iteration")
-                                    for r in rows):  # fmt: skip
+    restarted = any(r.retries or r.metrics.get(START_EPOCH) for r in rows)
+    if not rows or wall <= 0 or restarted:
         return None
     return sum(busy) / (wall * slots), max(0.0, wall * slots - sum(busy)) / len(rows)
 
 
 def write_results(spec: StudySpec, record: StudyRecord, rows: list[TrialRow], out: IO[str] | None) -> StudyOutcome:
-    client = MlflowClient(record.tracking_uri)
-    folder = spec.study_dir
+    folder = StudyFolder(spec.study_dir)
+    client = tracking_client(folder, record)
     parent_id = record.parent_run_id
     table = trials_table(rows)
     best = best_row(rows)
     best_path: Path | None = None
     if best is not None:
-        best_path = folder / BEST_FILE
-        weights = f"{best.checkpoint}/{BEST_WEIGHTS}" if best.checkpoint else "none (stopped early)"
+        best_path = folder.best_file
+        weights = f"{best.trial_dir}/{BEST_WEIGHTS}" if best.has_weights else "none (stopped early)"
         best_path.write_text(
-            f"# best trial {best.trial_id} (val_acc {best.metrics['best_val_acc']:.4f}); weights: {weights}\n"
-            + config_to_yaml(resolve_config(spec.base, best.params))
+            f"# best trial {best.trial_id} (val_acc {best.metrics['best_val_acc']:.4f}); "
+            f"weights: {weights} (in the study folder)\n" + config_to_yaml(resolve_config(spec.base, best.params))
         )
         client.log_artifact(parent_id, str(best_path))
-        metrics = [Metric(f"best_{k}", float(best.metrics[k]), 0, 0) for k in ("best_val_acc", "test_acc")
-                   if best.metrics.get(k) is not None]  # fmt: skip
+        metrics = [
+            Metric(name, float(best.metrics[key]), 0, 0)
+            for name, key in (("best_val_acc", "best_val_acc"), ("best_test_acc", "test_acc"))
+            if best.metrics.get(key) is not None
+        ]
         tags = [RunTag("best.trial_id", best.trial_id), RunTag("best.mlflow_run_id", best.mlflow_run_id or "")]
         client.log_batch(parent_id, metrics=metrics, tags=tags)
-    write_table(table, folder / TRIALS_FILE)  # last: its presence marks the study complete
-    client.log_artifact(parent_id, str(folder / TRIALS_FILE))
+    write_table(table, folder.trials_file)  # last: its presence marks the study complete
+    client.log_artifact(parent_id, str(folder.trials_file))
     failed = sum(1 for r in rows if r.status == "failed")
-    client.log_batch(parent_id, metrics=[Metric("trials_failed", float(failed), 0, 0),
-                                          Metric("trials_total", float(len(rows)), 0, 0)])  # fmt: skip
-    client.set_terminated(parent_id, RunStatus.to_string(RunStatus.FINISHED))
+    totals = [Metric("trials_failed", float(failed), 0, 0), Metric("trials_total", float(len(rows)), 0, 0)]
+    client.log_batch(parent_id, metrics=totals)
+    status = RunStatus.FAILED if failed == len(rows) else RunStatus.FINISHED
+    client.set_terminated(parent_id, RunStatus.to_string(status))
     print(format_table(table), file=out or sys.stdout)
-    return StudyOutcome(folder, table, best, best_path, parent_id)
+    return StudyOutcome(folder.path, table, best, best_path, parent_id)
 
 
 def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
     """Run a validated spec to the end. Ray must already be initialised (the CLI does it)."""
-    folder = spec.study_dir
+    folder = StudyFolder(spec.study_dir)
     if check_study_dir(spec):
-        return StudyOutcome(folder, pq.read_table(folder / TRIALS_FILE), None, folder / BEST_FILE, None, True)
+        return StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True)
     record = start_record(spec)
-    return _fit(spec, record, build_tuner(spec, record), out)
+    return _fit(spec, record, lambda: build_tuner(spec, record), out)
 
 
-def load_study_spec(folder: Path) -> StudySpec:
-    """The spec a study folder was launched with (output_dir as recorded)."""
-    if not (folder / SPEC_FILE).is_file() or not (folder / RECORD_FILE).is_file():
-        raise StudyError(f"STUDY_DIR: {folder} holds no launched study (no {SPEC_FILE} / {RECORD_FILE})")
-    return load_spec(folder / SPEC_FILE)
+def load_study_spec(path: Path) -> StudySpec:
+    """The spec a study folder was launched with, its ``output_dir`` being this folder (wherever it
+    was launched: a study folder can be moved or copied)."""
+    from study.spec import load_spec
+
+    folder = StudyFolder(path)
+    folder.require_launched()
+    return load_spec(folder.spec_file, output_dir=folder.path)
 
 
-def resume_study(folder: Path, out: IO[str] | None = None) -> StudyOutcome:
+def resume_study(path: Path, out: IO[str] | None = None) -> StudyOutcome:
     """Continue an interrupted study (Ctrl-C or a killed driver): unfinished trials continue from
-    their last checkpoint in their own MLflow runs; the searcher continues its history."""
-    spec = load_study_spec(folder)
-    if (folder / TRIALS_FILE).is_file():
-        return StudyOutcome(folder, pq.read_table(folder / TRIALS_FILE), None, folder / BEST_FILE, None, True)
+    their last saved epoch in their own MLflow runs; the searcher continues its history. A study
+    whose ``trials.parquet`` is damaged is restored too: its table is written again."""
+    folder = StudyFolder(path)
+    spec = load_study_spec(folder.path)
+    table_state = trials_table_state(folder)
+    if table_state == "ok":
+        return StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True)
     record = StudyRecord.load(folder)
-    tune_dir = folder / TUNE_DIR
-    client = MlflowClient(record.tracking_uri)
+    client = tracking_client(folder, record)
+    load_optuna_study(folder, spec.name)  # the searcher's history must be there
+    rebase_artifacts(folder, record)
+    if table_state == "damaged":
+        folder.trials_file.replace(folder.path / f"{folder.trials_file.name}.damaged")
     client.update_run(record.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-    if not tune.Tuner.can_restore(str(tune_dir)):
+    tune_dir = str(folder.tune_dir)
+    if not tune.Tuner.can_restore(tune_dir):
         # killed before Tune saved its first state: nothing ran yet, start the trials afresh
-        return _fit(spec, record, build_tuner(spec, record), out)
-    tuner = tune.Tuner.restore(str(tune_dir), trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
-    return _fit(spec, record, tuner, out)
+        return _fit(spec, record, lambda: build_tuner(spec, record), out)
+    trainable = _trainable(spec)
+    return _fit(
+        spec,
+        record,
+        lambda: tune.Tuner.restore(tune_dir, trainable=trainable, resume_unfinished=True, resume_errored=True),
+        out,
+    )

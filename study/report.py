@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from study.driver import TRIALS_FILE, load_study_spec
 from study.errors import StudyError
+from study.folder import REPORT_DIR, StudyFolder, StudyRecord, load_optuna_study, read_trials, rebase_artifacts
+from study.folder import tracking_client as open_tracking
+from study.spec import load_spec
 
 
 @dataclass(frozen=True)
@@ -184,17 +184,15 @@ def draw_fig3d(data: ReportData, path: Path) -> None:
     plt.close(fig)
 
 
-def optuna_figures(storage_url: str, study_name: str, folder: Path) -> tuple[list[str], list[str]]:
+def optuna_figures(study: Any, folder: Path) -> tuple[list[str], list[str]]:
     """Parameter importances and a parallel-coordinates view (Optuna's matplotlib back-end)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import optuna
     from optuna.visualization import matplotlib as ovm
 
     written, notes = [], []
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
     for name, draw in (("importances.png", ovm.plot_param_importances), ("parallel.png", ovm.plot_parallel_coordinate)):
         try:
             axes: Any = draw(study)
@@ -209,21 +207,22 @@ def optuna_figures(storage_url: str, study_name: str, folder: Path) -> tuple[lis
     return written, notes
 
 
-def write_report(folder: Path) -> list[Path]:
-    """Write report.md and its figures into STUDY_DIR/report and log them to the parent MLflow run."""
-    from mlflow.tracking import MlflowClient
-
-    from study.driver import StudyRecord, optuna_url
-
-    spec = load_study_spec(folder)
-    if not (folder / TRIALS_FILE).is_file():
-        raise StudyError(f"STUDY_DIR: {folder} has no {TRIALS_FILE} yet; finish it first (`study resume {folder}`)")
-    rows = pq.read_table(folder / TRIALS_FILE).to_pylist()
+def write_report(path: Path) -> list[Path]:
+    """Write report.md and its figures into STUDY_DIR/report and log them to the parent MLflow run.
+    Every input is checked (one line naming a missing or damaged file) before anything is written."""
+    folder = StudyFolder(path)
+    folder.require_launched()
+    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    rows = read_trials(folder).to_pylist()
+    record = StudyRecord.load(folder)
+    client = open_tracking(folder, record)
+    optuna_study = load_optuna_study(folder, spec.name)
     trials = trials_from_table(rows, spec.base)
     if not trials:
-        raise StudyError(f"STUDY_DIR: no trial of {folder} ran to the end; nothing to report")
+        raise StudyError(f"STUDY_DIR: no trial of {folder.path} ran to the end; nothing to report")
     data = report_data(trials)
-    out = folder / "report"
+    rebase_artifacts(folder, record)
+    out = folder.path / REPORT_DIR
     out.mkdir(exist_ok=True)
     sections = [f"# Study {spec.name}: report", "",
                 f"{data.n_trials} trials that ran to the end, of {len(rows)}; accuracy in % on the test split, "
@@ -235,13 +234,11 @@ def write_report(folder: Path) -> list[Path]:
     if data.fig3d:
         draw_fig3d(data, out / "fig3d.png")
         figures.append("fig3d.png")
-    drawn, notes = optuna_figures(optuna_url(folder), spec.name, out)
+    drawn, notes = optuna_figures(optuna_study, out)
     figures += drawn
     sections += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""] + [f"- {n}" for n in notes]
     (out / "report.md").write_text("\n".join(sections) + "\n")
     paths = [out / "report.md"] + [out / name for name in figures]
-    record = StudyRecord.load(folder)
-    client = MlflowClient(record.tracking_uri)
-    for path in paths:
-        client.log_artifact(record.parent_run_id, str(path), artifact_path="report")
+    for written in paths:
+        client.log_artifact(record.parent_run_id, str(written), artifact_path="report")
     return paths

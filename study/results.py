@@ -23,9 +23,10 @@ class TrialRow:
     mlflow_run_id: str | None = None
     optuna_trial_number: int | None = None
     error: str | None = None
-    retries: int = 0  # failures Tune recovered from (retried from the trial's checkpoint)
+    retries: int = 0  # failures Tune recovered from (retried from the trial's last saved epoch)
     early_stopped: bool = False
-    checkpoint: str | None = None
+    trial_dir: str | None = None  # the trial's folder, relative to the study folder
+    has_weights: bool = False  # whether it holds the selected weights (not for early-stopped trials)
 
 
 def _arrow_type(values: Sequence[Any]) -> pa.DataType:
@@ -55,7 +56,8 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
         "early_stopped": ([r.early_stopped for r in rows], pa.bool_()),
         "error": ([r.error for r in rows], pa.string()),
         "retries": ([r.retries for r in rows], pa.int64()),
-        "checkpoint": ([r.checkpoint for r in rows], pa.string()),
+        "trial_dir": ([r.trial_dir for r in rows], pa.string()),
+        "has_weights": ([r.has_weights for r in rows], pa.bool_()),
     }
     for name in param_names:
         columns[f"param.{name}"] = ([r.params.get(name) for r in rows], None)

@@ -1,31 +1,93 @@
-"""Ray's OptunaSearch, with each Optuna trial tagged by its Tune trial id (restore-proof linking)."""
+"""Ray's OptunaSearch, with each Optuna trial tagged by its Tune trial id (restore-proof linking),
+and Optuna trials lost with a killed driver taken over instead of left RUNNING.
+
+A driver killed after Optuna created a trial but before Tune saved its experiment state leaves
+that Optuna trial RUNNING with no Tune trial behind it. On ``study resume`` the restored
+searcher asks for new trials: the first ones take over such orphans (same Optuna trial, same
+parameters, a grid point kept), and the lost trial's saved epochs move to the new Tune trial's
+folder, so the study ends with exactly ``num_samples`` Optuna trials and no training lost.
+
+This module reaches into ``OptunaSearch._ot_trials`` / ``_ot_study`` (Ray has no public hook
+for either); ``tests/study/test_searcher.py`` fails loudly if Ray renames them.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from study.folder import absolute_sqlite
+from trainables.trial_store import TRIALS_DIR
+
 TUNE_TRIAL_ATTR = "tune_trial_id"
+TAKEN_OVER_ATTR = "taken_over_from"
+
+
+class FolderStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage of a study-folder-relative SQLite URL: it connects to the file in the
+    working directory of its creation, and unpickles (Tune restores the searcher) by resolving
+    the relative URL again, in the folder that is then the working directory."""
+
+    def __init__(self, relative_url: str) -> None:
+        self.relative_url = relative_url
+        super().__init__(absolute_sqlite(relative_url))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FolderStorage, (self.relative_url,))
 
 
 class TaggedOptunaSearch(OptunaSearch):
     """Records ``tune_trial_id`` as a user attribute of every Optuna trial it asks for, so the
-    link survives a driver restart (it lives in the Optuna storage, not in memory)."""
+    link survives a driver restart (it lives in the Optuna storage, not in memory). Runs with the
+    study folder as the working directory (the trial folders are moved relative to it)."""
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if trial_id not in self._ot_trials:
+            self._take_over_orphan(trial_id)
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and isinstance(config, dict):
             ot_trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
         return config
 
+    def _take_over_orphan(self, trial_id: str) -> None:
+        study: optuna.Study = self._ot_study  # type: ignore[assignment]
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in known:
+                continue
+            trial = optuna.Trial(study, frozen._trial_id)
+            previous = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
+            if previous:
+                trial.set_user_attr(TAKEN_OVER_ATTR, previous)
+                lost, new = Path(TRIALS_DIR) / str(previous), Path(TRIALS_DIR) / trial_id
+                if lost.is_dir() and not new.exists():
+                    lost.replace(new)  # its saved epochs continue under the new trial id
+            self._ot_trials[trial_id] = trial
+            return
+
 
 def optuna_numbers(storage_url: str, study_name: str) -> dict[str, int]:
     """Tune trial id -> Optuna trial number, read from the storage."""
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
+        study = optuna.load_study(study_name=study_name, storage=absolute_sqlite(storage_url))
     except KeyError:
         return {}
     return {str(t.user_attrs[TUNE_TRIAL_ATTR]): t.number for t in study.trials if TUNE_TRIAL_ATTR in t.user_attrs}
+
+
+def close_orphans(storage_url: str, study_name: str, trial_ids: set[str]) -> list[int]:
+    """Mark FAIL (user attribute ``orphaned``) the Optuna trials still RUNNING at the end of a
+    study that belong to no Tune trial of it; returns their numbers."""
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    closed = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if frozen.user_attrs.get(TUNE_TRIAL_ATTR) not in trial_ids:
+            optuna.Trial(study, frozen._trial_id).set_user_attr("orphaned", True)
+            study.tell(frozen.number, state=TrialState.FAIL)
+            closed.append(frozen.number)
+    return closed

@@ -135,9 +135,12 @@ def validate(spec: StudySpec) -> None:
             ) from None
 
 
-def spec_from_mapping(values: Any, source: str, relative_to: Path) -> StudySpec:
+def spec_from_mapping(values: Any, source: str, relative_to: Path, output_dir: Path | None = None) -> StudySpec:
+    """A validated spec; ``output_dir`` (a study folder's own path) replaces the recorded one."""
     if not isinstance(values, dict):
         raise StudyError(f"{source}: expected a mapping of study settings at the top level")
+    if output_dir is not None:
+        values = {**values, "output_dir": str(output_dir)}
     try:
         spec = build_dataclass(StudySpec, values)
     except ConfigError as exc:
@@ -149,16 +152,23 @@ def spec_from_mapping(values: Any, source: str, relative_to: Path) -> StudySpec:
     return spec
 
 
-def load_spec(path: str | Path, relative_to: Path | None = None) -> StudySpec:
-    """Read and validate a study YAML. ``output_dir`` is resolved against ``relative_to`` (cwd)."""
-    path = Path(path)
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; a missing, binary or malformed file is one line naming it."""
     if not path.is_file():
-        raise StudyError(f"SPEC: no file at {path}; pass a study YAML such as studies/demo.yaml")
+        raise StudyError(f"{what}: no file at {path}; pass a study YAML such as studies/demo.yaml")
     try:
-        values = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise StudyError(f"{path}: not a text (UTF-8) file; pass a YAML file") from None
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return spec_from_mapping(values, str(path), relative_to or Path.cwd())
+
+
+def load_spec(path: str | Path, relative_to: Path | None = None, output_dir: Path | None = None) -> StudySpec:
+    """Read and validate a study YAML. ``output_dir`` is resolved against ``relative_to`` (cwd),
+    unless given (a study folder's spec.yaml is loaded with the folder's own path)."""
+    path = Path(path)
+    return spec_from_mapping(read_yaml(path, "SPEC"), str(path), relative_to or Path.cwd(), output_dir)
 
 
 def spec_to_yaml(spec: StudySpec) -> str:

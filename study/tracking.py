@@ -24,10 +24,14 @@ from ray.tune.experiment import Trial
 from finetune import config_to_yaml, resolve_config
 from finetune.config import config_to_dict, flatten
 from study.errors import StudyError
+from study.folder import absolute_sqlite
 
 MAX_PARAM_LENGTH = 6000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-NOT_METRICS = {"epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"}
+NOT_METRICS = {
+    *("epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"),
+    *("replayed", "start_epoch"),  # bookkeeping of restarted trials
+}
 
 
 def is_remote(tracking_uri: str) -> bool:
@@ -79,8 +83,12 @@ class MlflowTrialLogger(Callback):
     scheduler stopped it) or FAILED with the error message as a tag.
 
     Restore-aware: the trial -> run link is the run's ``tune.trial_id`` tag, looked up in MLflow,
-    so a resumed study continues each trial's own run instead of opening a second one. The
-    client is not pickled with Tune's experiment state; it is re-created from the URI.
+    so a resumed study continues each trial's own run instead of opening a second one. A Tune
+    trial that took over the Optuna trial of one lost with a killed driver (see
+    ``study.searcher``) takes over its run too (found by ``optuna.trial_number``). An epoch is
+    logged once: a restarted trial repeats the epoch it continues from, and epochs the run
+    already has are skipped (a resumed engine recomputes them exactly). The client is not
+    pickled with Tune's experiment state; it is re-created from the URI.
     """
 
     def __init__(
@@ -100,26 +108,70 @@ class MlflowTrialLogger(Callback):
         self.optuna_number = optuna_number
         self._client: MlflowClient | None = None
         self._run_ids: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_client"] = None
         state["_run_ids"] = {}
+        state["_last_step"] = {}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_last_step": {}, **state})
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
+            self._client = MlflowClient(absolute_sqlite(self.tracking_uri))
         return self._client
+
+    def _children(self) -> list[Any]:
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'",
+                max_results=50000,
+            )
+        )
 
     def child_runs(self) -> dict[str, str]:
         """Tune trial id -> MLflow run id, for every child run of the study's parent run."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'",
-            max_results=50000,
-        )  # fmt: skip
-        return {r.data.tags["tune.trial_id"]: r.info.run_id for r in runs if "tune.trial_id" in r.data.tags}
+        return {r.data.tags["tune.trial_id"]: r.info.run_id for r in self._children() if "tune.trial_id" in r.data.tags}
+
+    def _adopt(self, trial_id: str, number: int | None) -> str | None:
+        """The run of the lost Tune trial whose Optuna trial this one took over, relinked to it."""
+        if number is None:
+            return None
+        for run in self._children():
+            tags = run.data.tags
+            if tags.get("optuna.trial_number") == str(number) and tags.get("tune.trial_id") != trial_id:
+                previous = tags.get("tune.trial_id", "")
+                relink = {"tune.trial_id": trial_id, "tune.previous_trial_id": previous}
+                relink["trial_dir"] = f"trials/{trial_id}"
+                self.client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in relink.items()])
+                self._run_ids[trial_id] = run.info.run_id
+                return str(run.info.run_id)
+        return None
+
+    def remove_orphans(self, trial_ids: set[str]) -> list[str]:
+        """Delete (MLflow's soft delete: ``mlflow gc`` or the UI can restore them) child runs of
+        Tune trials that no longer exist, lost with a killed driver before Tune recorded them and
+        not taken over; tagged ``orphaned`` first. Returns their run ids."""
+        removed = []
+        for run in self._children():
+            if run.data.tags.get("tune.trial_id") not in trial_ids:
+                self.client.log_batch(run.info.run_id, tags=[RunTag("orphaned", "true")])
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                self.client.delete_run(run.info.run_id)
+                removed.append(run.info.run_id)
+        return removed
+
+    def last_logged_step(self, run_id: str) -> int:
+        if run_id not in self._last_step:
+            history = self.client.get_metric_history(run_id, "val_acc")
+            self._last_step[run_id] = max((m.step for m in history), default=0)
+        return self._last_step[run_id]
 
     def run_id(self, trial_id: str) -> str | None:
         if trial_id not in self._run_ids:
@@ -127,16 +179,16 @@ class MlflowTrialLogger(Callback):
         return self._run_ids.get(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        existing = self.run_id(trial.trial_id)
+        number = self.optuna_number(trial.trial_id)
+        existing = self.run_id(trial.trial_id) or self._adopt(trial.trial_id, number)
         if existing is not None:  # a resumed or retried trial continues its own run
             self.client.update_run(existing, status=RunStatus.to_string(RunStatus.RUNNING))
             return
         config = resolve_config(self.base, trial.config)
-        number = self.optuna_number(trial.trial_id)
         tags = {
             MLFLOW_PARENT_RUN_ID: self.parent_run_id,
             "tune.trial_id": trial.trial_id,
-            "tune.trial_path": str(trial.path or ""),
+            "trial_dir": f"trials/{trial.trial_id}",
             "searched": ",".join(sorted(trial.config)),
         }
         if number is not None:
@@ -153,6 +205,9 @@ class MlflowTrialLogger(Callback):
         if run_id is None:
             return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self.last_logged_step(run_id):
+            return  # an epoch this run has already (repeated by a restarted trial)
+        self._last_step[run_id] = step
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, step)
@@ -160,11 +215,6 @@ class MlflowTrialLogger(Callback):
             if k not in NOT_METRICS and isinstance(v, int | float) and not isinstance(v, bool)
         ]
         self.client.log_batch(run_id, metrics=metrics)
-
-    def on_checkpoint(self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any) -> None:
-        run_id = self.run_id(trial.trial_id)
-        if run_id is not None:
-            self.client.log_batch(run_id, tags=[RunTag("checkpoint", str(checkpoint.path))])
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.close(trial.trial_id, failed=False, epochs=int((trial.last_result or {}).get("epoch", 0)))
@@ -263,6 +313,6 @@ class ProgressLine(Callback):
         self._report(trial, f"failed ({trial_error_message(trial)[:120]})")
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        start = "its last checkpoint" if trial.checkpoint else "the start"
+        start = "its last saved epoch"
         print(f"[study] trial {trial.trial_id} failed ({trial_error_message(trial)[:120]}); "
               f"retry {trial.num_failures} from {start}", flush=True)  # fmt: skip

@@ -3,19 +3,24 @@ with its reason in MLflow and the table, and the study goes on."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from ray import cloudpickle, tune
 
+import study.driver
 from search_spaces import register_space
 from study.cli import main
 from study.tracking import failure_reason
 from tests.conftest import tiny_base
-from trainables.finetune_trial import CRASH_ONCE_ENV
+from trainables.finetune_trial import run_trial
+from trainables.trial_store import TrialStore
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +37,41 @@ def run(tmp_path: Path, name: str, **spec_extra: object) -> list[dict]:
     return pq.read_table(tmp_path / name / "trials.parquet").to_pylist()
 
 
-def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class CrashOnce:
+    """Engine callback: the trial dies once, after its second epoch was saved and reported, as a
+    preempted node would; ``markers`` records that it did."""
+
+    def __init__(self, markers: str, trial_id: str) -> None:
+        self.marker = Path(markers) / f"{trial_id}.crashed"
+
+    def on_epoch_end(self, metrics: Any, trainer: Any) -> None:
+        if metrics.epoch == 2 and not self.marker.exists():
+            self.marker.touch()
+            raise RuntimeError(f"injected crash of trial {self.marker.stem} at epoch 2")
+
+    def on_fit_end(self, result: Any) -> None:
+        pass
+
+
+def crashing_trial(params: dict[str, Any], *, base: dict[str, Any], trials_root: str) -> None:
+    """The study's trainable, with a :class:`CrashOnce` (markers beside the study folder)."""
+    trial_id = tune.get_context().get_trial_id()
+    markers = str(Path(trials_root).parent.parent / "markers")
+    run_trial(params, base, TrialStore(Path(trials_root) / trial_id), [CrashOnce(markers, trial_id)])
+
+
+def test_crashed_trial_resumes_from_its_last_saved_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    monkeypatch.setenv(CRASH_ONCE_ENV, str(markers))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers get this test's code with the trial
+    monkeypatch.setattr(study.driver, "TRAINABLE", crashing_trial)
     rows = run(tmp_path, "retry", max_failures=1)
     assert len(list(markers.glob("*.crashed"))) == 2  # both trials really crashed once
     assert all(r["status"] == "finished" and r["epoch"] == 3 and r["retries"] == 1 for r in rows)
     client = MlflowClient(f"sqlite:///{tmp_path / 'retry' / 'mlflow.db'}")
     for row in rows:
         history = client.get_metric_history(row["mlflow_run_id"], "val_acc")
-        # continued from the epoch-2 checkpoint: epochs 1..3 once each, in the same run
+        # continued from the saved epoch 2 (reported again, not logged twice): epochs 1..3 once each, one run
         assert sorted(m.step for m in history) == [1, 2, 3]
         run_info = client.get_run(row["mlflow_run_id"])
         assert run_info.info.status == "FINISHED" and run_info.data.tags["retries"] == "1"

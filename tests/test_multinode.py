@@ -58,7 +58,7 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
         )  # fmt: skip
         deadline = time.monotonic() + 300
         # kill once a trial has checkpointed and a trial is training on the worker node
-        while not (list(out.glob("tune/*/checkpoint_*")) and training_on(worker.pid)):
+        while not (list(out.glob("trials/*/epoch_*.pt")) and training_on(worker.pid)):
             assert driver.poll() is None and time.monotonic() < deadline, "the study did not start"
             time.sleep(0.2)
         # the worker node dies mid-study: every process of it at once (raylet, workers, trial actors)

@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from study.cli import main
-from study.driver import TRIALS_FILE, StudyRecord, optuna_url, start_record
+from study.driver import start_record
+from study.folder import TRIALS_FILE, StudyFolder, StudyRecord
 from study.report import report_data, table2_markdown, trials_from_table
 from study.results import TrialRow, trials_table, write_table
 from study.spec import spec_from_mapping
@@ -66,7 +67,7 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
     spec = spec_from_mapping({"name": "rep", "output_dir": str(tmp_path / "rep"), "base": tiny_base()}, "x", tmp_path)
     start_record(spec)
     folder = tmp_path / "rep"
-    study = optuna.create_study(study_name="rep", storage=optuna_url(folder), direction="maximize")
+    study = optuna.create_study(study_name="rep", storage=StudyFolder(folder).optuna_url, direction="maximize")
     rows = [r for r in synthetic_rows() if r.status == "finished"]
     for row in rows:
         distributions = {
@@ -82,8 +83,9 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "Table 2 style" in report and "Gain from adding BSS" in report
     for name in ("fig3d.png", "importances.png", "parallel.png"):
         assert (folder / "report" / name).stat().st_size > 1000, name
-    record = StudyRecord.load(folder)
-    logged = {a.path for a in MlflowClient(record.tracking_uri).list_artifacts(record.parent_run_id, "report")}
+    record = StudyRecord.load(StudyFolder(folder))
+    client = MlflowClient(record.tracking_uri_in(StudyFolder(folder)))
+    logged = {a.path for a in client.list_artifacts(record.parent_run_id, "report")}
     assert {"report/report.md", "report/fig3d.png"} <= logged
     assert "report.md" in capsys.readouterr().out
 

@@ -43,7 +43,7 @@ def launch_and_stop(spec_path: Path, out: Path, sig: int) -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while not list(out.glob("tune/*/checkpoint_*")):
+    while not list(out.glob("trials/*/epoch_*.pt")):
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
@@ -95,4 +95,4 @@ def test_resume_finishes_the_study(tmp_path: Path, sig: int, capsys: pytest.Capt
     assert_complete(out, name)
     assert main(["export-best", str(out), "--top", "2"]) == 0
     exported = sorted((out / "export").glob("best-*.yaml"))
-    assert len(exported) == 2 and "checkpoint:" in exported[0].read_text()
+    assert len(exported) == 2 and "# weights: " in exported[0].read_text()

@@ -83,9 +83,12 @@ def test_train_missing_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_ui_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ui", str(tmp_path)]) == 2
     (tmp_path / "mlflow.db").write_bytes(b"")
+    (tmp_path / "study.json").write_text('{"tracking_uri": null, "experiment_id": "1", "parent_run_id": "x"}')
     assert main(["ui", str(tmp_path), "--print-only"]) == 0
     out = capsys.readouterr().out
     assert "--host 127.0.0.1" in out and f"sqlite:///{tmp_path.resolve()}/mlflow.db" in out
+    assert main(["ui", str(tmp_path), "--port", "99999"]) == 2
+    assert capsys.readouterr().err.startswith("error: --port: 99999 is not a TCP port")
 
 
 @pytest.mark.parametrize("verb", ["launch", "train", "ui"])
@@ -154,9 +157,10 @@ def test_sweep_efficiency() -> None:
     from study.driver import sweep_efficiency
     from study.results import TrialRow
 
-    rows = [TrialRow(str(i), "finished", {}, {"time_total_s": 9.0, "iterations_since_restore": 3,
-                                             "training_iteration": 3}) for i in range(4)]  # fmt: skip
+    rows = [TrialRow(str(i), "finished", {}, {"time_total_s": 9.0, "start_epoch": 0.0}) for i in range(4)]
     value, overhead = sweep_efficiency(rows, wall=20.0, slots=2)  # type: ignore[misc]
     assert value == pytest.approx(36 / 40) and overhead == pytest.approx(1.0)
-    resumed = [*rows[:3], TrialRow("r", "finished", {}, {"iterations_since_restore": 1, "training_iteration": 3})]
+    resumed = [*rows[:3], TrialRow("r", "finished", {}, {"time_total_s": 3.0, "start_epoch": 2.0})]
     assert sweep_efficiency(resumed, wall=20.0, slots=2) is None
+    retried = [*rows[:3], TrialRow("r", "finished", {}, {"time_total_s": 3.0}, retries=1)]
+    assert sweep_efficiency(retried, wall=20.0, slots=2) is None

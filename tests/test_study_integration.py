@@ -106,7 +106,7 @@ def test_two_trial_study_end_to_end(
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert "system/cpu_utilization_percentage" in parents[0].data.metrics  # the machine while trials ran
-    assert {"sweep_efficiency", "best_best_val_acc", "trials_total"} <= set(parents[0].data.metrics)
+    assert {"sweep_efficiency", "best_val_acc", "best_test_acc", "trials_total"} <= set(parents[0].data.metrics)
     assert len(children) == 2
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -117,7 +117,7 @@ def test_two_trial_study_end_to_end(
         assert child.data.params["regularizer.name"] in ("l2", "l2sp")
         assert "test_acc" in child.data.metrics
         assert "config.yaml" in [a.path for a in client.list_artifacts(child.info.run_id)]
-        assert Path(child.data.tags["checkpoint"], "best_model.pt").is_file()
+        assert (out / child.data.tags["trial_dir"] / "best_model.pt").is_file()
         bss_on = child.data.params["bss.enabled"] == "True"
         assert ("loss_bss" in child.data.metrics) == bss_on
 

@@ -1,76 +1,86 @@
-"""The Ray Tune trainable: one trial = one ``finetune.fit`` run, reported to Tune each epoch."""
+"""The Ray Tune trainable: one trial = one fine-tuning run, reported to Tune each epoch.
+
+The trial's state lives in its own folder of the study (:class:`TrialStore`), not in Tune's
+checkpoints: every start of the function (first run, retry after a crash, ``study resume``
+after a killed driver) continues from the newest complete state there and first reports that
+epoch again, so an epoch whose report the driver never received is recorded; the driver's
+MLflow logger skips epochs it already has.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
-from finetune import EpochMetrics, FitResult, config_to_yaml, fit, resolve_config
-from finetune.config import TrainConfig
-from finetune.engine import Trainer
+from finetune import Callback, EpochMetrics, FitResult, InputError, Trainer, config_to_yaml, resolve_config
+from finetune.engine import train_to_end
+from trainables.trial_store import TrialStore
 
-ENGINE_STATE = "engine.pt"
-BEST_WEIGHTS = "best_model.pt"
-RESOLVED_CONFIG = "config.yaml"
-
-
-CRASH_ONCE_ENV = "BSS_STUDY_TEST_CRASH_ONCE"  # tests only: a folder; each trial crashes once, at epoch 2
+REPLAYED = "replayed"  # 1.0 in a result that repeats the epoch a restarted trial continues from
+START_EPOCH = "start_epoch"  # the epoch this start of the trial continued from (0: from the beginning)
 
 
-def _maybe_crash_for_test(trial_id: str, epoch: int) -> None:
-    """Fault injection for the retry test: with the variable set, every trial dies once after
-    its second epoch's checkpoint, as a preempted node would, and is retried by Tune."""
-    folder = os.environ.get(CRASH_ONCE_ENV)
-    if not folder or epoch != 2:
-        return
-    marker = Path(folder) / f"{trial_id}.crashed"
-    if not marker.exists():
-        marker.touch()
-        raise RuntimeError(f"injected crash of trial {trial_id} at epoch {epoch} ({CRASH_ONCE_ENV})")
+class TrialInputError(InputError):
+    """A trial's config, data or weights cannot work; it is not worth retrying."""
 
 
 class TuneReporter:
-    """Engine callback: each epoch's flat metrics go to ``tune.report`` with a Tune checkpoint,
-    with the precision and memory format ``auto`` resolved to (``bf16``, ``channels_last``: 1 or 0).
+    """Engine callback: each epoch's state goes to the trial's folder (atomically), then its flat
+    metrics go to ``tune.report``, with what ``auto`` resolved to (``bf16``, ``channels_last``: 1
+    or 0). The last epoch also writes the selected (best-validation) weights."""
 
-    The checkpoint holds the engine's whole state (so a retried or resumed trial continues
-    exactly where it was) and the resolved config; the last one also holds the selected
-    (best-validation) weights. Tune persists them in the study's storage.
-    """
+    def __init__(self, store: TrialStore, start_epoch: int) -> None:
+        self.store = store
+        self.start_epoch = start_epoch
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
+    def result(self, metrics: EpochMetrics, trainer: Trainer, replayed: bool = False) -> dict[str, float]:
+        return {
+            **metrics.flat(),
+            "bf16": float(trainer.bf16),
+            "channels_last": float(trainer.memory_format == torch.channels_last),
+            REPLAYED: float(replayed),
+            START_EPOCH: float(self.start_epoch),
+        }
 
     def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            torch.save(trainer.state_dict(), folder / ENGINE_STATE)
-            (folder / RESOLVED_CONFIG).write_text(config_to_yaml(self.config))
-            if trainer.done:
-                torch.save(trainer.best_state, folder / BEST_WEIGHTS)
-            settings = {
-                "bf16": float(trainer.bf16),
-                "channels_last": float(trainer.memory_format == torch.channels_last),
-            }
-            tune.report({**metrics.flat(), **settings}, checkpoint=tune.Checkpoint.from_directory(tmp))
-        _maybe_crash_for_test(tune.get_context().get_trial_id(), metrics.epoch)
+        best = trainer.best_state if trainer.done else None
+        self.store.save_epoch(metrics.epoch, trainer.state_dict(), best)
+        tune.report(self.result(metrics, trainer))
 
     def on_fit_end(self, result: FitResult) -> None:
         pass
 
 
-def finetune_trial(params: dict[str, Any], *, base: dict[str, Any]) -> None:
-    """Resolve the trial's flat parameters onto ``base`` and fine-tune, continuing from the
-    trial's last checkpoint when Tune restores it; Tune calls this once per trial (attempt)."""
-    config = resolve_config(base, params)
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / ENGINE_STATE, map_location="cpu", weights_only=True)
-    fit(config, [TuneReporter(config)], resume=resume)
+def run_trial(
+    params: dict[str, Any], base: dict[str, Any], store: TrialStore, callbacks: Sequence[Callback] = ()
+) -> FitResult:
+    """Resolve the trial's parameters onto ``base``, continue from the store's newest state (or
+    start), and train to the end. A config, data or weights error is recorded in the store, so
+    a retry of the trial ends at once with the same message instead of training again."""
+    fatal = store.fatal_error()
+    if fatal is not None:
+        raise TrialInputError(f"{fatal} (not retried: the same input fails again)")
+    try:
+        config = resolve_config(base, params)
+        store.save_config(config_to_yaml(config))
+        trainer = Trainer(config)
+    except InputError as exc:
+        store.record_fatal(str(exc))
+        raise
+    state = store.latest_state()
+    if state is not None:
+        trainer.load_state_dict(state)
+    reporter = TuneReporter(store, trainer.epoch)
+    if trainer.history:  # report the epoch it continues from: the driver may never have seen it
+        tune.report(reporter.result(trainer.history[-1], trainer, replayed=True))
+    return train_to_end(trainer, [reporter, *callbacks])
+
+
+def finetune_trial(params: dict[str, Any], *, base: dict[str, Any], trials_root: str) -> None:
+    """Tune calls this once per start of a trial; ``trials_root`` is the study's absolute
+    ``trials/`` folder (given anew on resume, so a moved study folder works)."""
+    run_trial(params, base, TrialStore(Path(trials_root) / tune.get_context().get_trial_id()))

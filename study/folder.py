@@ -1,0 +1,241 @@
+"""A study folder: its layout, its record, and the checked ways to open what it holds.
+
+Every path of a study comes from the folder a command is given, never from where the study was
+first launched: a folder can be moved, copied, or mounted elsewhere on another node. Nothing
+here imports Ray; opening a file never creates it (a missing or damaged file is a one-line
+:class:`StudyError` naming it and what to do).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from study.errors import StudyError
+from trainables.trial_store import TRIALS_DIR, TrialStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from mlflow.tracking import MlflowClient
+
+SPEC_FILE = "spec.yaml"
+RECORD_FILE = "study.json"
+TRIALS_FILE = "trials.parquet"
+BEST_FILE = "best.yaml"
+TUNE_DIR = "tune"
+OPTUNA_FILE = "optuna.db"
+MLFLOW_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+REPORT_DIR = "report"
+EXPORT_DIR = "export"
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    """The files of one study, all below ``path``."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).resolve())
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / SPEC_FILE
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / RECORD_FILE
+
+    @property
+    def trials_file(self) -> Path:
+        return self.path / TRIALS_FILE
+
+    @property
+    def best_file(self) -> Path:
+        return self.path / BEST_FILE
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.path / TUNE_DIR
+
+    @property
+    def optuna_file(self) -> Path:
+        return self.path / OPTUNA_FILE
+
+    @property
+    def mlflow_file(self) -> Path:
+        return self.path / MLFLOW_FILE
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.path / ARTIFACTS_DIR
+
+    @property
+    def trials_root(self) -> Path:
+        return self.path / TRIALS_DIR
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.optuna_file}"
+
+    @property
+    def local_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_file}"
+
+    def trial_store(self, trial_id: str) -> TrialStore:
+        return TrialStore.of(self.path, trial_id)
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.path))
+
+    def is_launched(self) -> bool:
+        return self.spec_file.is_file() and self.record_file.is_file()
+
+    def require_launched(self) -> None:
+        if not self.is_launched():
+            raise StudyError(
+                f"STUDY_DIR: {self.path} holds no launched study (no {SPEC_FILE} / {RECORD_FILE}); "
+                "pass the output_dir of a study"
+            )
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What a study folder needs to be continued: where its runs and trials live.
+
+    ``tracking_uri`` is None for the folder's own ``mlflow.db`` (the default), so the record
+    holds no absolute path; an explicit server URI is kept as given."""
+
+    tracking_uri: str | None
+    experiment_id: str
+    parent_run_id: str
+
+    def save(self, folder: StudyFolder) -> None:
+        tmp = folder.path / f"{RECORD_FILE}.partial"
+        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        tmp.replace(folder.record_file)
+
+    @classmethod
+    def load(cls, folder: StudyFolder) -> StudyRecord:
+        try:
+            values = json.loads(folder.record_file.read_text())
+            record = cls(**values)
+        except FileNotFoundError:
+            raise StudyError(f"STUDY_DIR: {folder.record_file} is missing; pass the output_dir of a study") from None
+        except (ValueError, TypeError):
+            raise StudyError(
+                f"STUDY_DIR: {folder.record_file} is damaged; restore it from a backup of the study folder"
+            ) from None
+        if record.tracking_uri is not None and record.tracking_uri.startswith("sqlite:"):
+            record = cls(None, record.experiment_id, record.parent_run_id)  # a folder-local store (older records)
+        return record
+
+    def tracking_uri_in(self, folder: StudyFolder) -> str:
+        return self.tracking_uri or folder.local_tracking_uri
+
+
+def absolute_sqlite(uri: str) -> str:
+    """A ``sqlite:///relative.db`` URI made absolute against the working directory (the study
+    folder while the driver runs Tune); any other URI unchanged. Objects that Tune pickles keep
+    the relative form and call this when they connect, so a moved study restores onto its own
+    files, while every live connection names its file absolutely (MLflow caches stores by URI)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return f"{prefix}{Path(uri[len(prefix) :]).resolve()}"
+    return uri
+
+
+def check_sqlite(path: Path, table: str, what: str, fix: str) -> None:
+    """One line naming ``path`` if it is missing or is not a database with ``table``."""
+    if not path.is_file():
+        raise StudyError(f"STUDY_DIR: {path} is missing; {fix}")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            connection.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise StudyError(f"STUDY_DIR: {path} is not a readable {what} ({exc}); {fix}") from None
+
+
+def tracking_client(folder: StudyFolder, record: StudyRecord) -> MlflowClient:
+    """The study's MLflow client; its folder-local database must exist and be one."""
+    from mlflow.tracking import MlflowClient
+
+    uri = record.tracking_uri_in(folder)
+    if record.tracking_uri is None:
+        check_sqlite(folder.mlflow_file, "runs", "MLflow database", "restore it from a backup of the study folder")
+    return MlflowClient(uri)
+
+
+def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
+    """Point the experiment's and runs' artifact locations at this folder's ``mlartifacts``.
+
+    MLflow stores them as absolute URIs; in a copied or moved study they still name the original
+    folder, so logging an artifact would write into it. Only a folder-local store is rebased
+    (a tracking server owns its artifact store). MLflow has no API to change them, so this
+    updates its two columns in the study's own SQLite file (tests/study/test_relocation.py fails
+    loudly if MLflow's schema changes)."""
+    if record.tracking_uri is not None:
+        return
+    target = folder.artifacts_dir.as_uri()
+    with sqlite3.connect(folder.mlflow_file) as connection:
+        row = connection.execute(
+            "SELECT artifact_location FROM experiments WHERE experiment_id = ?", (int(record.experiment_id),)
+        ).fetchone()
+        if row is None or row[0] == target:
+            return
+        old = row[0]
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (target, int(record.experiment_id))
+        )
+        connection.execute(
+            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? AND "
+            "substr(artifact_uri, 1, ?) = ?",
+            (target, len(old) + 1, int(record.experiment_id), len(old), old),
+        )
+
+
+def read_trials(folder: StudyFolder) -> pa.Table:
+    """The finished study's table; a missing file says how to finish, a damaged one how to rebuild."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not folder.trials_file.is_file():
+        raise StudyError(
+            f"STUDY_DIR: {folder.path} has no {TRIALS_FILE} yet; finish it first (`study resume {folder.path}`)"
+        )
+    try:
+        return pq.read_table(folder.trials_file)
+    except (pa.ArrowException, OSError) as exc:
+        raise StudyError(
+            f"STUDY_DIR: {folder.trials_file} is damaged ({str(exc).splitlines()[0]}); "
+            f"`study resume {folder.path}` rebuilds it from Tune's and MLflow's record of the trials"
+        ) from None
+
+
+def trials_table_state(folder: StudyFolder) -> str:
+    """``missing``, ``damaged`` or ``ok``: what ``trials.parquet`` is (it marks a finished study)."""
+    if not folder.trials_file.is_file():
+        return "missing"
+    try:
+        read_trials(folder)
+    except StudyError:
+        return "damaged"
+    return "ok"
+
+
+def load_optuna_study(folder: StudyFolder, study_name: str) -> Any:
+    """The study's Optuna study, without creating ``optuna.db`` when it is missing."""
+    import optuna
+
+    check_sqlite(
+        folder.optuna_file, "trials", "Optuna database", "restore it from a backup (trials.parquet and MLflow keep "
+        "every trial's parameters and results)",
+    )  # fmt: skip
+    try:
+        return optuna.load_study(study_name=study_name, storage=folder.optuna_url)
+    except KeyError:
+        raise StudyError(f"STUDY_DIR: {folder.optuna_file} holds no study named {study_name!r}") from None
