@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -181,9 +182,14 @@ class OptimConfig:
         _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "optim.steps_per_epoch",
                f"must be >= 1 or null (one pass over the data), got {self.steps_per_epoch}")  # fmt: skip
         _check(0 < self.lr_decay_factor <= 1, "optim.lr_decay_factor", f"must be in (0, 1], got {self.lr_decay_factor}")
+        late = [e for e in self.lr_decay_epochs if not 1 <= e < self.epochs]
+        _check(not late, "optim.lr_decay_epochs",
+               f"{list(self.lr_decay_epochs)}: each must be an epoch in 1..{self.epochs - 1} (after it the lr "
+               f"decays; optim.epochs is {self.epochs}); drop {late} or raise optim.epochs")  # fmt: skip
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,8 @@ class TrainConfig:
                    f"must be smaller than data.batch_size ({self.data.batch_size}), got {self.bss.k}; "
                    "lower bss.k or raise data.batch_size")  # fmt: skip
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
+        _check(DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
+               f"{self.device!r} is not a device; use auto, cpu, cuda or cuda:N")  # fmt: skip
 
 
 T = TypeVar("T")

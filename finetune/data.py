@@ -153,26 +153,63 @@ def make_split(source: Source, members: np.ndarray, size: int) -> Split:
     return Split(source.decode(members, size), labels)
 
 
+@dataclass(frozen=True)
+class SplitSizes:
+    """How many images each split of a run has (known from the label lists, nothing decoded)."""
+
+    train: int
+    val: int
+    test: int
+
+
+def _members(config: DataConfig, sources: DatasetSources, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Training members (positions in the training pool) and, without a validation split of the
+    dataset's own, the validation members carved from the sampled subset."""
+    chosen = per_class_indices(sources.train.labels, config.sampling_rate, seed)
+    if sources.val is not None:
+        return chosen, None
+    if config.val_fraction <= 0:
+        raise ConfigError(f"data.val_fraction: {config.dataset} has no validation split; set it > 0 (e.g. 0.1)")
+    keep, held = carve_validation(sources.train.labels[chosen], config.val_fraction, seed)
+    return chosen[keep], chosen[held]
+
+
+def split_sizes(config: DataConfig, seed: int) -> SplitSizes:
+    """The sizes :func:`load_splits` will produce, from the label lists alone."""
+    check_dataset_name(config.dataset)
+    sources = DATASETS[config.dataset](config)
+    train_idx, val_idx = _members(config, sources, seed)
+    val = len(val_idx) if val_idx is not None else len(sources.val.labels) if sources.val is not None else 0
+    return SplitSizes(len(train_idx), val, len(sources.test.labels))
+
+
+def check_batch_fits(config: DataConfig, sizes: SplitSizes) -> None:
+    """A training set smaller than one batch gives no batch at all (the last partial one is dropped)."""
+    if sizes.train < config.batch_size:
+        raise ConfigError(
+            f"data.batch_size: {config.batch_size} is more than the {sizes.train} training images of "
+            f"{config.dataset} at sampling_rate {config.sampling_rate}; lower data.batch_size to <= {sizes.train} "
+            "or raise data.sampling_rate"
+        )
+
+
 def load_splits(config: DataConfig, seed: int) -> Splits:
     """Sample the training pool per class, carve validation if the dataset has none, decode."""
     check_dataset_name(config.dataset)
     sources = DATASETS[config.dataset](config)
     size = config.resize_size or config.image_size
-    chosen = per_class_indices(sources.train.labels, config.sampling_rate, seed)
-    if sources.val is None:
-        if config.val_fraction <= 0:
-            raise ConfigError(f"data.val_fraction: {config.dataset} has no validation split; set it > 0 (e.g. 0.1)")
-        keep, held = carve_validation(sources.train.labels[chosen], config.val_fraction, seed)
-        train_idx, val_idx = chosen[keep], chosen[held]
+    train_idx, val_idx = _members(config, sources, seed)
+    if val_idx is not None:
         val = make_split(sources.train, val_idx, size)
     else:
-        train_idx = chosen
+        assert sources.val is not None
         val = make_split(sources.val, np.arange(len(sources.val.labels)), size)
     train = make_split(sources.train, train_idx, size)
     test = make_split(sources.test, np.arange(len(sources.test.labels)), size)
     for name, split in (("train", train), ("val", val), ("test", test)):
         if len(split) == 0:
             raise DataError(f"data.dataset: {config.dataset} has an empty {name} split after sampling")
+    check_batch_fits(config, SplitSizes(len(train), len(val), len(test)))
     return Splits(train, val, test, sources.classes)
 
 

@@ -6,11 +6,15 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import optuna
 
 from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_yaml, fit, load_config
 from study.errors import StudyError
@@ -33,10 +37,24 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
         ray.init(address=spec.ray_address, logging_level=logging.WARNING)
     else:
         ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        from study import watchdog
+
+        # a killed driver cannot shut its local Ray down: the watchdog ends what it leaves behind
+        watchdog.start(os.getpid(), ray_session_dir())
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def ray_session_dir() -> str | None:
+    """The local Ray session's folder (its processes name it on their command lines)."""
+    try:
+        import ray._private.worker as ray_worker
+
+        return str(ray_worker.global_worker.node.get_session_dir_path())
+    except (ImportError, AttributeError):  # a private API: without it the watchdog still ends the driver's tree
+        return None
 
 
 def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
@@ -46,27 +64,34 @@ def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> li
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from study.driver import run_study
+    import torch
+
+    from study.driver import StudyOutcome, check_study_dir, run_study
+    from study.folder import read_trials
+    from study.spec import check_local_resources, check_output_dir
     from study.tracking import check_reachable
 
     spec = load_spec(args.spec)
+    check_output_dir(spec)
+    if check_study_dir(spec):  # already complete: its table, no Ray
+        folder = StudyFolder(spec.study_dir)
+        return report_outcome(spec, StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True))
+    check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     check_reachable(spec.resolved_tracking_uri)
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
     with ray_session(spec):
-        import ray
-
-        from study.driver import check_cluster_resources
-
-        check_cluster_resources(spec, ray.cluster_resources())
         outcome = run_study(spec)
     return report_outcome(spec, outcome)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study.driver import load_study_spec, resume_study
+    from study.driver import StudyOutcome, check_resumable, resume_study
+    from study.folder import read_trials
 
-    folder = StudyFolder(Path(args.study_dir))
-    spec = load_study_spec(folder.path)
+    checked = check_resumable(Path(args.study_dir))
+    folder, spec = checked.folder, checked.spec
+    if checked.complete:
+        return report_outcome(spec, StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True))
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
     with ray_session(spec):
         outcome = resume_study(folder.path)
@@ -258,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" lines
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    if on_main_thread:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops a study like Ctrl-C
     try:
         return int(args.func(args))
     except InputError as exc:
@@ -269,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

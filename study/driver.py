@@ -100,6 +100,8 @@ def check_study_dir(spec: StudySpec) -> bool:
         )
     if trials_table_state(StudyFolder(folder)) == "ok":
         return True
+    if not StudyFolder(folder).record_file.is_file():
+        return False  # killed while it was being created: nothing ran, start it again
     raise StudyError(
         f"output_dir: {folder} holds an unfinished run of this study; continue it with `study resume {folder}`"
     )
@@ -118,18 +120,6 @@ def make_scheduler(spec: StudySpec, max_epochs: int) -> TrialScheduler:
     if spec.scheduler.name == "hyperband":
         return HyperBandScheduler(time_attr="epoch", max_t=max_epochs, reduction_factor=spec.scheduler.reduction_factor)
     return FIFOScheduler()
-
-
-def check_cluster_resources(spec: StudySpec, available: dict[str, float]) -> None:
-    """A trial that asks for more than any node can give would wait PENDING forever: fail now."""
-    for key, wanted in (("GPU", spec.resources.gpu), ("CPU", spec.resources.cpu)):
-        have = float(available.get(key, 0.0))
-        if wanted > have and not spec.ray_address:
-            field = f"resources.{key.lower()}"
-            raise StudyError(
-                f"{field}: each trial asks for {wanted:g} {key}(s) but this Ray cluster has {have:g}; "
-                f"lower {field} or run on a cluster that has them (ray_address)"
-            )
 
 
 def package_versions() -> dict[str, str]:
@@ -160,6 +150,8 @@ def start_record(spec: StudySpec) -> StudyRecord:
     record_uri = spec.tracking_uri  # None: the folder's own mlflow.db, found from the folder
     client = MlflowClient(spec.tracking_uri or folder.local_tracking_uri)
     experiment_id = open_experiment(client, spec.name, folder.artifacts_dir)
+    for stale in client.search_runs([experiment_id], filter_string=f"tags.`study.dir` = '{folder.path}'"):
+        client.delete_run(stale.info.run_id)  # the parent run of a start that was killed before its record
     tags = {MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder.path), "code.version": code_version()}
     tags.update(package_versions())
     parent_id = client.create_run(experiment_id, run_name=f"study-{spec.name}", tags=tags).info.run_id
@@ -385,18 +377,43 @@ def load_study_spec(path: Path) -> StudySpec:
     return load_spec(folder.spec_file, output_dir=folder.path)
 
 
-def resume_study(path: Path, out: IO[str] | None = None) -> StudyOutcome:
-    """Continue an interrupted study (Ctrl-C or a killed driver): unfinished trials continue from
-    their last saved epoch in their own MLflow runs; the searcher continues its history. A study
-    whose ``trials.parquet`` is damaged is restored too: its table is written again."""
+@dataclass(frozen=True)
+class Resumable:
+    """A study folder checked for ``study resume``, before Ray starts and before anything is written."""
+
+    folder: StudyFolder
+    spec: StudySpec
+    table_state: str  # of trials.parquet: "ok" (already complete), "missing" or "damaged"
+    record: StudyRecord | None
+
+    @property
+    def complete(self) -> bool:
+        return self.table_state == "ok"
+
+
+def check_resumable(path: Path) -> Resumable:
+    """Every file a resume needs, each missing or damaged one a one-line StudyError."""
     folder = StudyFolder(path)
     spec = load_study_spec(folder.path)
     table_state = trials_table_state(folder)
     if table_state == "ok":
-        return StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True)
+        return Resumable(folder, spec, table_state, None)
     record = StudyRecord.load(folder)
-    client = tracking_client(folder, record)
+    tracking_client(folder, record)
     load_optuna_study(folder, spec.name)  # the searcher's history must be there
+    return Resumable(folder, spec, table_state, record)
+
+
+def resume_study(path: Path, out: IO[str] | None = None) -> StudyOutcome:
+    """Continue an interrupted study (Ctrl-C or a killed driver): unfinished trials continue from
+    their last saved epoch in their own MLflow runs; the searcher continues its history. A study
+    whose ``trials.parquet`` is damaged is restored too: its table is written again."""
+    checked = check_resumable(path)
+    folder, spec, table_state = checked.folder, checked.spec, checked.table_state
+    if checked.record is None:
+        return StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True)
+    record = checked.record
+    client = tracking_client(folder, record)
     rebase_artifacts(folder, record)
     if table_state == "damaged":
         folder.trials_file.replace(folder.path / f"{folder.trials_file.name}.damaged")

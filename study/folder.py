@@ -196,6 +196,22 @@ def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
             "substr(artifact_uri, 1, ?) = ?",
             (target, len(old) + 1, int(record.experiment_id), len(old), old),
         )
+        run_ids = [r[0] for r in connection.execute("SELECT run_uuid FROM runs WHERE experiment_id = ?",
+                                                    (int(record.experiment_id),))]  # fmt: skip
+    forget_artifact_locations(run_ids)
+
+
+def forget_artifact_locations(run_ids: list[str]) -> None:
+    """MLflow caches each run's artifact repository for the life of the process (by run id): drop
+    the relocated runs' entries, so a process that used the original folder logs into the copy."""
+    try:
+        from mlflow.tracking._tracking_service import utils
+    except ImportError:  # moved in a later MLflow: nothing cached there to drop
+        return
+    cache = getattr(utils, "_artifact_repos_cache", None)
+    if cache is not None:
+        for run_id in run_ids:
+            cache.pop(run_id, None)
 
 
 def read_trials(folder: StudyFolder) -> pa.Table:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from finetune import ConfigError, TrainConfig, config_from_dict, resolve_config
-from finetune.backbones import check_weights_name
+from finetune import ConfigError, InputError, ModelConfig, TrainConfig, config_from_dict, resolve_config
+from finetune.backbones import build_classifier, check_weights_name
 from finetune.config import build_dataclass
-from finetune.data import DATASETS, check_dataset_name
-from finetune.errors import DataError
+from finetune.data import check_batch_fits, check_dataset_name, split_sizes
 from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
 from search_spaces.declarative import SpaceError, parse_space
@@ -110,8 +110,13 @@ def validate(spec: StudySpec) -> None:
         )
     if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor < 2:
         raise _fail("scheduler", "grace_period must be >= 1 and reduction_factor >= 2")
-    if spec.resources.cpu <= 0 or spec.resources.gpu < 0:
-        raise _fail("resources", "cpu must be > 0 and gpu >= 0")
+    if spec.resources.cpu <= 0:
+        raise _fail("resources.cpu", f"must be > 0 (CPUs each trial reserves), got {spec.resources.cpu:g}")
+    if spec.resources.gpu < 0:
+        raise _fail("resources.gpu", f"must be >= 0 (GPUs or a fraction of one per trial), got {spec.resources.gpu:g}")
+    if spec.ray_num_cpus is not None and spec.ray_num_cpus < 1:
+        raise _fail("ray_num_cpus", f"must be >= 1 (CPUs of the local Ray cluster) or null, got {spec.ray_num_cpus}")
+    check_tracking_uri(spec.tracking_uri)
     try:
         base = config_from_dict(spec.base)
         check_regularizer_name(base.regularizer.name)
@@ -119,9 +124,12 @@ def validate(spec: StudySpec) -> None:
         check_weights_name(base.model)
     except ConfigError as exc:
         raise StudyError(f"base.{exc}") from None
-    try:  # the dataset's folder and list files (no image is decoded here)
-        DATASETS[base.data.dataset](base.data)
-    except (ConfigError, DataError) as exc:
+    if base.device.startswith("cuda") and spec.resources.gpu <= 0 and not spec.ray_address:
+        raise _fail("resources.gpu", f"base.device is {base.device!r} but trials reserve no GPU; set resources.gpu")
+    try:  # the dataset's folder and list files, the sampled set's size (no image is decoded here)
+        check_batch_fits(base.data, split_sizes(base.data, base.seed))
+        check_weights_file(base.model)
+    except InputError as exc:
         raise StudyError(f"base.{exc}") from None
     # every parameter the space suggests must be a real config field with a valid value
     for seed in range(8):
@@ -129,10 +137,69 @@ def validate(spec: StudySpec) -> None:
         try:
             resolved = resolve_config(spec.base, params)
             check_regularizer_name(resolved.regularizer.name)
-        except ConfigError as exc:
+            check_batch_fits(resolved.data, split_sizes(resolved.data, resolved.seed))
+        except InputError as exc:
             raise StudyError(
                 f"search_space: {spec.space.name!r} proposes {params}, which the base config rejects ({exc})"
             ) from None
+
+
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking_uri(uri: str | None) -> None:
+    if uri is None:
+        return
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise _fail(
+            "tracking_uri",
+            f"{uri!r} is not an MLflow tracking URI; use http(s)://host:port, a database URI "
+            "(sqlite:///path.db, postgresql://...) or null (the study folder's own mlflow.db)",
+        )
+
+
+def check_weights_file(model: ModelConfig) -> None:
+    """A weights file must be a state dict that fits the backbone (a name is checked by torchvision
+    when the trial loads it, downloading or verifying the cached copy)."""
+    if model.weights is not None and Path(model.weights).is_file():
+        build_classifier(model, num_classes=2)
+
+
+def check_output_dir(spec: StudySpec) -> None:
+    """The study folder can be created and written, checked by creating and removing a probe folder
+    beside it (nothing is left behind)."""
+    out = spec.study_dir
+    if out.exists() and not out.is_dir():
+        raise _fail("output_dir", f"{out} is a file; choose a folder path")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".bss-study-probe-", dir=parent))
+        probe.rmdir()
+    except OSError as exc:
+        raise _fail("output_dir", f"cannot create {out} ({exc.strerror or exc}); choose a writable folder") from None
+
+
+def check_local_resources(spec: StudySpec, cpus: int, gpus: int) -> None:
+    """A local Ray cluster has this machine's CPUs (or ray_num_cpus) and GPUs: a trial that asks for
+    more would wait PENDING forever. Not checked when joining a cluster (ray_address)."""
+    if spec.ray_address:
+        return
+    have_cpus = spec.ray_num_cpus or cpus
+    if spec.resources.cpu > have_cpus:
+        raise _fail(
+            "resources.cpu",
+            f"each trial asks for {spec.resources.cpu:g} CPUs but the local Ray cluster has {have_cpus}; "
+            "lower resources.cpu (or raise ray_num_cpus), or join a cluster with ray_address",
+        )
+    if spec.resources.gpu > gpus:
+        raise _fail(
+            "resources.gpu",
+            f"each trial asks for {spec.resources.gpu:g} GPUs but this machine has {gpus}; "
+            "lower resources.gpu or join a GPU cluster with ray_address",
+        )
 
 
 def spec_from_mapping(values: Any, source: str, relative_to: Path, output_dir: Path | None = None) -> StudySpec:

@@ -53,6 +53,18 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
         ({"base.protocol": "imagenet"}, "base.protocol"),
         ({"search_space": "methods-grid", "num_samples": 7}, "num_samples"),
         ({"reuse_actors": "sometimes"}, "reuse_actors"),
+        # a config that cannot work is refused before the study, not by every trial failing
+        ({"base.data.batch_size": 1000}, "base.data.batch_size"),
+        ({"base.device": "tpu"}, "base.device"),
+        ({"base.device": "cuda"}, "resources.gpu"),
+        ({"base.optim.epochs": 2, "base.optim.lr_decay_epochs": [10]}, "base.optim.lr_decay_epochs"),
+        ({"tracking_uri": "ftp://x"}, "tracking_uri"),
+        ({"output_dir": "/proc/x"}, "output_dir"),
+        ({"ray_num_cpus": 0}, "ray_num_cpus"),
+        ({"resources.gpu": -1}, "resources.gpu"),
+        ({"resources.cpu": 0}, "resources.cpu"),
+        ({"resources.cpu": 3}, "resources.cpu"),  # more than ray_num_cpus: 2
+        ({"resources.gpu": 1}, "resources.gpu"),  # this machine has none
     ],
 )
 def test_bad_spec_one_line_exit_2_nothing_written(
@@ -64,6 +76,41 @@ def test_bad_spec_one_line_exit_2_nothing_written(
     assert err.startswith(f"error: {field}"), err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_weights_file_that_is_not_a_state_dict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    weights = tmp_path / "w.pt"
+    torch.save([1, 2, 3], weights)
+    assert main(["launch", str(write_spec(tmp_path, **{"base.model.weights": str(weights)}))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: base.model.weights:") and "not a state dict" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "out").write_text("x")
+    assert main(["launch", str(write_spec(tmp_path))]) == 2
+    assert capsys.readouterr().err.startswith("error: output_dir:")
+    assert (tmp_path / "out").read_text() == "x"
+
+
+def test_binary_spec_and_config_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "spec.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["launch", str(binary)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {binary}: not a text (UTF-8) file; pass a YAML file"
+    assert main(["train", "--config", str(binary)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --config:") and "not a text (UTF-8) file" in err and len(err.splitlines()) == 1
+
+
+def test_loading_a_spec_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(write_spec(tmp_path, **{"base.data.batch_size": 1000}))]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "A new study created in memory" not in captured.err
 
 
 def test_malformed_yaml_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,22 +154,30 @@ def test_cluster_study_spec_validates_against_a_cub_layout(tmp_path: Path) -> No
     spec["output_dir"] = str(tmp_path / "out")
     path = tmp_path / "cub.yaml"
     path.write_text(yaml.safe_dump(spec))
+    from study.errors import StudyError
+
+    # the test layout has a few images a class: the tllib batch of 48 cannot be filled, said before launch
+    with pytest.raises(StudyError, match=r"^base\.data\.batch_size: 48 is more than the \d+ training images"):
+        load_spec(path)
+    spec["base"]["data"]["batch_size"] = 2
+    path.write_text(yaml.safe_dump(spec))
     loaded = load_spec(path)
     config = loaded.base_config
-    assert config.protocol == "tllib" and config.model.backbone == "resnet50" and config.data.batch_size == 48
+    assert config.protocol == "tllib" and config.model.backbone == "resnet50" and config.data.batch_size == 2
     assert loaded.space.grid_size == 6
 
 
 def test_gpus_asked_but_absent_fail_before_anything_is_written(tmp_path: Path) -> None:
-    from study.driver import check_cluster_resources
     from study.errors import StudyError
+    from study.spec import check_local_resources
 
     spec = load_spec(write_spec(tmp_path, **{"resources.gpu": 0.25}))
-    with pytest.raises(
-        StudyError, match=r"^resources\.gpu: each trial asks for 0\.25 GPU\(s\) but this Ray cluster has 0"
-    ):
-        check_cluster_resources(spec, {"CPU": 2.0})
-    check_cluster_resources(spec, {"CPU": 2.0, "GPU": 1.0})
+    with pytest.raises(StudyError, match=r"^resources\.gpu: each trial asks for 0\.25 GPUs but this machine has 0"):
+        check_local_resources(spec, cpus=2, gpus=0)
+    check_local_resources(spec, cpus=2, gpus=1)
+    cpu_hungry = load_spec(write_spec(tmp_path, **{"resources.cpu": 4}))
+    with pytest.raises(StudyError, match=r"^resources\.cpu: each trial asks for 4 CPUs but the local Ray cluster"):
+        check_local_resources(cpu_hungry, cpus=64, gpus=0)  # ray_num_cpus: 2 in the spec
     assert not (tmp_path / "out").exists()
 
 
