@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 @contextmanager
 def ray_session(spec: StudySpec) -> Iterator[None]:
-    """Start Ray in-process (or join ``ray_address``) for the duration of a study."""
+    """Start Ray in-process (or join ``ray_address``) for the duration of a study; SIGTERM then
+    stops the study as Ctrl-C does (resumable), and a watchdog ends a killed driver's Ray."""
     import ray
 
     if ray.is_initialized():
@@ -41,9 +42,15 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
 
         # a killed driver cannot shut its local Ray down: the watchdog ends what it leaves behind
         watchdog.start(os.getpid(), ray_session_dir())
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    if on_main_thread:  # after ray.init, whose own SIGTERM handler aborts the process
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: signal.raise_signal(signal.SIGINT))
     try:
         yield
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
 
 
@@ -284,10 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" lines
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM)
-    if on_main_thread:
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops a study like Ctrl-C
     try:
         return int(args.func(args))
     except InputError as exc:
@@ -299,9 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

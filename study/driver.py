@@ -46,7 +46,6 @@ from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.trial_store import BEST_WEIGHTS
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
-FINAL_STATES = (Trial.TERMINATED, Trial.ERROR)
 # URIs held by objects that Tune pickles (searcher, callbacks) are relative to the study folder,
 # which is the driver's working directory while Tune runs (see ``inside``): a moved or copied
 # study restores them pointing at its own files.
@@ -215,6 +214,14 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
     )
 
 
+def ended(trial: Trial) -> bool:
+    """Failed for good, or ended by itself or its scheduler (Tune marks that result ``done``). A
+    trial that Ctrl-C or SIGTERM stopped is TERMINATED too, but its last result is not done."""
+    return trial.status == Trial.ERROR or (
+        trial.status == Trial.TERMINATED and bool((trial.last_result or {}).get("done"))
+    )
+
+
 class OptunaNumber:
     """Picklable lookup of a Tune trial's Optuna trial number (from the Optuna storage)."""
 
@@ -272,10 +279,10 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     logger = trial_logger(spec, record)
     with inside(folder):
         runs = logger.child_runs()
-    complete = len(trials) == spec.num_samples and all(t.status in FINAL_STATES for t in trials)
+    complete = len(trials) == spec.num_samples and all(ended(t) for t in trials)
     if not complete:
         for trial in trials:  # the interrupted trials' runs are continued by `study resume`
-            if trial.status not in FINAL_STATES and trial.trial_id in runs:
+            if not ended(trial) and trial.trial_id in runs:
                 client.set_terminated(runs[trial.trial_id], RunStatus.to_string(RunStatus.KILLED))
         client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
         return StudyOutcome(folder.path, None, None, None, record.parent_run_id, interrupted=True)

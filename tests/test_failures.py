@@ -94,6 +94,34 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
     assert run_info.info.status == "FAILED" and "non-finite loss" in run_info.data.tags["error"]
 
 
+def test_a_study_whose_every_trial_failed_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = {"optim.momentum": {"type": "categorical", "choices": [0.0, 0.5]}}
+    spec = {
+        "name": "allfail", "output_dir": str(tmp_path / "allfail"), "num_samples": 2, "max_concurrent": 2,
+        "max_failures": 0, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "search_space": space,
+        "base": tiny_base(optim={"epochs": 2, "steps_per_epoch": 2, "lr": 1e12}),
+    }  # fmt: skip
+    path = tmp_path / "allfail.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "error: every trial failed (1 distinct error(s)):" in err
+    assert err.count("non-finite loss") == 1  # one line per distinct error, not one per trial
+
+
+def test_an_input_error_inside_a_trial_is_not_trained_again(tmp_path: Path) -> None:
+    from finetune import DataError
+    from trainables.finetune_trial import TrialInputError
+
+    store = TrialStore(tmp_path / "trials" / "t1")
+    base = tiny_base(data={"dataset": "imagefolder", "root": str(tmp_path / "gone")})
+    with pytest.raises(DataError, match=r"data\.root"):
+        run_trial({}, base, store)
+    assert "data.root" in (store.fatal_error() or "")
+    with pytest.raises(TrialInputError, match=r"data\.root.*\(not retried: the same input fails again\)"):
+        run_trial({}, tiny_base(), store)  # the retry ends at once, without building anything
+
+
 def test_failure_reason_is_the_last_failures_exception_line() -> None:
     text = (
         "Failure # 1 (occurred at 2026-11-28_01-14-02)\nray.exceptions.RayTaskError(RuntimeError): "

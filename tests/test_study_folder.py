@@ -68,9 +68,7 @@ def copy_of(study: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_a_copied_finished_study_is_its_own(
-    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_copied_finished_study_is_its_own(finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = digest(finished)
     copy = copy_of(finished, tmp_path)
     assert main(["status", str(copy)]) == 0
