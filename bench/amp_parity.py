@@ -58,16 +58,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--layers", action="store_true", help="also print the layers furthest from fp32")
+    parser.add_argument("--steps", type=int, help="steps per epoch (default: one pass over the data)")
+    parser.add_argument("--image-size", type=int, help="image size (default: the spec's)")
     args = parser.parse_args()
     with open(args.spec) as fh:
         base = yaml.safe_load(fh)["base"]
+    optim = {**base.get("optim", {}), "epochs": args.epochs, "lr_decay_epochs": [], "steps_per_epoch": args.steps}
+    data = {**base.get("data", {}), **({"image_size": args.image_size} if args.image_size else {})}
+    base = {**base, "optim": optim, "data": data, "device": args.device, "num_threads": None}
     if args.layers:
         probe = config_from_dict({**base, "device": "cpu", "precision": "fp32", "channels_last": "off"})
         for name, cl in (("bf16", False), ("bf16+channels_last", True)):
             worst = ", ".join(f"{layer} {err:.4f}" for err, layer in reversed(layer_errors(probe, True, cl)))
             print(f"layer_error[{name}]  worst: {worst}")
-    base = {**base, "optim": {**base.get("optim", {}), "epochs": args.epochs, "lr_decay_epochs": []},
-            "device": args.device, "num_threads": None}  # fmt: skip
     results: dict[str, list[float]] = {"fp32": [], "bf16": []}
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     device = "cpu"

@@ -339,6 +339,21 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def applicable_params(config: TrainConfig) -> dict[str, Any]:
+    """The run's flat config without the settings that do not act on it: ``bss.*`` (but
+    ``bss.enabled``) with BSS off, ``delta.*`` unless the regulariser is DELTA, ``regularizer.beta``
+    for L2. What a tracker records, so a run with BSS off does not show a k or an eta."""
+    flat = flatten(config_to_dict(config))
+    unused = []
+    if not config.bss.enabled:
+        unused.append("bss.")
+    if config.regularizer.name != "delta":
+        unused.append("delta.")
+    if config.regularizer.name == "l2":
+        unused.append("regularizer.beta")
+    return {k: v for k, v in flat.items() if k == "bss.enabled" or not k.startswith(tuple(unused))}
+
+
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{"bss.k": 1}`` -> ``{"bss": {"k": 1}}``."""
     nested: dict[str, Any] = {}

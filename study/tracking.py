@@ -22,7 +22,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from finetune import config_to_yaml, resolve_config
-from finetune.config import config_to_dict, flatten
+from finetune.config import applicable_params
 from study.errors import StudyError
 from study.folder import absolute_sqlite
 
@@ -197,7 +197,7 @@ class MlflowTrialLogger(Callback):
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
         run_id = run.info.run_id
         self._run_ids[trial.trial_id] = run_id
-        log_params(self.client, run_id, flatten(config_to_dict(config)))
+        log_params(self.client, run_id, applicable_params(config))
         self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:

@@ -41,8 +41,10 @@ def test_delta_attention_prints_its_figures() -> None:
 
 
 def test_amp_parity_prints_its_figures() -> None:
-    out = run("bench/amp_parity.py", "--epochs", "1", "--seeds", "0", "1")
+    out = run("bench/amp_parity.py", "--epochs", "1", "--seeds", "0", "1", "--steps", "2", "--image-size", "32",
+              "--layers")  # fmt: skip
     assert "bf16_minus_fp32" in out and "epoch_time_ratio[bf16/fp32]" in out
+    assert "layer_error[bf16+channels_last]  worst: " in out
 
 
 def test_gpu_throughput_script_runs_on_the_cpu() -> None:

@@ -10,7 +10,7 @@ def test_yaml_round_trip() -> None:
     config = config_from_dict(
         {
             "bss": {"enabled": True, "k": 3, "eta": 0.01},
-            "optim": {"lr_decay_epochs": [3, 6]},
+            "optim": {"epochs": 8, "lr_decay_epochs": [3, 6]},
             "regularizer": {"name": "l2sp"},
         }
     )
@@ -90,3 +90,13 @@ def test_protocol_specifics() -> None:
     assert tllib.optim.nesterov and tllib.data.crop_scale_min == 0.2 and tllib.optim.epochs == 20
     with pytest.raises(ConfigError, match=r"^protocol: unknown"):
         config_from_dict({"protocol": "imagenet"})
+
+
+def test_settings_that_do_not_act_are_not_recorded() -> None:
+    from finetune.config import applicable_params
+
+    off = applicable_params(config_from_dict({"bss": {"enabled": False, "k": 3}, "regularizer": {"name": "l2"}}))
+    assert off["bss.enabled"] is False and not any(k.startswith(("bss.k", "bss.eta", "delta.")) for k in off)
+    assert "regularizer.beta" not in off and "regularizer.alpha" in off
+    on = applicable_params(config_from_dict({"bss": {"enabled": True, "k": 3}, "regularizer": {"name": "delta"}}))
+    assert on["bss.k"] == 3 and "bss.eta" in on and "delta.attention" in on and "regularizer.beta" in on

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
@@ -11,6 +14,20 @@ def _widen(features: torch.Tensor) -> torch.Tensor:
     return features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
 
 
+def full_precision(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a spectral computation in float32 or wider under any autocast (CPU or CUDA): autocast
+    would run its matmuls in bf16 (0.1-0.3 % off, growing with the condition number), and CUDA
+    has no bf16 ``eigh``. The result is float32 (float64 for float64 input)."""
+
+    @functools.wraps(fn)
+    def wrapper(features: torch.Tensor, *args: object) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return fn(_widen(features), *args)
+
+    return wrapper
+
+
+@full_precision
 def smallest_singular_values(features: torch.Tensor, k: int) -> torch.Tensor:
     """The k smallest singular values of ``features`` (b, d), ascending, in float32 or wider."""
     return torch.linalg.svdvals(_widen(features)).flip(0)[:k]
@@ -22,16 +39,19 @@ def _gram(features: torch.Tensor) -> torch.Tensor:
     return f @ f.T if f.shape[0] <= f.shape[1] else f.T @ f
 
 
+@full_precision
 def sum_smallest_sq_svdvals(features: torch.Tensor, k: int) -> torch.Tensor:
     """sum of the k smallest sigma^2 via ``svdvals`` (only singular values carry gradient)."""
     return smallest_singular_values(features, k).pow(2).sum()
 
 
+@full_precision
 def sum_smallest_sq_gram(features: torch.Tensor, k: int) -> torch.Tensor:
     """The same via ``eigvalsh`` of the Gram matrix (squares the condition number)."""
     return torch.linalg.eigvalsh(_gram(features))[:k].clamp_min(0).sum()
 
 
+@full_precision
 def sum_smallest_sq_eigvec(features: torch.Tensor, k: int) -> torch.Tensor:
     """The same as a plain quadratic form: the k eigenvectors V of the smallest eigenvalues of the
     Gram matrix are found without autograd, then sum_i v_i^T G v_i = ||F^T V||^2 (or ||F V||^2)
