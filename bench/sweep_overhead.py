@@ -71,7 +71,8 @@ def run_study(spec: dict, folder: Path) -> StudyTimes:
     for run in runs:
         if run is parent:
             continue
-        results = [json.loads(line) for line in (Path(run.data.tags["tune.trial_path"]) / "result.json").open()]
+        tune_dir = next((Path(spec["output_dir"]) / "tune").glob(f"*_{run.data.tags['tune.trial_id']}_*"))
+        results = [json.loads(line) for line in (tune_dir / "result.json").open()]
         epochs = [r["time_this_iter_s"] for r in results]
         trials.append(TrialTimes(run.info.start_time / 1000, run.info.end_time / 1000, results[-1]["time_total_s"],
                                  epochs[0], statistics.median(epochs[1:-1]) if len(epochs) > 2 else None))  # fmt: skip
