@@ -86,6 +86,14 @@ class ModelConfig:
         _check(self.tsvd_r >= 0, "model.tsvd_r", f"must be >= 0 (0 = off), got {self.tsvd_r}")
 
 
+# where each default coefficient comes from: (alpha, beta) of the reference implementation
+REFERENCE_COEFFICIENTS: dict[str, dict[str, float]] = {
+    "l2": {"alpha": 5e-4, "beta": 0.0},  # thuml/Batch-Spectral-Shrinkage: SGD weight_decay=5e-4 on all weights
+    "l2sp": {"alpha": 0.01, "beta": 0.01},  # tllib's L2-SP defaults
+    "delta": {"alpha": 0.01, "beta": 0.01},  # tllib's DELTA defaults (feature-map term summed over the batch)
+}
+
+
 @dataclass(frozen=True)
 class RegularizerConfig:
     """The base regulariser (``l2``, ``l2sp`` or ``delta``) and its coefficients.
@@ -93,15 +101,27 @@ class RegularizerConfig:
     ``alpha`` weighs the squared norm of the weights (all weights for ``l2``; the new head
     for ``l2sp`` and ``delta``); ``beta`` weighs the distance of the backbone to its
     pretrained weights (``l2sp``) or of its feature maps to the pretrained ones (``delta``).
+    Left out (null), each is the reference's value for the regulariser, on its scale
+    (``REFERENCE_COEFFICIENTS``): L2 alpha 5e-4 (the official BSS code's SGD weight decay);
+    L2-SP and DELTA alpha = beta = 0.01 (tllib; DELTA's beta on tllib's sum over the batch,
+    ``delta.batch_reduction: sum``). The resolved config records the values used.
     """
 
     name: str = "l2"
-    alpha: float = 0.01
-    beta: float = 0.01
+    alpha: float | None = None
+    beta: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.alpha >= 0, "regularizer.alpha", f"must be >= 0, got {self.alpha}")
-        _check(self.beta >= 0, "regularizer.beta", f"must be >= 0, got {self.beta}")
+        reference = REFERENCE_COEFFICIENTS.get(self.name, {})
+        for key in ("alpha", "beta"):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, reference.get(key, 0.0))
+        _check(self.coefficient("alpha") >= 0, "regularizer.alpha", f"must be >= 0, got {self.alpha}")
+        _check(self.coefficient("beta") >= 0, "regularizer.beta", f"must be >= 0, got {self.beta}")
+
+    def coefficient(self, name: str) -> float:
+        """``alpha`` or ``beta`` as resolved (never None after construction)."""
+        return float(getattr(self, name))
 
 
 DELTA_ATTENTION_MODES = ("supervised", "uniform")
@@ -118,6 +138,9 @@ class DeltaConfig:
     images; else one channel at a time, the reference method). ``uniform``: equal weights
     (a plain feature-map distance). The result is cached in ``cache_dir`` (default
     ``~/.cache/bss-study/delta``), keyed by everything it depends on, and shared by all trials.
+    ``batch_reduction``: the feature-map term summed over the batch (``sum``, tllib's scale:
+    beta = 0.01 is tllib's default) or averaged (``mean``: its scale does not depend on the batch
+    size b; the same penalty as ``sum`` needs beta x b, e.g. 0.48 at b = 48).
     """
 
     attention: str = "supervised"
@@ -128,6 +151,7 @@ class DeltaConfig:
     cache_dir: str | None = None
     vectorised: bool = True
     ablation_rows: int = 1024
+    batch_reduction: str = "sum"
 
     def __post_init__(self) -> None:
         _check(self.attention in DELTA_ATTENTION_MODES, "delta.attention",
@@ -137,6 +161,9 @@ class DeltaConfig:
         _check(self.attention_batch_size >= 1, "delta.attention_batch_size", "must be >= 1")
         _check(self.attention_lr > 0, "delta.attention_lr", "must be > 0")
         _check(self.ablation_rows >= 1, "delta.ablation_rows", "must be >= 1")
+        reductions = "sum (tllib's scale) or mean (divided by the batch size)"
+        _check(self.batch_reduction in ("sum", "mean"), "delta.batch_reduction",
+               f"must be {reductions}, got {self.batch_reduction!r}")  # fmt: skip
 
 
 BSS_METHOD_NAMES = ("svdvals", "gram_eigvalsh", "eigvec")  # implementations in finetune/regularizers/bss.py
@@ -177,7 +204,10 @@ class OptimConfig:
         _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
         _check(self.backbone_lr_ratio >= 0, "optim.backbone_lr_ratio", f"must be >= 0, got {self.backbone_lr_ratio}")
         _check(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.weight_decay == 0, "optim.weight_decay",
+               f"must be 0, got {self.weight_decay}: the regulariser applies the penalty (exactly one mechanism "
+               "per penalty); for the official code's weight decay 5e-4 set regularizer.alpha: 5.0e-4 with "
+               "regularizer.name: l2")  # fmt: skip
         _check(self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "optim.steps_per_epoch",
                f"must be >= 1 or null (one pass over the data), got {self.steps_per_epoch}")  # fmt: skip

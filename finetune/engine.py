@@ -21,7 +21,7 @@ from finetune.callbacks import Callback, EpochMetrics, FitResult
 from finetune.config import TrainConfig
 from finetune.data import BatchStream, Split, eval_batches, load_splits
 from finetune.errors import NonFiniteLossError
-from finetune.model import Classifier
+from finetune.model import Classifier, drop_smallest_components
 from finetune.regularizers import BuildContext, StepState, build_regularizers, smallest_singular_values
 from finetune.transforms import EvalViews, center_view, eval_views, train_transform
 
@@ -73,21 +73,36 @@ def make_optimizer(model: Classifier, config: TrainConfig) -> torch.optim.SGD:
 
 @torch.no_grad()
 def accuracy(model: Classifier, split: Split, config: TrainConfig, device: torch.device, views_of: EvalViews) -> float:
-    """Top-1 accuracy; with several views (ten-crop) the logits of the views are summed."""
+    """Top-1 accuracy; with several views (ten-crop) the logits of the views are summed.
+
+    With TSVD (``model.tsvd_r`` > 0, Eq. 10) the r smallest spectral components are removed from
+    the feature matrix of the whole evaluated split (one per view), not of each evaluation batch,
+    so the accuracy does not depend on ``eval_batch_size`` or on which images share a batch.
+    """
     was_training = model.training
     model.eval()
-    correct = 0
     bf16 = use_bf16(config, device)
     memory_format = torch.channels_last if use_channels_last(config, device) else torch.contiguous_format
+    per_view: list[list[torch.Tensor]] = []  # features (TSVD) or logits, per view, per batch
+    labels = []
     for x, y in eval_batches(split, config.data.eval_batch_size):
         views = [v.contiguous(memory_format=memory_format) for v in views_of(x.to(device), config.data)]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(views[0])[0].float()
-            for view in views[1:]:
-                logits = logits + model(view)[0].float()
-        correct += int((logits.argmax(1).cpu() == y).sum())
+            outputs = [model.backbone(v) if model.tsvd_r else model(v)[0] for v in views]
+        if not per_view:
+            per_view = [[] for _ in outputs]
+        for store, output in zip(per_view, outputs, strict=True):
+            store.append(output.float())
+        labels.append(y)
     model.train(was_training)
-    return correct / max(1, len(split))
+    if not labels:
+        return 0.0
+    if model.tsvd_r:
+        logits = sum(model.head(drop_smallest_components(torch.cat(f), model.tsvd_r)).float() for f in per_view)
+    else:
+        logits = sum(torch.cat(view) for view in per_view)
+    assert isinstance(logits, torch.Tensor)
+    return int((logits.argmax(1).cpu() == torch.cat(labels)).sum()) / max(1, len(split))
 
 
 class Trainer:

@@ -34,10 +34,9 @@ _SHARED_OPTIM = {"lr": 0.01, "backbone_lr_ratio": 0.1, "steps_per_epoch": 500, "
                  "lr_decay_factor": 0.1}  # fmt: skip
 
 
-def _preset(name: str, description: str, data: dict[str, Any], optim: dict[str, Any]) -> Protocol:
-    return register_protocol(
-        Protocol(name, description, {"data": {**_SHARED_DATA, **data}, "optim": {**_SHARED_OPTIM, **optim}})
-    )
+def _preset(name: str, description: str, data: dict[str, Any], optim: dict[str, Any], **sections: Any) -> Protocol:
+    values = {"data": {**_SHARED_DATA, **data}, "optim": {**_SHARED_OPTIM, **optim}, **sections}
+    return register_protocol(Protocol(name, description, values))
 
 
 register_protocol(Protocol("custom", "no preset: the config's own values", {}))
@@ -52,7 +51,9 @@ _preset(
     "thuml/Batch-Spectral-Shrinkage: momentum 0.9, weight decay 5e-4, 9000 iterations, lr x0.1 every 6000, "
     "square resize 256 + RandomResizedCrop 224 + flip, ten-crop evaluation",
     data={"crop_scale_min": 0.08, "eval_transform": "ten_crop"},
-    optim={"momentum": 0.9, "nesterov": False, "weight_decay": 5e-4, "epochs": 18},
+    optim={"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "epochs": 18},
+    # its SGD weight decay 5e-4 on all weights is the L2 term (alpha/2)||w||^2, applied once, here
+    regularizer={"alpha": 5e-4},
 )
 _preset(
     "tllib",
@@ -60,4 +61,7 @@ _preset(
     "RandomResizedCrop scale 0.2-1 + flip, Resize 256 + centre crop evaluation (selection on validation, not test)",
     data={"crop_scale_min": 0.2, "eval_transform": "center"},
     optim={"momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "epochs": 20},
+    # tllib's coefficients on tllib's scale: L2-SP and DELTA alpha = beta = 0.01, DELTA summed over the batch
+    regularizer={"alpha": 0.01, "beta": 0.01},
+    delta={"batch_reduction": "sum"},
 )

@@ -22,7 +22,8 @@ def demo_space(trial: optuna.Trial) -> dict[str, Any] | None:
 @register_space(
     "methods",
     "TPE over the six methods with each one's own coefficients: alpha always; beta for l2sp (distance to the "
-    "pretrained weights) and delta (feature-map distance); eta and k only with BSS; head lr and weight decay",
+    "pretrained weights) and delta (feature-map distance); eta and k only with BSS; head lr (no optimiser "
+    "weight decay: the regulariser applies the penalty)",
 )
 def methods_space(trial: optuna.Trial) -> dict[str, Any] | None:
     method = trial.suggest_categorical("regularizer.name", ["l2", "l2sp", "delta"])
@@ -33,7 +34,6 @@ def methods_space(trial: optuna.Trial) -> dict[str, Any] | None:
         trial.suggest_float("bss.eta", 1e-4, 1e-1, log=True)
         trial.suggest_int("bss.k", 1, 8)
     trial.suggest_float("optim.lr", 1e-3, 1e-1, log=True)
-    trial.suggest_float("optim.weight_decay", 1e-6, 1e-3, log=True)
     return None
 
 

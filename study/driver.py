@@ -193,6 +193,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
         study_name=spec.name,
         storage=FolderStorage(RELATIVE_OPTUNA_URL),
         sampler=spec.space.sampler(spec.seed),
+        max_epochs=max_epochs,
     )
     return tune.Tuner(
         _trainable(spec),

@@ -8,11 +8,12 @@ parameters, a grid point kept), and the lost trial's saved epochs move to the ne
 folder, so the study ends with exactly ``num_samples`` Optuna trials and no training lost.
 
 This module reaches into ``OptunaSearch._ot_trials`` / ``_ot_study`` (Ray has no public hook
-for either); ``tests/study/test_searcher.py`` fails loudly if Ray renames them.
+for either); ``tests/test_searcher.py`` fails loudly if Ray renames them.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from study.folder import absolute_sqlite
+from trainables.finetune_trial import REPLAYED
 from trainables.trial_store import TRIALS_DIR
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
@@ -43,7 +45,38 @@ class FolderStorage(optuna.storages.RDBStorage):
 class TaggedOptunaSearch(OptunaSearch):
     """Records ``tune_trial_id`` as a user attribute of every Optuna trial it asks for, so the
     link survives a driver restart (it lives in the Optuna storage, not in memory). Runs with the
-    study folder as the working directory (the trial folders are moved relative to it)."""
+    study folder as the working directory (the trial folders are moved relative to it).
+
+    Optuna sees what the study selects on: the metric's name on the Optuna study (dashboards show
+    ``best_val_acc``, not "Objective 0"), intermediate values per epoch (a restarted trial's
+    repeated epoch is not reported again), and a trial its scheduler stopped before
+    ``max_epochs`` is PRUNED, not COMPLETE.
+    """
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        self.max_epochs = max_epochs
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode: Any) -> None:
+        super()._setup_study(mode)
+        if self._ot_study is not None and self._metric:
+            with warnings.catch_warnings():  # set_metric_names is marked experimental
+                warnings.simplefilter("ignore")
+                self._ot_study.set_metric_names([self._metric])
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if result.get(REPLAYED) or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._ot_trials[trial_id].report(float(result[str(self._metric)]), int(result["epoch"]))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        stopped_early = bool(result) and not error and int((result or {}).get("epoch", 0)) < self.max_epochs
+        if not stopped_early or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        study: optuna.Study = self._ot_study  # type: ignore[assignment]
+        study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if trial_id not in self._ot_trials:

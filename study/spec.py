@@ -48,7 +48,7 @@ class StudySpec:
     max_failures: int = 1
     reuse_actors: bool = True  # one worker process runs trial after trial (no process start, imports, warm caches)
     seed: int = 0
-    metric: str = "val_acc"
+    metric: str = "best_val_acc"  # the selection metric: what Optuna, ASHA, best.yaml and status use
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tracking_uri: str | None = None
@@ -102,11 +102,19 @@ def validate(spec: StudySpec) -> None:
         raise _fail(
             "max_failures", f"must be >= 0 (retries of a crashed trial from its checkpoint), got {spec.max_failures}"
         )
-    if spec.metric != "val_acc":
-        raise _fail("metric", f"only val_acc is supported (model selection on validation), got {spec.metric!r}")
+    if spec.metric != "best_val_acc":
+        raise _fail(
+            "metric", f"only best_val_acc (the best validation accuracy so far) is supported, got {spec.metric!r}"
+        )
     if spec.scheduler.name not in SCHEDULERS:
         raise _fail(
             "scheduler.name", f"unknown scheduler {spec.scheduler.name!r}; choose one of {', '.join(SCHEDULERS)}"
+        )
+    if spec.space.grid is not None and spec.scheduler.name != "fifo":
+        raise _fail(
+            "scheduler",
+            f"{spec.scheduler.name} stops trials early, and a grid ({spec.space.name!r}) is a table of fixed "
+            "settings that needs every trial to its end; set scheduler: {name: fifo}",
         )
     if spec.scheduler.grace_period < 1 or spec.scheduler.reduction_factor < 2:
         raise _fail("scheduler", "grace_period must be >= 1 and reduction_factor >= 2")

@@ -84,7 +84,8 @@ def test_protocols_fill_in_and_yield_to_overrides(name: str) -> None:
 def test_protocol_specifics() -> None:
     assert config_from_dict({"protocol": "paper"}).optim.momentum == 0.95
     official = config_from_dict({"protocol": "official-code"})
-    assert official.optim.weight_decay == 5e-4 and official.data.eval_transform == "ten_crop"
+    assert official.optim.weight_decay == 0 and official.regularizer.alpha == 5e-4  # one mechanism, its scale
+    assert official.data.eval_transform == "ten_crop"
     assert official.optim.epochs * official.optim.steps_per_epoch == 9000
     tllib = config_from_dict({"protocol": "tllib"})
     assert tllib.optim.nesterov and tllib.data.crop_scale_min == 0.2 and tllib.optim.epochs == 20
@@ -100,3 +101,29 @@ def test_settings_that_do_not_act_are_not_recorded() -> None:
     assert "regularizer.beta" not in off and "regularizer.alpha" in off
     on = applicable_params(config_from_dict({"bss": {"enabled": True, "k": 3}, "regularizer": {"name": "delta"}}))
     assert on["bss.k"] == 3 and "bss.eta" in on and "delta.attention" in on and "regularizer.beta" in on
+
+
+def test_coefficients_default_to_each_references_scale() -> None:
+    assert config_from_dict({"regularizer": {"name": "l2"}}).regularizer.alpha == 5e-4  # official BSS code
+    for name in ("l2sp", "delta"):
+        r = config_from_dict({"regularizer": {"name": name}}).regularizer
+        assert (r.alpha, r.beta) == (0.01, 0.01)  # tllib
+    assert config_from_dict({"regularizer": {"name": "l2", "alpha": 0.02}}).regularizer.alpha == 0.02
+    tllib = config_from_dict({"protocol": "tllib", "regularizer": {"name": "delta"}})
+    assert tllib.delta.batch_reduction == "sum" and tllib.regularizer.beta == 0.01
+    with pytest.raises(ConfigError, match=r"^optim\.weight_decay: must be 0, got 0\.0005: the regulariser applies"):
+        config_from_dict({"optim": {"weight_decay": 5e-4}})
+
+
+def test_the_l2_term_is_on_the_official_codes_scale() -> None:
+    """(alpha/2)||w||^2 with alpha = 5e-4: the penalty the official code's SGD weight decay applies."""
+    import torch
+
+    from finetune.regularizers import L2
+    from finetune.regularizers.base import StepState
+
+    model = torch.nn.Linear(10, 10)
+    expected = 0.5 * 5e-4 * sum(float(p.detach().pow(2).sum()) for p in model.parameters())
+    zero = torch.zeros(1)
+    state = StepState(model=model, images=zero, features=zero, logits=zero)  # type: ignore[arg-type]
+    assert float(L2()(state)) == pytest.approx(expected)

@@ -210,3 +210,20 @@ def test_auto_precision_is_bf16_only_on_a_gpu() -> None:
     assert not engine.use_bf16(fixed, cpu) and not engine.use_channels_last(fixed, cpu)
     assert engine.use_bf16(TrainConfig(precision="bf16"), cpu)
     assert engine.use_channels_last(TrainConfig(channels_last="on"), cpu)
+
+
+def test_tsvd_accuracy_does_not_depend_on_the_evaluation_batching() -> None:
+    """Eq. 10 at evaluation acts on the whole split's feature matrix: the same accuracy whatever
+    eval_batch_size cuts the split into (per-batch TSVD changed it)."""
+    from finetune.engine import Trainer, accuracy
+    from finetune.transforms import eval_views
+
+    config = config_from_dict(tiny_base(model={"tsvd_r": 4}))
+    trainer = Trainer(config)
+    trainer.train_epoch()
+    accs = set()
+    for batch in (7, 64, 1000):
+        resized = config_from_dict({**tiny_base(model={"tsvd_r": 4}), "data": {
+            **tiny_base()["data"], "eval_batch_size": batch}})  # fmt: skip
+        accs.add(accuracy(trainer.model, trainer.splits.test, resized, trainer.device, eval_views(resized.data)))
+    assert len(accs) == 1

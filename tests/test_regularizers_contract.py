@@ -162,7 +162,7 @@ def test_delta_is_zero_at_start_in_both_modes_and_moves_after() -> None:
     assert term(step(model)).item() > 0
 
 
-def test_delta_scale_does_not_depend_on_batch_size() -> None:
+def test_delta_batch_reduction_mean_is_batch_size_free_and_sum_is_tllibs_scale() -> None:
     model = small_model()
     term = build("delta", model)
     term.alpha = 0.0
@@ -170,9 +170,13 @@ def test_delta_scale_does_not_depend_on_batch_size() -> None:
         model.backbone.layer1[0].conv1.weight.mul_(1.5)
     model.eval()
     images = torch.randn(4, 3, 32, 32)
+    assert term.batch_reduction == "sum"  # the default: tllib's beta = 0.01 means the same here
+    summed = term(step(model, images)).item()
+    assert term(step(model, images.repeat(4, 1, 1, 1))).item() == pytest.approx(4 * summed, rel=1e-5)
+    term.batch_reduction = "mean"
     small = term(step(model, images)).item()
     large = term(step(model, images.repeat(4, 1, 1, 1))).item()
-    assert large == pytest.approx(small, rel=1e-5)
+    assert large == pytest.approx(small, rel=1e-5) and summed == pytest.approx(4 * small, rel=1e-5)
 
 
 def test_config_alone_composes_terms() -> None:

@@ -52,6 +52,8 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
         ({"base.data.dataset": "cub200", "base.data.root": "/no/such/cub"}, "base.data.root"),
         ({"base.protocol": "imagenet"}, "base.protocol"),
         ({"search_space": "methods-grid", "num_samples": 7}, "num_samples"),
+        ({"search_space": "methods-grid", "num_samples": 6}, "scheduler"),  # no early stopping inside a table
+        ({"metric": "val_acc"}, "metric"),
         ({"reuse_actors": "sometimes"}, "reuse_actors"),
         # a config that cannot work is refused before the study, not by every trial failing
         ({"base.data.batch_size": 1000}, "base.data.batch_size"),

@@ -17,20 +17,23 @@ class DELTA(Regularizer):
     r"""Behavioural regulariser against a frozen copy of the pretrained backbone.
 
     .. math::
-        \Omega = \beta \sum_{l} \frac{1}{b} \sum_{n=1}^{b} \frac{1}{2} \sum_{j=1}^{c_l}
+        \Omega = \beta \sum_{l} \rho \sum_{n=1}^{b} \frac{1}{2} \sum_{j=1}^{c_l}
                  \frac{c_l\, a_{l,j}}{h_l w_l} \lVert F^{t}_{l,j}(x_n) - F^{s}_{l,j}(x_n) \rVert_2^2
                  + \frac{\alpha}{2} \lVert w_{head} \rVert_2^2
 
     :math:`F^t_{l,j}` / :math:`F^s_{l,j}`: channel j of hooked layer l of the target / the
     frozen source, on the same input; :math:`a_{l,\cdot}` sums to 1 per layer. The source
-    runs in the target's mode, so the penalty is exactly zero while the weights are equal;
-    the batch mean (not sum) keeps its scale independent of the batch size.
+    runs in the target's mode, so the penalty is exactly zero while the weights are equal.
+    :math:`\rho` is 1 for ``batch_reduction="sum"`` (tllib's scale: its beta = 0.01 means the
+    same here) and 1/b for ``"mean"`` (a scale independent of the batch size; the same penalty
+    as ``sum`` needs beta x b).
 
     Args:
         backbone: the target's backbone at its pretrained weights (copied, frozen, as source).
         layers: dotted names of the hooked modules inside ``backbone``.
         attention: one weight vector ``(c_l,)`` per layer.
         alpha: coefficient on the head's weights; beta: on the feature-map distance.
+        batch_reduction: ``sum`` or ``mean`` over the batch of the feature-map distance.
 
     Shape:
         feature maps ``(b, c_l, h_l, w_l)`` per layer -> scalar.
@@ -43,8 +46,12 @@ class DELTA(Regularizer):
         attention: Sequence[torch.Tensor],
         alpha: float = 0.01,
         beta: float = 0.01,
+        batch_reduction: str = "sum",
     ) -> None:
         super().__init__()
+        if batch_reduction not in ("sum", "mean"):
+            raise ValueError(f"delta.batch_reduction must be sum or mean, got {batch_reduction!r}")
+        self.batch_reduction = batch_reduction
         if len(layers) != len(attention):
             raise ValueError(f"DELTA needs one attention vector per layer, got {len(attention)} for {len(layers)}")
         self.layers = list(layers)
@@ -79,14 +86,15 @@ class DELTA(Regularizer):
             c, h, w = target.shape[1:]
             weight = getattr(self, f"attention_{i}").to(target.dtype) * (c / (h * w))
             distance = (target - source).pow(2).sum(dim=(2, 3))  # (b, c)
-            total = total + 0.5 * (distance * weight).sum(dim=1).mean()
+            per_image = 0.5 * (distance * weight).sum(dim=1)
+            total = total + (per_image.sum() if self.batch_reduction == "sum" else per_image.mean())
         self._target.clear()
         self._source.clear()
         head = squared_norm([p for p in state.model.head.parameters() if p.requires_grad])
         return self.beta * total + 0.5 * self.alpha * head
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, layers={self.layers}"
+        return f"alpha={self.alpha}, beta={self.beta}, batch_reduction={self.batch_reduction}, layers={self.layers}"
 
 
 @register("delta", "DELTA: attention-weighted feature-map distance to the pretrained network + head L2", base=True)
@@ -114,4 +122,7 @@ def _delta_from_config(context: BuildContext) -> DELTA:
             ),
         )
     r = config.regularizer
-    return DELTA(model.backbone, layers, attention, alpha=r.alpha, beta=r.beta)
+    return DELTA(
+        model.backbone, layers, attention, alpha=r.coefficient("alpha"), beta=r.coefficient("beta"),
+        batch_reduction=config.delta.batch_reduction,
+    )  # fmt: skip

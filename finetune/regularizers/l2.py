@@ -25,7 +25,7 @@ class L2(Regularizer):
         any model -> scalar.
     """
 
-    def __init__(self, alpha: float = 0.01) -> None:
+    def __init__(self, alpha: float = 5e-4) -> None:
         super().__init__()
         if alpha < 0:
             raise ValueError(f"regularizer.alpha must be >= 0, got {alpha}")
@@ -41,4 +41,4 @@ class L2(Regularizer):
 
 @register("l2", "weight decay (alpha/2)||w||^2 on all weights", base=True)
 def _l2_from_config(context: BuildContext) -> L2:
-    return L2(alpha=context.config.regularizer.alpha)
+    return L2(alpha=context.config.regularizer.coefficient("alpha"))

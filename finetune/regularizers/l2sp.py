@@ -55,4 +55,5 @@ class L2SP(Regularizer):
 
 @register("l2sp", "L2-SP: (beta/2)||w_S - w_S^0||^2 on the backbone + (alpha/2)||w_head||^2", base=True)
 def _l2sp_from_config(context: BuildContext) -> L2SP:
-    return L2SP(context.model.backbone, alpha=context.config.regularizer.alpha, beta=context.config.regularizer.beta)
+    r = context.config.regularizer
+    return L2SP(context.model.backbone, alpha=r.coefficient("alpha"), beta=r.coefficient("beta"))

@@ -1,0 +1,65 @@
+"""The study's Optuna searcher, without Ray running: what Optuna is told, and how it takes over
+the Optuna trials of Tune trials lost with a killed driver (it uses OptunaSearch's private
+``_ot_trials`` / ``_ot_study``: this fails loudly if Ray renames them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.searcher import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, FolderStorage, TaggedOptunaSearch
+
+
+def space(trial: optuna.Trial) -> None:
+    trial.suggest_float("optim.lr", 1e-3, 1e-1, log=True)
+
+
+def searcher(max_epochs: int = 4) -> TaggedOptunaSearch:
+    return TaggedOptunaSearch(
+        space=space, metric="best_val_acc", mode="max", study_name="s", storage=FolderStorage("sqlite:///optuna.db"),
+        sampler=optuna.samplers.TPESampler(seed=0), max_epochs=max_epochs,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def in_study_folder(tmp_path: Path) -> Path:
+    previous = os.getcwd()
+    os.chdir(tmp_path)
+    yield tmp_path
+    os.chdir(previous)
+
+
+def test_optuna_sees_the_selection_metric_per_epoch_and_early_stops_as_pruned(in_study_folder: Path) -> None:
+    search = searcher(max_epochs=4)
+    for trial_id in ("a", "b"):
+        assert search.suggest(trial_id) is not None
+    for epoch, value in ((1, 0.5), (2, 0.6)):
+        search.on_trial_result("a", {"best_val_acc": value, "epoch": epoch, "training_iteration": epoch})
+    search.on_trial_result("a", {"best_val_acc": 0.6, "epoch": 2, "replayed": 1.0, "training_iteration": 1})
+    search.on_trial_complete("a", {"best_val_acc": 0.6, "epoch": 2})  # stopped by ASHA at epoch 2 of 4
+    search.on_trial_complete("b", {"best_val_acc": 0.7, "epoch": 4})
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{in_study_folder / 'optuna.db'}")
+    assert study.metric_names == ["best_val_acc"]
+    by_tune_id = {t.user_attrs[TUNE_TRIAL_ATTR]: t for t in study.trials}
+    assert by_tune_id["a"].state == TrialState.PRUNED and by_tune_id["a"].intermediate_values == {1: 0.5, 2: 0.6}
+    assert by_tune_id["b"].state == TrialState.COMPLETE and by_tune_id["b"].value == 0.7
+    assert study.best_value == 0.7
+
+
+def test_a_lost_trial_is_taken_over_with_its_parameters_and_folder(in_study_folder: Path) -> None:
+    first = searcher()
+    lost_params = first.suggest("lost")
+    (in_study_folder / "trials" / "lost").mkdir(parents=True)
+    (in_study_folder / "trials" / "lost" / "epoch_000001.pt").write_bytes(b"state")
+    restarted = searcher()  # a driver that restored no searcher state knows nothing of "lost"
+    assert restarted.suggest("new") == lost_params
+    assert (in_study_folder / "trials" / "new" / "epoch_000001.pt").read_bytes() == b"state"
+    study = optuna.load_study(study_name="s", storage="sqlite:///optuna.db")
+    assert len(study.trials) == 1
+    assert study.trials[0].user_attrs[TUNE_TRIAL_ATTR] == "new"
+    assert study.trials[0].user_attrs[TAKEN_OVER_ATTR] == "lost"
+    assert restarted.suggest("another") is not None and len(study.trials) == 2  # no orphan left: a new trial
