@@ -13,7 +13,7 @@ from scipy import stats
 from study.cli import main
 from study.driver import start_record
 from study.folder import TRIALS_FILE, StudyFolder, StudyRecord
-from study.report import report_data, table2_markdown, trials_from_table
+from study.report_data import report_data, table2_markdown, trials_from_table
 from study.results import TrialRow, trials_table, write_table
 from study.spec import spec_from_mapping
 from tests.conftest import tiny_base
@@ -40,14 +40,17 @@ def synthetic_rows() -> list[TrialRow]:
 def test_report_numbers() -> None:
     table = trials_table(synthetic_rows()).to_pylist()
     trials = trials_from_table(table, {"regularizer": {"name": "l2"}})
-    assert len(trials) == 18  # the early-stopped and the failed trial are left out
     data = report_data(trials)
-    cell = data.table2[("embedded-fashion-mnist", "l2")][0.15]
+    assert data.n_trials == 18 and data.n_rows == 20
+    rows = {row.label: row for row in data.rows}
+    assert set(rows) == {"l2", "l2+BSS(k=1)", "l2+BSS(k=4)"}  # one row per config, seeds pooled
+    cell = rows["l2"].cells[0.15]
     expected = [0.65, 0.66, 0.67]
-    assert cell.mean == pytest.approx(statistics.fmean(expected)) and cell.std == pytest.approx(
-        statistics.stdev(expected)
-    )
-    assert cell.n == 3
+    assert cell.mean == pytest.approx(statistics.fmean(expected))
+    assert cell.std == pytest.approx(statistics.stdev(expected))
+    # the early-stopped and the failed trial have the same config: the cell lost them, and says so
+    assert (cell.n, cell.expected, cell.lost) == (3, 5, 2) and "n=3 of 5: 2 lost" in cell.text()
+    assert rows["l2"].cells[0.3].text().endswith("(n=3)")
     # each BSS trial is paired with the L2 trial of its seed; two k values: two methods
     gain = next(g for g in data.gains if g.rate == 0.3 and g.method == "l2+BSS(k=1)")
     diffs = [0.02 + 0.005 * s for s in range(3)]
@@ -57,10 +60,30 @@ def test_report_numbers() -> None:
     assert gain.p_value == pytest.approx(stats.ttest_rel(bss_accs, plain_accs).pvalue)
     constant = next(g for g in data.gains if g.rate == 0.3 and g.method == "l2+BSS(k=4)")
     assert constant.mean_gain == pytest.approx(0.01) and constant.p_value == 0.0
-    assert set(data.fig3d[0.15]) == {1, 4}
-    assert data.fig3d[0.3][4].mean == pytest.approx(statistics.fmean([0.81, 0.82, 0.83]))
+    lines = data.fig3d[("embedded-fashion-mnist", "l2")]
+    assert [line.label for line in lines] == ["15%", "30%"]
+    assert set(lines[0].cells) == {1, 4}
+    assert lines[1].cells[4].mean == pytest.approx(statistics.fmean([0.81, 0.82, 0.83]))
     markdown = table2_markdown(data)
     assert "| embedded-fashion-mnist | l2+BSS(k=4) |" in markdown and "15%" in markdown
+
+
+def test_a_search_is_not_pooled_into_table_cells_or_fig3d() -> None:
+    """Trials with different lr, eta and k, all seed 0 (a TPE search like the demo): no cell pools
+    them, no mean ± std is printed for one trial, and no Fig. 3(d) line is drawn from them."""
+    rows = [
+        TrialRow(
+            f"s{i}",
+            "finished",
+            {"optim.lr": lr, "bss.enabled": True, "bss.k": k, "bss.eta": eta},
+            {"best_val_acc": acc, "test_acc": acc, "epoch": 2},
+        )
+        for i, (lr, k, eta, acc) in enumerate([(0.01, 1, 0.001, 0.76), (0.02, 2, 0.01, 0.70), (0.05, 4, 0.1, 0.67)])
+    ]
+    data = report_data(trials_from_table(trials_table(rows).to_pylist(), {}))
+    assert len(data.rows) == 3 and not data.repeated
+    assert all(cell.n == 1 and "±" not in cell.text() for row in data.rows for cell in row.cells.values())
+    assert not data.fig3d and not data.gains
 
 
 def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

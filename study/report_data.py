@@ -1,0 +1,259 @@
+"""The numbers of ``study report``, grouped like with like (drawing lives in :mod:`study.report`).
+
+Every trial's config is resolved by the core (:func:`finetune.resolve_config`, the settings that
+act on it), and trials are grouped by equality of everything but what a summary varies:
+
+- a Table-2 cell: trials equal except for the seed (a row) at one sampling rate (a column);
+- the BSS gain: a BSS trial paired with the trial equal to it except for ``bss.*`` (same seed);
+- a Fig. 3(d) line: BSS trials equal except for ``bss.k`` and the seed, one line per rate.
+
+A trial that did not run to the end (stopped early, failed) still counts in its cell's expected
+number, so a cell that lost trials says so ("3 of 5").
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from finetune import resolve_config
+from finetune.config import applicable_params
+
+Key = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial: its applicable resolved config (flat) and, if it ran to the end, its test accuracy."""
+
+    trial_id: str
+    config: dict[str, Any]
+    test_acc: float | None  # None: stopped early or failed
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config["data.dataset"])
+
+    @property
+    def base_method(self) -> str:
+        return str(self.config["regularizer.name"])
+
+    @property
+    def bss(self) -> bool:
+        return bool(self.config["bss.enabled"])
+
+    @property
+    def method(self) -> str:
+        return self.base_method + ("+BSS" if self.bss else "")
+
+    @property
+    def rate(self) -> float:
+        return float(self.config["data.sampling_rate"])
+
+    @property
+    def k(self) -> int | None:
+        return int(self.config["bss.k"]) if self.bss else None
+
+    def key(self, leave_out: Callable[[str], bool]) -> Key:
+        return tuple(sorted((k, repr(v)) for k, v in self.config.items() if not leave_out(k)))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Test accuracy over the seeds of one configuration; ``expected`` counts lost trials too."""
+
+    mean: float | None
+    std: float | None  # None below two values
+    n: int
+    expected: int
+
+    @classmethod
+    def of(cls, members: Sequence[Trial]) -> Cell:
+        values = [t.test_acc for t in members if t.test_acc is not None]
+        mean = statistics.fmean(values) if values else None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(mean, std, len(values), len(members))
+
+    def text(self) -> str:
+        if self.mean is None:
+            return f"- (0 of {self.expected} ran to the end)"
+        value = f"{100 * self.mean:.2f}" + (f" ± {100 * self.std:.2f}" if self.std is not None else "")
+        count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}: {self.lost} lost"
+        return f"{value} ({count}{', no std' if self.std is None else ''})"
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.n
+
+
+@dataclass(frozen=True)
+class Row:
+    dataset: str
+    label: str  # the method, with what else sets this row apart
+    cells: dict[float, Cell]
+
+
+@dataclass(frozen=True)
+class Gain:
+    """BSS minus its partner without BSS (same config otherwise, same seed): mean and a paired t-test."""
+
+    dataset: str
+    method: str
+    rate: float
+    mean_gain: float
+    n_pairs: int
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One Fig. 3(d) line: accuracy against k at one rate, the rest of the config fixed."""
+
+    rate: float
+    label: str
+    cells: dict[int, Cell]
+
+
+@dataclass
+class ReportData:
+    rates: list[float]
+    rows: list[Row] = field(default_factory=list)
+    gains: list[Gain] = field(default_factory=list)
+    fig3d: dict[tuple[str, str], list[Line]] = field(default_factory=dict)  # (dataset, base method) -> lines
+    n_trials: int = 0  # trials that ran to the end
+    n_rows: int = 0  # every trial of the table
+
+    @property
+    def repeated(self) -> bool:
+        """Whether any configuration ran with more than one seed (a mean ± std to show)."""
+        return any(cell.n > 1 for row in self.rows for cell in row.cells.values())
+
+
+def trials_from_table(rows: Sequence[dict[str, Any]], base: dict[str, Any]) -> list[Trial]:
+    """Every row of ``trials.parquet`` as a :class:`Trial` (its config resolved as the trial's was)."""
+    trials = []
+    for row in rows:
+        params = {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
+        config = applicable_params(resolve_config(base, params))
+        ran = row["status"] == "finished" and not row.get("early_stopped") and row.get("test_acc") is not None
+        trials.append(Trial(str(row["trial_id"]), config, float(row["test_acc"]) if ran else None))
+    return trials
+
+
+def _except(*names: str) -> Callable[[str], bool]:
+    return lambda key: key in names or any(key.startswith(n) for n in names if n.endswith("."))
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _labels(
+    groups: Iterable[tuple[Key, Trial]], name: Callable[[Trial], str], shown: Sequence[str] = ()
+) -> dict[Key, str]:
+    """``name`` of each group's trial, plus the settings in which groups of the same name differ
+    (but the seed and the settings ``shown`` elsewhere, e.g. the rate in its own column)."""
+    by_name: dict[str, list[tuple[Key, Trial]]] = defaultdict(list)
+    for key, trial in groups:
+        by_name[name(trial)].append((key, trial))
+    labels = {}
+    for base, members in by_name.items():
+        names = {k for _, t in members for k in t.config} - {"seed", *shown}
+        varying = sorted(k for k in names if len({repr(t.config.get(k)) for _, t in members}) > 1)
+        for key, trial in members:
+            extra = ", ".join(f"{_short(k)}={trial.config.get(k)}" for k in varying)
+            labels[key] = f"{base}({extra})" if extra else base
+    return labels
+
+
+def paired_t_test(differences: list[float]) -> float | None:
+    """Two-sided p-value of a paired t-test on the differences (None below two pairs)."""
+    if len(differences) < 2:
+        return None
+    from scipy import stats
+
+    if statistics.pstdev(differences) == 0:
+        return 0.0 if statistics.fmean(differences) != 0 else 1.0
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def table2_rows(trials: Sequence[Trial]) -> list[Row]:
+    leave_out = _except("seed", "data.sampling_rate")
+    groups: dict[Key, dict[float, list[Trial]]] = defaultdict(lambda: defaultdict(list))
+    for t in trials:
+        groups[t.key(leave_out)][t.rate].append(t)
+    first = {key: next(iter(cells.values()))[0] for key, cells in groups.items()}
+    labels = _labels(first.items(), lambda t: t.method, shown=("data.sampling_rate",))
+    rows = [
+        Row(first[key].dataset, labels[key], {rate: Cell.of(members) for rate, members in cells.items()})
+        for key, cells in groups.items()
+    ]
+    return sorted(rows, key=lambda r: (r.dataset, r.label))
+
+
+def bss_gains(trials: Sequence[Trial]) -> list[Gain]:
+    ran = [t for t in trials if t.test_acc is not None]
+    partners = {t.key(_except("bss.")): t for t in ran if not t.bss}
+    diffs: dict[Key, list[float]] = defaultdict(list)
+    example: dict[Key, Trial] = {}
+    for t in ran:
+        partner = partners.get(t.key(_except("bss."))) if t.bss else None
+        if partner is not None and t.test_acc is not None and partner.test_acc is not None:
+            key = t.key(_except("seed"))
+            diffs[key].append(t.test_acc - partner.test_acc)
+            example[key] = t
+    labels = _labels(((k, example[k]) for k in diffs), lambda t: t.method, shown=("data.sampling_rate",))
+    gains = [
+        Gain(example[k].dataset, labels[k], example[k].rate, statistics.fmean(d), len(d), paired_t_test(d))
+        for k, d in diffs.items()
+    ]
+    return sorted(gains, key=lambda g: (g.dataset, g.method, g.rate))
+
+
+def fig3d_lines(trials: Sequence[Trial]) -> dict[tuple[str, str], list[Line]]:
+    groups: dict[Key, dict[int, list[Trial]]] = defaultdict(lambda: defaultdict(list))
+    for t in trials:
+        if t.k is not None:
+            groups[t.key(_except("seed", "bss.k"))][t.k].append(t)
+    groups = {key: ks for key, ks in groups.items() if len(ks) > 1}  # a line needs two values of k
+    first = {key: next(iter(ks.values()))[0] for key, ks in groups.items()}
+    labels = _labels(first.items(), lambda t: f"{100 * t.rate:g}%", shown=("bss.k",))
+    panels: dict[tuple[str, str], list[Line]] = defaultdict(list)
+    for key, ks in groups.items():
+        t = first[key]
+        panels[(t.dataset, t.base_method)].append(Line(t.rate, labels[key], {k: Cell.of(m) for k, m in ks.items()}))
+    return {panel: sorted(lines, key=lambda line: (line.rate, line.label)) for panel, lines in sorted(panels.items())}
+
+
+def report_data(trials: Sequence[Trial]) -> ReportData:
+    return ReportData(
+        rates=sorted({t.rate for t in trials}),
+        rows=table2_rows(trials),
+        gains=bss_gains(trials),
+        fig3d=fig3d_lines(trials),
+        n_trials=sum(t.test_acc is not None for t in trials),
+        n_rows=len(trials),
+    )
+
+
+def table2_markdown(data: ReportData) -> str:
+    header = "| dataset | method | " + " | ".join(f"{100 * r:g}%" for r in data.rates) + " |"
+    lines = [header, "|" + " --- |" * (2 + len(data.rates))]
+    for row in data.rows:
+        cells = [row.cells[r].text() if r in row.cells else "-" for r in data.rates]
+        lines.append(f"| {row.dataset} | {row.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gains_markdown(data: ReportData) -> str:
+    lines = [
+        "| dataset | method | rate | BSS gain (points) | pairs | paired t-test p |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for g in data.gains:
+        p = "-" if g.p_value is None else f"{g.p_value:.3g}"
+        lines.append(f"| {g.dataset} | {g.method} | {100 * g.rate:g}% | {100 * g.mean_gain:+.2f} | {g.n_pairs} | {p} |")
+    return "\n".join(lines)
