@@ -209,7 +209,6 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
     for name, split in (("train", train), ("val", val), ("test", test)):
         if len(split) == 0:
             raise DataError(f"data.dataset: {config.dataset} has an empty {name} split after sampling")
-    check_batch_fits(config, SplitSizes(len(train), len(val), len(test)))
     return Splits(train, val, test, sources.classes)
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from finetune.backbones import build_classifier
 from finetune.callbacks import Callback, EpochMetrics, FitResult
 from finetune.config import TrainConfig
-from finetune.data import BatchStream, Split, eval_batches, load_splits
+from finetune.data import BatchStream, Split, SplitSizes, check_batch_fits, eval_batches, load_splits
 from finetune.errors import NonFiniteLossError
 from finetune.model import Classifier, drop_smallest_components
 from finetune.regularizers import BuildContext, StepState, build_regularizers, smallest_singular_values
@@ -115,6 +115,7 @@ class Trainer:
         self.config = config
         self.device = device or resolve_device(config.device)
         self.splits = load_splits(config.data, config.seed)
+        check_batch_fits(config.data, SplitSizes(len(self.splits.train), len(self.splits.val), len(self.splits.test)))
         self.model = build_classifier(config.model, num_classes=len(self.splits.classes)).to(self.device)
         self.bf16 = use_bf16(config, self.device)
         self.memory_format = torch.channels_last if use_channels_last(config, self.device) else torch.contiguous_format
