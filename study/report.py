@@ -92,7 +92,7 @@ def write_report(path: Path) -> list[Path]:
                 f"{data.n_trials} of {data.n_rows} trials ran to the end; test accuracy in %, mean ± std over the "
                 "seeds of trials whose resolved configs are equal but for the seed.", "",
                 "## Table 2 style", ""]  # fmt: skip
-    if data.repeated:
+    if data.repeated or spec.space.grid is not None:  # a grid's table compares its fixed settings
         sections += [table2_markdown(data), ""]
     else:
         sections += ["Not shown: no configuration ran with more than one seed (a search, not a grid of seeds); "
