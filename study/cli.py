@@ -74,7 +74,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
     import torch
 
     from study.driver import StudyOutcome, check_study_dir, run_study
-    from study.folder import read_trials
     from study.spec import check_local_resources, check_output_dir
     from study.tracking import check_reachable
 
@@ -82,7 +81,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     check_output_dir(spec)
     if check_study_dir(spec):  # already complete: its table, no Ray
         folder = StudyFolder(spec.study_dir)
-        return report_outcome(spec, StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True))
+        return report_outcome(spec, StudyOutcome.complete(folder))
     check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     check_reachable(spec.resolved_tracking_uri)
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
@@ -93,12 +92,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.driver import StudyOutcome, check_resumable, resume_study
-    from study.folder import read_trials
 
     checked = check_resumable(Path(args.study_dir))
     folder, spec = checked.folder, checked.spec
     if checked.complete:
-        return report_outcome(spec, StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True))
+        return report_outcome(spec, StudyOutcome.complete(folder))
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
     with ray_session(spec):
         outcome = resume_study(folder.path)

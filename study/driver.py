@@ -75,6 +75,11 @@ class StudyOutcome:
     already_complete: bool = False
     interrupted: bool = False
 
+    @classmethod
+    def complete(cls, folder: StudyFolder) -> StudyOutcome:
+        """A study that had finished before this command: its table, nothing run."""
+        return cls(folder.path, read_trials(folder), None, folder.best_file, None, already_complete=True)
+
     @property
     def all_failed(self) -> bool:
         rows = self.table.to_pylist() if self.table is not None else []
@@ -370,7 +375,7 @@ def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
     """Run a validated spec to the end. Ray must already be initialised (the CLI does it)."""
     folder = StudyFolder(spec.study_dir)
     if check_study_dir(spec):
-        return StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True)
+        return StudyOutcome.complete(folder)
     record = start_record(spec)
     return _fit(spec, record, lambda: build_tuner(spec, record), out)
 
@@ -419,7 +424,7 @@ def resume_study(path: Path, out: IO[str] | None = None) -> StudyOutcome:
     checked = check_resumable(path)
     folder, spec, table_state = checked.folder, checked.spec, checked.table_state
     if checked.record is None:
-        return StudyOutcome(folder.path, read_trials(folder), None, folder.best_file, None, True)
+        return StudyOutcome.complete(folder)
     record = checked.record
     client = tracking_client(folder, record)
     rebase_artifacts(folder, record)

@@ -157,3 +157,20 @@ def test_read_only_commands_change_nothing(finished: Path, capsys: pytest.Captur
     assert main(["status", str(finished)]) == 0
     assert main(["ui", str(finished), "--print-only"]) == 0
     assert digest(finished) == before
+
+
+def test_status_imports_no_ray(finished: Path) -> None:
+    """A read-only command pays no Ray import (it is seconds, and it starts nothing)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import sys; from study.cli import main; "
+        f"assert main(['status', {str(finished)!r}]) == 0; "
+        "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray was imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2/2 trials ended" in out.stdout
