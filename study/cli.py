@@ -74,10 +74,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
     import torch
 
     from study.driver import StudyOutcome, check_study_dir, run_study
-    from study.spec import check_local_resources, check_output_dir
+    from study.spec import check_inputs, check_local_resources, check_output_dir
     from study.tracking import check_reachable
 
     spec = load_spec(args.spec)
+    check_inputs(spec)
     check_output_dir(spec)
     if check_study_dir(spec):  # already complete: its table, no Ray
         folder = StudyFolder(spec.study_dir)

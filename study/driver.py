@@ -40,7 +40,7 @@ from study.folder import (
 )
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
 from study.searcher import FolderStorage, TaggedOptunaSearch, close_orphans, optuna_numbers
-from study.spec import StudySpec, spec_to_yaml
+from study.spec import StudySpec, check_inputs, spec_to_yaml
 from study.tracking import MlflowTrialLogger, ProgressLine, log_params, open_experiment, trial_error_message
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.trial_store import BEST_WEIGHTS
@@ -414,6 +414,7 @@ def check_resumable(path: Path) -> Resumable:
     record = StudyRecord.load(folder)
     tracking_client(folder, record)
     load_optuna_study(folder, spec.name)  # the searcher's history must be there
+    check_inputs(spec)
     return Resumable(folder, spec, table_state, record)
 
 

@@ -12,7 +12,7 @@ import yaml
 from finetune import ConfigError, InputError, ModelConfig, TrainConfig, config_from_dict, resolve_config
 from finetune.backbones import build_classifier, check_weights_name
 from finetune.config import build_dataclass
-from finetune.data import check_batch_fits, check_dataset_name, split_sizes
+from finetune.data import DATASETS, check_batch_fits, check_dataset_name, split_sizes
 from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
 from search_spaces.declarative import SpaceError, parse_space
@@ -134,9 +134,8 @@ def validate(spec: StudySpec) -> None:
         raise StudyError(f"base.{exc}") from None
     if base.device.startswith("cuda") and spec.resources.gpu <= 0 and not spec.ray_address:
         raise _fail("resources.gpu", f"base.device is {base.device!r} but trials reserve no GPU; set resources.gpu")
-    try:  # the dataset's folder and list files, the sampled set's size (no image is decoded here)
-        check_batch_fits(base.data, split_sizes(base.data, base.seed))
-        check_weights_file(base.model)
+    try:  # the dataset's folder and list files (no image is decoded here)
+        DATASETS[base.data.dataset](base.data)
     except InputError as exc:
         raise StudyError(f"base.{exc}") from None
     # every parameter the space suggests must be a real config field with a valid value
@@ -145,6 +144,26 @@ def validate(spec: StudySpec) -> None:
         try:
             resolved = resolve_config(spec.base, params)
             check_regularizer_name(resolved.regularizer.name)
+        except InputError as exc:
+            raise StudyError(
+                f"search_space: {spec.space.name!r} proposes {params}, which the base config rejects ({exc})"
+            ) from None
+
+
+def check_inputs(spec: StudySpec) -> None:
+    """What only a launch or a resume needs, reading the data's lists and the weights file: the
+    sampled training set fills a batch (also as the space proposes it), a weights file fits the
+    backbone. Not run by read-only commands (``status`` of a copied study needs neither)."""
+    base = spec.base_config
+    try:
+        check_batch_fits(base.data, split_sizes(base.data, base.seed))
+        check_weights_file(base.model)
+    except InputError as exc:
+        raise StudyError(f"base.{exc}") from None
+    for seed in range(8):
+        params = sample_params(spec.space, seed=seed)
+        resolved = resolve_config(spec.base, params)
+        try:
             check_batch_fits(resolved.data, split_sizes(resolved.data, resolved.seed))
         except InputError as exc:
             raise StudyError(

@@ -157,13 +157,15 @@ def test_cluster_study_spec_validates_against_a_cub_layout(tmp_path: Path) -> No
     path = tmp_path / "cub.yaml"
     path.write_text(yaml.safe_dump(spec))
     from study.errors import StudyError
+    from study.spec import check_inputs
 
     # the test layout has a few images a class: the tllib batch of 48 cannot be filled, said before launch
     with pytest.raises(StudyError, match=r"^base\.data\.batch_size: 48 is more than the \d+ training images"):
-        load_spec(path)
+        check_inputs(load_spec(path))
     spec["base"]["data"]["batch_size"] = 2
     path.write_text(yaml.safe_dump(spec))
     loaded = load_spec(path)
+    check_inputs(loaded)
     config = loaded.base_config
     assert config.protocol == "tllib" and config.model.backbone == "resnet50" and config.data.batch_size == 2
     assert loaded.space.grid_size == 6
