@@ -100,7 +100,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return report_outcome(spec, StudyOutcome.complete(folder))
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
     with ray_session(spec):
-        outcome = resume_study(folder.path)
+        outcome = resume_study(checked)
     return report_outcome(spec, outcome)
 
 

@@ -311,7 +311,7 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
             f"overhead {overhead:.2f} s per trial",
             file=out or sys.stdout,
         )
-    return write_results(spec, record, rows, out)
+    return write_results(spec, record, rows, client, out)
 
 
 def system_metrics(record: StudyRecord, folder: StudyFolder) -> Any:
@@ -338,9 +338,10 @@ def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[flo
     return sum(busy) / (wall * slots), max(0.0, wall * slots - sum(busy)) / len(rows)
 
 
-def write_results(spec: StudySpec, record: StudyRecord, rows: list[TrialRow], out: IO[str] | None) -> StudyOutcome:
+def write_results(
+    spec: StudySpec, record: StudyRecord, rows: list[TrialRow], client: MlflowClient, out: IO[str] | None
+) -> StudyOutcome:
     folder = StudyFolder(spec.study_dir)
-    client = tracking_client(folder, record)
     parent_id = record.parent_run_id
     table = trials_table(rows)
     best = best_row(rows)
@@ -418,11 +419,11 @@ def check_resumable(path: Path) -> Resumable:
     return Resumable(folder, spec, table_state, record)
 
 
-def resume_study(path: Path, out: IO[str] | None = None) -> StudyOutcome:
-    """Continue an interrupted study (Ctrl-C or a killed driver): unfinished trials continue from
-    their last saved epoch in their own MLflow runs; the searcher continues its history. A study
-    whose ``trials.parquet`` is damaged is restored too: its table is written again."""
-    checked = check_resumable(path)
+def resume_study(checked: Resumable, out: IO[str] | None = None) -> StudyOutcome:
+    """Continue an interrupted study (Ctrl-C or a killed driver) that :func:`check_resumable`
+    accepted: unfinished trials continue from their last saved epoch in their own MLflow runs;
+    the searcher continues its history. A study whose ``trials.parquet`` is damaged is restored
+    too: its table is written again."""
     folder, spec, table_state = checked.folder, checked.spec, checked.table_state
     if checked.record is None:
         return StudyOutcome.complete(folder)
