@@ -14,14 +14,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """What one epoch produced. ``test_acc`` is set on the last epoch only (best-val checkpoint)."""
+    """What one epoch produced. With ``selection: best_val``, ``test_acc`` is set on the last epoch
+    only (of the best-validation weights); with ``last`` on every epoch, and no ``val_acc``."""
 
     epoch: int
     train_loss: float
     train_acc: float
     terms: dict[str, float]  # mean of each loss term over the epoch: "ce", "l2", "bss", ...
-    val_acc: float
-    best_val_acc: float
+    val_acc: float | None
+    best_val_acc: float | None
     best_epoch: int
     smallest_singular_values: list[float]  # of the last training batch's features, ascending
     lr: float
@@ -47,7 +48,7 @@ class EpochMetrics:
 
 @dataclass
 class FitResult:
-    best_val_acc: float
+    best_val_acc: float | None  # None with ``selection: last``
     best_epoch: int
     test_acc: float
     history: list[EpochMetrics] = field(default_factory=list)
@@ -70,16 +71,23 @@ class PrintProgress:
 
     def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
         terms = " ".join(f"{k}={v:.4f}" for k, v in metrics.terms.items())
+        acc = f"val_acc={metrics.val_acc:.4f}" if metrics.val_acc is not None else f"test_acc={metrics.test_acc:.4f}"
         print(
-            f"epoch {metrics.epoch}: loss={metrics.train_loss:.4f} ({terms}) val_acc={metrics.val_acc:.4f} "
+            f"epoch {metrics.epoch}: loss={metrics.train_loss:.4f} ({terms}) {acc} "
             f"sv_min={metrics.smallest_singular_values[0]:.3g} [{metrics.seconds:.1f}s]",
             file=self.stream,
             flush=True,
         )
 
     def on_fit_end(self, result: FitResult) -> None:
+        if result.best_val_acc is None:
+            line = f"last epoch {result.best_epoch}: test_acc={result.test_acc:.4f} (selection: last)"
+        else:
+            line = (
+                f"best val_acc={result.best_val_acc:.4f} at epoch {result.best_epoch}; test_acc={result.test_acc:.4f}"
+            )
         print(
-            f"best val_acc={result.best_val_acc:.4f} at epoch {result.best_epoch}; test_acc={result.test_acc:.4f}",
+            line,
             file=self.stream,
             flush=True,
         )

@@ -27,6 +27,13 @@ def _check(ok: bool, field_name: str, message: str) -> None:
         raise ConfigError(f"{field_name}: {message}")
 
 
+# how a run's reported result is selected -> the metric that carries it (Tune, Optuna, best.yaml)
+SELECTION_METRICS: dict[str, str] = {
+    "best_val": "best_val_acc",  # searches: the best validation epoch; its weights are tested at the end
+    "last": "test_acc",  # fixed-setting grids (the paper's tables): the last epoch's test accuracy
+}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, how many of them, at what size, and how they are augmented.
@@ -36,7 +43,11 @@ class DataConfig:
     ``eval_transform`` (``center``: centre crop; ``ten_crop``: 4 corners + centre, each also
     flipped, logits summed) produce ``image_size`` inputs from them. Datasets without a
     validation split get one carved per class from the sampled training subset
-    (``val_fraction``); the test split is only evaluated once, at the end. File datasets are
+    (``val_fraction``). ``selection`` says which epoch a run reports: ``best_val`` (the epoch of
+    best validation accuracy; its weights are tested once, at the end) or ``last`` (no validation
+    split at all: the run trains on exactly ceil(rate x n_c) images a class, nested across
+    rates, and reports the last epoch's test accuracy, as the paper's tables do; the test split
+    is evaluated after every epoch as a learning curve, never to choose one). File datasets are
     decoded once per split and size into a shared, memory-mapped cache (``decode_cache``,
     ``cache_dir``; default ``~/.cache/bss-study/images``) that every trial reads in place.
     """
@@ -55,8 +66,11 @@ class DataConfig:
     skip_bad_images: bool = False
     decode_cache: bool = True
     cache_dir: str | None = None
+    selection: str = "best_val"
 
     def __post_init__(self) -> None:
+        _check(self.selection in SELECTION_METRICS, "data.selection",
+               f"must be one of {', '.join(SELECTION_METRICS)}, got {self.selection!r}")  # fmt: skip
         _check(self.resize_size is None or self.resize_size >= self.image_size, "data.resize_size",
                f"must be >= data.image_size ({self.image_size}) or null, got {self.resize_size}")  # fmt: skip
         _check(0 < self.crop_scale_min <= 1, "data.crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}")

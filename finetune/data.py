@@ -72,9 +72,13 @@ class Split:
 @dataclass(frozen=True)
 class Splits:
     train: Split
-    val: Split
+    val: Split | None  # None with ``selection: last`` (no validation)
     test: Split
     classes: tuple[str, ...]
+
+    @property
+    def sizes(self) -> SplitSizes:
+        return SplitSizes(len(self.train), 0 if self.val is None else len(self.val), len(self.test))
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -163,10 +167,11 @@ class SplitSizes:
 
 
 def _members(config: DataConfig, sources: DatasetSources, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Training members (positions in the training pool) and, without a validation split of the
-    dataset's own, the validation members carved from the sampled subset."""
+    """Training members (positions in the training pool) and, for ``selection: best_val`` without
+    a validation split of the dataset's own, the validation members carved from the sampled
+    subset. ``selection: last`` trains on the whole sample: exactly ceil(rate x n_c) a class."""
     chosen = per_class_indices(sources.train.labels, config.sampling_rate, seed)
-    if sources.val is not None:
+    if sources.val is not None or config.selection == "last":
         return chosen, None
     if config.val_fraction <= 0:
         raise ConfigError(f"data.val_fraction: {config.dataset} has no validation split; set it > 0 (e.g. 0.1)")
@@ -179,7 +184,12 @@ def split_sizes(config: DataConfig, seed: int) -> SplitSizes:
     check_dataset_name(config.dataset)
     sources = DATASETS[config.dataset](config)
     train_idx, val_idx = _members(config, sources, seed)
-    val = len(val_idx) if val_idx is not None else len(sources.val.labels) if sources.val is not None else 0
+    if config.selection == "last":
+        val = 0
+    elif val_idx is not None:
+        val = len(val_idx)
+    else:
+        val = len(sources.val.labels) if sources.val is not None else 0
     return SplitSizes(len(train_idx), val, len(sources.test.labels))
 
 
@@ -194,20 +204,22 @@ def check_batch_fits(config: DataConfig, sizes: SplitSizes) -> None:
 
 
 def load_splits(config: DataConfig, seed: int) -> Splits:
-    """Sample the training pool per class, carve validation if the dataset has none, decode."""
+    """Sample the training pool per class, carve validation if the dataset has none (and the run
+    selects on it), decode."""
     check_dataset_name(config.dataset)
     sources = DATASETS[config.dataset](config)
     size = config.resize_size or config.image_size
     train_idx, val_idx = _members(config, sources, seed)
+    val: Split | None = None
     if val_idx is not None:
         val = make_split(sources.train, val_idx, size)
-    else:
+    elif config.selection == "best_val":
         assert sources.val is not None
         val = make_split(sources.val, np.arange(len(sources.val.labels)), size)
     train = make_split(sources.train, train_idx, size)
     test = make_split(sources.test, np.arange(len(sources.test.labels)), size)
     for name, split in (("train", train), ("val", val), ("test", test)):
-        if len(split) == 0:
+        if split is not None and len(split) == 0:
             raise DataError(f"data.dataset: {config.dataset} has an empty {name} split after sampling")
     return Splits(train, val, test, sources.classes)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from finetune.backbones import build_classifier
 from finetune.callbacks import Callback, EpochMetrics, FitResult
 from finetune.config import TrainConfig
-from finetune.data import BatchStream, Split, SplitSizes, check_batch_fits, eval_batches, load_splits
+from finetune.data import BatchStream, Split, check_batch_fits, eval_batches, load_splits
 from finetune.errors import NonFiniteLossError
 from finetune.model import Classifier, drop_smallest_components
 from finetune.regularizers import BuildContext, StepState, build_regularizers, smallest_singular_values
@@ -115,7 +115,8 @@ class Trainer:
         self.config = config
         self.device = device or resolve_device(config.device)
         self.splits = load_splits(config.data, config.seed)
-        check_batch_fits(config.data, SplitSizes(len(self.splits.train), len(self.splits.val), len(self.splits.test)))
+        self.sizes = self.splits.sizes
+        check_batch_fits(config.data, self.sizes)
         self.model = build_classifier(config.model, num_classes=len(self.splits.classes)).to(self.device)
         self.bf16 = use_bf16(config, self.device)
         self.memory_format = torch.channels_last if use_channels_last(config, self.device) else torch.contiguous_format
@@ -183,20 +184,16 @@ class Trainer:
             seen += len(y)
         lr = self.optimizer.param_groups[1]["lr"]
         self.scheduler.step()
-        val_acc = accuracy(model, self.splits.val, config, device, center_view)
-        if val_acc > self.best_val:
-            self.best_val, self.best_epoch = val_acc, self.epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        val_acc, test_acc = self._evaluate()
         last = features.detach()
         k = min(NUM_REPORTED_SINGULAR_VALUES, min(last.shape) - 1)
-        test_acc = self.test() if self.done else None
         metrics = EpochMetrics(
             epoch=self.epoch,
             train_loss=float(total_loss) / self.steps_per_epoch,
             train_acc=int(correct) / max(1, seen),
             terms={name: float(value) / self.steps_per_epoch for name, value in sums.items()},
             val_acc=val_acc,
-            best_val_acc=self.best_val,
+            best_val_acc=self.best_val if val_acc is not None else None,
             best_epoch=self.best_epoch,
             smallest_singular_values=smallest_singular_values(last, k).cpu().tolist(),
             lr=lr,
@@ -205,6 +202,23 @@ class Trainer:
         )
         self.history.append(metrics)
         return metrics
+
+    def _evaluate(self) -> tuple[float | None, float | None]:
+        """(val_acc, test_acc) after an epoch. ``best_val``: validation accuracy, the best epoch's
+        weights kept, the test split evaluated once with them after the last epoch. ``last``: no
+        validation; the test accuracy of the current weights after every epoch (a learning curve;
+        the run reports the last one)."""
+        if self.splits.val is None:
+            self.best_epoch = self.epoch
+            if self.done:
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            views = eval_views(self.config.data)
+            return None, accuracy(self.model, self.splits.test, self.config, self.device, views)
+        val_acc = accuracy(self.model, self.splits.val, self.config, self.device, center_view)
+        if val_acc > self.best_val:
+            self.best_val, self.best_epoch = val_acc, self.epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return val_acc, self.test() if self.done else None
 
     def _check_finite(self, finite: torch.Tensor, step: int, ce: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
         """Raise if a loss since the last check was not finite (one read-back per ``check_every`` steps)."""
@@ -225,7 +239,8 @@ class Trainer:
 
     def result(self) -> FitResult:
         assert self.done and self.history[-1].test_acc is not None
-        return FitResult(self.best_val, self.best_epoch, self.history[-1].test_acc, list(self.history), self.best_state)
+        best_val = self.best_val if self.splits.val is not None else None
+        return FitResult(best_val, self.best_epoch, self.history[-1].test_acc, list(self.history), self.best_state)
 
     def state_dict(self) -> dict[str, Any]:
         return {

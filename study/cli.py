@@ -117,9 +117,9 @@ def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
     elif outcome.best is not None:
         b = outcome.best
         params = ", ".join(f"{k}={v}" for k, v in sorted(b.params.items()))
-        test = b.metrics.get("test_acc")
-        print(f"\nbest trial {b.trial_id}: val_acc={b.metrics['best_val_acc']:.4f}"
-              + (f" test_acc={test:.4f}" if isinstance(test, float) else "") + f"  ({params})")  # fmt: skip
+        shown = [(name, b.metrics.get(name)) for name in ("best_val_acc", "test_acc")]
+        values = " ".join(f"{name}={value:.4f}" for name, value in shown if isinstance(value, float))
+        print(f"\nbest trial {b.trial_id} by {spec.metric}: {values}  ({params})")
     if outcome.all_failed:
         assert outcome.table is not None
         errors = sorted({str(r["error"]) for r in outcome.table.to_pylist()})

@@ -193,7 +193,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
     max_epochs = spec.base_config.optim.epochs
     searcher = TaggedOptunaSearch(
         space=spec.space.define,
-        metric=spec.metric,
+        metric=str(spec.metric),
         mode="max",
         study_name=spec.name,
         storage=FolderStorage(RELATIVE_OPTUNA_URL),
@@ -203,7 +203,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
     return tune.Tuner(
         _trainable(spec),
         tune_config=tune.TuneConfig(
-            metric=spec.metric,
+            metric=str(spec.metric),
             mode="max",
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent),
             scheduler=make_scheduler(spec, max_epochs),
@@ -213,7 +213,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(spec.study_dir),
-            callbacks=[trial_logger(spec, record), ProgressLine(spec.num_samples)],
+            callbacks=[trial_logger(spec, record), ProgressLine(spec.num_samples, str(spec.metric))],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=1,
         ),
@@ -344,13 +344,14 @@ def write_results(
     folder = StudyFolder(spec.study_dir)
     parent_id = record.parent_run_id
     table = trials_table(rows)
-    best = best_row(rows)
+    best = best_row(rows, str(spec.metric))
     best_path: Path | None = None
     if best is not None:
         best_path = folder.best_file
         weights = f"{best.trial_dir}/{BEST_WEIGHTS}" if best.has_weights else "none (stopped early)"
         best_path.write_text(
-            f"# best trial {best.trial_id} (val_acc {best.metrics['best_val_acc']:.4f}); "
+            f"# best trial {best.trial_id} by {spec.metric} ({best.metrics[str(spec.metric)]:.4f}; "
+            f"selection: {spec.selection}); "
             f"weights: {weights} (in the study folder)\n" + config_to_yaml(resolve_config(spec.base, best.params))
         )
         client.log_artifact(parent_id, str(best_path))

@@ -17,8 +17,11 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
     folder = StudyFolder(path)
     folder.require_launched()
     spec = load_spec(folder.spec_file, output_dir=folder.path)
-    rows = [r for r in read_trials(folder).to_pylist() if r["best_val_acc"] is not None]
-    rows.sort(key=lambda r: r["best_val_acc"], reverse=True)
+    metric = str(spec.metric)
+    rows = [r for r in read_trials(folder).to_pylist() if r[metric] is not None]
+    if metric == "test_acc":  # a grid: only trials that ran to their last epoch have its test accuracy
+        rows = [r for r in rows if r["status"] == "finished" and not r["early_stopped"]]
+    rows.sort(key=lambda r: r[metric], reverse=True)
     out = out or folder.path / EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -29,9 +32,13 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
         weights = str(folder.path / row["trial_dir"] / BEST_WEIGHTS) if has else "none (stopped early)"
         path = out / f"best-{rank}.yaml"
         path.write_text(
-            f"# rank {rank}: trial {row['trial_id']}, val_acc {row['best_val_acc']:.4f}, "
-            f"test_acc {row['test_acc'] if row['test_acc'] is not None else '-'}\n"
+            f"# rank {rank} by {metric} (selection: {spec.selection}): trial {row['trial_id']}, "
+            f"val_acc {_number(row['best_val_acc'])}, test_acc {_number(row['test_acc'])}\n"
             f"# weights: {weights}\n" + config_to_yaml(config)
         )
         written.append(path)
     return written
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -71,6 +71,15 @@ def optuna_figures(study: Any, folder: Path, marginal_k: bool = False) -> tuple[
     return written, notes
 
 
+SELECTION_TEXT = {
+    "last": "Selection: `last` (the paper's protocol for fixed settings): each trial trains on every sampled "
+    "image (ceil(rate x n_c) a class, nested across rates), has no validation split, and reports the test "
+    "accuracy of its last epoch.",
+    "best_val": "Selection: `best_val`: each trial reports the test accuracy of its epoch of best validation "
+    "accuracy (validation is the dataset's own split, or carved from the sampled images where it has none).",
+}
+
+
 def write_report(path: Path) -> list[Path]:
     """Write report.md and its figures into STUDY_DIR/report and log them to the parent MLflow run.
     Every input is checked (one line naming a missing or damaged file) before anything is written."""
@@ -91,7 +100,14 @@ def write_report(path: Path) -> list[Path]:
     sections = [f"# Study {spec.name}: report", "",
                 f"{data.n_trials} of {data.n_rows} trials ran to the end; test accuracy in %, mean ± std over the "
                 "seeds of trials whose resolved configs are equal but for the seed.", "",
-                "## Table 2 style", ""]  # fmt: skip
+                SELECTION_TEXT[str(spec.selection)], ""]  # fmt: skip
+    sizes = sorted({(r.get("param.data.sampling_rate"), r.get("n_train"), r.get("n_val")) for r in rows
+                    if r.get("n_train") is not None}, key=str)  # fmt: skip
+    if sizes:
+        sections += ["Images per trial (training / validation): " + "; ".join(
+            (f"rate {rate:g}: " if isinstance(rate, float) else "") + f"{n_train} / {n_val}"
+            for rate, n_train, n_val in sizes) + ".", ""]  # fmt: skip
+    sections += ["## Table 2 style", ""]
     if data.repeated or spec.space.grid is not None:  # a grid's table compares its fixed settings
         sections += [table2_markdown(data), ""]
     else:

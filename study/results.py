@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 METRIC_COLUMNS = ("best_val_acc", "best_epoch", "val_acc", "test_acc", "train_loss", "epoch", "time_total_s")
+SIZE_COLUMNS = ("n_train", "n_val", "n_test")  # images in each split of the trial
+INT_COLUMNS = ("best_epoch", "epoch", *SIZE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,9 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
     }
     for name in param_names:
         columns[f"param.{name}"] = ([r.params.get(name) for r in rows], None)
-    for name in METRIC_COLUMNS:
+    for name in (*METRIC_COLUMNS, *SIZE_COLUMNS):
         values = [_clean(r.metrics.get(name)) for r in rows]
-        columns[name] = (values, pa.int64() if name in ("best_epoch", "epoch") else pa.float64())
+        columns[name] = (values, pa.int64() if name in INT_COLUMNS else pa.float64())
     arrays, names = [], []
     for name, (values, dtype) in columns.items():
         dtype = dtype or _arrow_type(values)
@@ -82,17 +84,26 @@ def write_table(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def best_row(rows: Sequence[TrialRow]) -> TrialRow | None:
-    """Highest validation accuracy (never test); ties go to the earlier trial."""
-    candidates = [r for r in rows if _clean(r.metrics.get("best_val_acc")) is not None]
+def best_row(rows: Sequence[TrialRow], metric: str = "best_val_acc") -> TrialRow | None:
+    """Highest ``metric`` (the study's selection metric: validation accuracy for a search; the last
+    epoch's test accuracy for a fixed-setting grid, which selects nothing); ties go to the earlier
+    trial. Early-stopped trials never reach a final test accuracy, so they never win on it."""
+    final_only = metric == "test_acc"  # a grid's test accuracy counts only from trials that ran to the end
+    candidates = [
+        r
+        for r in rows
+        if _clean(r.metrics.get(metric)) is not None
+        and not (final_only and (r.status != "finished" or r.early_stopped))
+    ]
     if not candidates:
         return None
-    return max(candidates, key=lambda r: float(r.metrics["best_val_acc"]))
+    return max(candidates, key=lambda r: float(r.metrics[metric]))
 
 
 def format_table(table: pa.Table) -> str:
     """A plain-text table of trials for the terminal."""
-    shown = [c for c in table.column_names if c.startswith("param.")] + ["status", "epoch", "best_val_acc", "test_acc"]
+    metric = ["best_val_acc"] if any(v is not None for v in table.column("best_val_acc").to_pylist()) else []
+    shown = [c for c in table.column_names if c.startswith("param.")] + ["status", "epoch", *metric, "test_acc"]
     header = ["trial"] + [c.removeprefix("param.") for c in shown]
     lines = [header]
     data = table.to_pylist()

@@ -11,7 +11,7 @@ import yaml
 
 from finetune import ConfigError, InputError, ModelConfig, TrainConfig, config_from_dict, resolve_config
 from finetune.backbones import build_classifier, check_weights_name
-from finetune.config import build_dataclass
+from finetune.config import SELECTION_METRICS, build_dataclass
 from finetune.data import DATASETS, check_batch_fits, check_dataset_name, split_sizes
 from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
@@ -48,7 +48,9 @@ class StudySpec:
     max_failures: int = 1
     reuse_actors: bool = True  # one worker process runs trial after trial (no process start, imports, warm caches)
     seed: int = 0
-    metric: str = "best_val_acc"  # the selection metric: what Optuna, ASHA, best.yaml and status use
+    # which epoch a trial reports: best_val (searches) or last (grids: the paper's tables); null: by space
+    selection: str | None = None
+    metric: str | None = None  # what Optuna, ASHA, best.yaml and status use; null: the selection's metric
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tracking_uri: str | None = None
@@ -102,9 +104,19 @@ def validate(spec: StudySpec) -> None:
         raise _fail(
             "max_failures", f"must be >= 0 (retries of a crashed trial from its checkpoint), got {spec.max_failures}"
         )
-    if spec.metric != "best_val_acc":
+    if spec.selection not in SELECTION_METRICS:
+        raise _fail("selection", f"must be one of {', '.join(SELECTION_METRICS)}, got {spec.selection!r}")
+    if spec.selection == "last" and spec.space.grid is None:
         raise _fail(
-            "metric", f"only best_val_acc (the best validation accuracy so far) is supported, got {spec.metric!r}"
+            "selection",
+            f"last reports test accuracy, and {spec.space.name!r} is a search that would then choose "
+            "hyperparameters on the test set; use selection: best_val (or a grid space)",
+        )
+    if spec.metric != SELECTION_METRICS[spec.selection]:
+        raise _fail(
+            "metric",
+            f"selection {spec.selection} reports {SELECTION_METRICS[spec.selection]}, got {spec.metric!r}; "
+            "leave metric out",
         )
     if spec.scheduler.name not in SCHEDULERS:
         raise _fail(
@@ -132,6 +144,12 @@ def validate(spec: StudySpec) -> None:
         check_weights_name(base.model)
     except ConfigError as exc:
         raise StudyError(f"base.{exc}") from None
+    if base.data.selection != spec.selection:
+        raise _fail(
+            "base.data.selection",
+            f"{base.data.selection} differs from the spec's selection ({spec.selection}); "
+            "set selection at the top of the spec only",
+        )
     if base.device.startswith("cuda") and spec.resources.gpu <= 0 and not spec.ray_address:
         raise _fail("resources.gpu", f"base.device is {base.device!r} but trials reserve no GPU; set resources.gpu")
     try:  # the dataset's folder and list files (no image is decoded here)
@@ -242,8 +260,35 @@ def spec_from_mapping(values: Any, source: str, relative_to: Path, output_dir: P
     out = Path(spec.output_dir).expanduser()
     out = (relative_to / out).resolve() if not out.is_absolute() else out.resolve()
     spec = StudySpec(**{**spec.__dict__, "output_dir": str(out)})
+    return with_selection(spec)
+
+
+def with_selection(spec: StudySpec) -> StudySpec:
+    """The spec with its selection resolved and validated. Unset, the selection follows ``metric``
+    when that is set (specs written before ``selection`` existed), else the space: a grid reports
+    the last epoch, a search its best validation epoch. The trials get it as ``data.selection``;
+    ``metric`` becomes the selection's."""
+    selection = spec.selection
+    if selection is None:
+        grid = _is_grid(spec)
+        by_metric = {metric: name for name, metric in SELECTION_METRICS.items()}.get(spec.metric or "")
+        selection = by_metric if by_metric and (grid or by_metric == "best_val") else "last" if grid else "best_val"
+    base = spec.base
+    data = base.get("data", {})
+    if isinstance(data, dict) and "selection" not in data:
+        base = {**base, "data": {**data, "selection": selection}}
+    metric = spec.metric or SELECTION_METRICS.get(selection)
+    spec = StudySpec(**{**spec.__dict__, "selection": selection, "metric": metric, "base": base})
     validate(spec)
     return spec
+
+
+def _is_grid(spec: StudySpec) -> bool:
+    """Whether the spec's space is a grid; False for a space ``validate`` will reject."""
+    try:
+        return spec.space.grid is not None
+    except (KeyError, SpaceError):
+        return False
 
 
 def read_yaml(path: Path, what: str) -> Any:

@@ -18,7 +18,8 @@ class StudyStatus:
     name: str
     requested: int
     counts: dict[str, int]  # MLflow run status -> number of trials
-    best_val_acc: float | None
+    metric: str  # the study's selection metric (best_val_acc, or test_acc for a grid of fixed settings)
+    best: float | None
     best_trial: str | None
     table: str  # trials.parquet: "ok", "missing" (not finished) or "damaged"
     folder: str
@@ -30,14 +31,14 @@ class StudyStatus:
     def render(self) -> str:
         states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.counts.items())) or "none started"
         done = sum(v for k, v in self.counts.items() if k in ("FINISHED", "FAILED"))
-        best = f"{self.best_val_acc:.4f} (trial {self.best_trial})" if self.best_val_acc is not None else "-"
+        best = f"{self.best:.4f} (trial {self.best_trial})" if self.best is not None else "-"
         state = {
             "ok": "complete",
             "missing": "in progress or interrupted",
             "damaged": f"trials.parquet is damaged: `study resume {self.folder}` rebuilds it",
         }[self.table]
         ended = f"{done}/{self.requested} trials ended ({states})"
-        return f"study {self.name}: {ended}; best val_acc so far {best}; {state}"
+        return f"study {self.name}: {ended}; best {self.metric.removeprefix("best_")} so far {best}; {state}"
 
 
 def study_status(path: Path) -> StudyStatus:
@@ -52,11 +53,19 @@ def study_status(path: Path) -> StudyStatus:
         max_results=50000,
     )
     counts = Counter(r.info.status for r in runs)
+    metric = str(spec.metric)
     best_val, best_trial = None, None
     for run in runs:
-        value = run.data.metrics.get("best_val_acc")
+        value = run.data.metrics.get(metric)
         if value is not None and not math.isnan(value) and (best_val is None or value > best_val):
             best_val, best_trial = value, run.data.tags.get("tune.trial_id")
     return StudyStatus(
-        spec.name, spec.num_samples, dict(counts), best_val, best_trial, trials_table_state(folder), str(folder.path)
+        spec.name,
+        spec.num_samples,
+        dict(counts),
+        metric,
+        best_val,
+        best_trial,
+        trials_table_state(folder),
+        str(folder.path),
     )

@@ -32,6 +32,7 @@ NOT_METRICS = {
     *("epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"),
     *("replayed", "start_epoch"),  # bookkeeping of restarted trials
 }
+SIZE_PARAMS = ("n_train", "n_val", "n_test")  # reported by the trial, logged as params
 
 
 def is_remote(tracking_uri: str) -> bool:
@@ -79,7 +80,8 @@ class MlflowTrialLogger(Callback):
     """Tune callback (runs in the driver): a child run per trial under ``parent_run_id``.
 
     Params: the trial's resolved config, flattened. Artifact: ``config.yaml``. Metrics: every
-    numeric result per epoch (step = epoch). Status: FINISHED (tagged ``early_stopped`` when the
+    numeric result per epoch (step = epoch); the split sizes ``n_train``/``n_val``/``n_test`` as
+    params. Status: FINISHED (tagged ``early_stopped`` when the
     scheduler stopped it) or FAILED with the error message as a tag.
 
     Restore-aware: the trial -> run link is the run's ``tune.trial_id`` tag, looked up in MLflow,
@@ -109,16 +111,18 @@ class MlflowTrialLogger(Callback):
         self._client: MlflowClient | None = None
         self._run_ids: dict[str, str] = {}
         self._last_step: dict[str, int] = {}
+        self._sized: set[str] = set()  # runs whose split sizes this process has logged
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_client"] = None
         state["_run_ids"] = {}
         state["_last_step"] = {}
+        state["_sized"] = set()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"_last_step": {}, **state})
+        self.__dict__.update({"_last_step": {}, "_sized": set(), **state})
 
     @property
     def client(self) -> MlflowClient:
@@ -169,7 +173,7 @@ class MlflowTrialLogger(Callback):
 
     def last_logged_step(self, run_id: str) -> int:
         if run_id not in self._last_step:
-            history = self.client.get_metric_history(run_id, "val_acc")
+            history = self.client.get_metric_history(run_id, "train_loss")
             self._last_step[run_id] = max((m.step for m in history), default=0)
         return self._last_step[run_id]
 
@@ -212,9 +216,11 @@ class MlflowTrialLogger(Callback):
         metrics = [
             Metric(k, float(v), now, step)
             for k, v in result.items()
-            if k not in NOT_METRICS and isinstance(v, int | float) and not isinstance(v, bool)
+            if k not in NOT_METRICS and k not in SIZE_PARAMS and isinstance(v, int | float) and not isinstance(v, bool)
         ]
-        self.client.log_batch(run_id, metrics=metrics)
+        sizes = {k: int(result[k]) for k in SIZE_PARAMS if k in result} if run_id not in self._sized else {}
+        self.client.log_batch(run_id, metrics=metrics, params=_params(sizes))
+        self._sized.add(run_id)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.close(trial.trial_id, failed=False, epochs=int((trial.last_result or {}).get("epoch", 0)))
@@ -303,8 +309,9 @@ class ProgressLine(Callback):
         if isinstance(value, int | float) and (self.best is None or value > self.best):
             self.best = float(value)
         best = f"{self.best:.4f}" if self.best is not None else "-"
-        print(f"[study] trial {trial.trial_id} {what}: {len(self.ended)}/{self.requested} ended, best val_acc {best}",
-              flush=True)  # fmt: skip
+        ended = f"{len(self.ended)}/{self.requested} ended"
+        label = "val_acc" if self.metric == "best_val_acc" else self.metric
+        print(f"[study] trial {trial.trial_id} {what}: {ended}, best {label} {best}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._report(trial, "finished")

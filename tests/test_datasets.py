@@ -10,7 +10,7 @@ import torch
 
 from finetune import ConfigError, DataError
 from finetune.config import DataConfig
-from finetune.data import DATASETS, carve_validation, load_splits
+from finetune.data import DATASETS, carve_validation, load_splits, split_sizes
 from tests.dataset_layouts import CLASSES, LAYOUTS, TEST_PER_CLASS, TRAIN_PER_CLASS, image
 
 
@@ -111,3 +111,40 @@ def test_carve_validation_is_per_class_and_seeded() -> None:
 
 def test_image_helper_makes_files(tmp_path: Path) -> None:
     assert image(tmp_path / "x.png", 1).is_file()
+
+
+def _distinct_imagefolder(root: Path, per_class: int) -> Path:
+    """An ImageFolder whose every image is different (pixel content identifies the file)."""
+    for c, name in enumerate(CLASSES):
+        for i in range(per_class):
+            image(root / "train" / name / f"{i}.png", 1000 * c + i + 1)
+        image(root / "test" / name / "0.png", 99_000 + c)
+    return root
+
+
+def _image_keys(images: torch.Tensor) -> set[bytes]:
+    return {bytes(x.numpy().tobytes()) for x in images}
+
+
+def test_grid_selection_trains_on_exactly_the_papers_nested_subsets(tmp_path: Path) -> None:
+    """``selection: last``: no validation carved from the sample, ceil(rate x n_c) training images a
+    class, each rate's set inside the next; ``best_val`` carves validation out of the same sample."""
+    root = _distinct_imagefolder(tmp_path / "f", per_class=20)
+    previous: set[bytes] = set()
+    for rate, per_class in ((0.15, 3), (0.3, 6), (0.5, 10), (1.0, 20)):
+        config = DataConfig(dataset="imagefolder", root=str(root), sampling_rate=rate, image_size=16, selection="last")
+        splits = load_splits(config, seed=3)
+        assert splits.val is None and splits.sizes == split_sizes(config, 3)
+        assert len(splits.train) == per_class * len(CLASSES)
+        assert np.bincount(splits.train.labels.numpy()).tolist() == [per_class] * len(CLASSES)
+        keys = _image_keys(splits.train.all_images())
+        assert len(keys) == len(splits.train) and previous < keys  # nested: 15% inside 30% inside 50%
+        previous = keys
+        searched = load_splits(DataConfig(**{**config.__dict__, "selection": "best_val"}), seed=3)
+        assert searched.val is not None and len(searched.train) < len(splits.train)
+        assert len(searched.train) + len(searched.val) == len(splits.train)  # validation comes out of the sample
+
+
+def test_unknown_selection_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"data\.selection: must be one of best_val, last"):
+        DataConfig(selection="best_test")

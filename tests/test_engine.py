@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from finetune import EpochMetrics, FitResult, NonFiniteLossError, config_from_dict, fit
 from tests.conftest import tiny_base
@@ -31,7 +32,26 @@ def test_fit_reports_every_epoch_and_tests_once() -> None:
     flat = record.epochs[0].flat()
     assert {"val_acc", "loss_bss", "sv_min_1", "train_loss"} <= set(flat)
     assert record.result is result and 1 <= result.best_epoch <= 2
-    assert result.best_val_acc == max(m.val_acc for m in record.epochs)
+    assert result.best_val_acc == max(m.val_acc for m in record.epochs if m.val_acc is not None)
+
+
+def test_selection_last_reports_the_last_epochs_test_accuracy_without_validation() -> None:
+    """A grid of fixed settings (the paper's tables): no validation split, the test accuracy of the
+    current weights after every epoch, the run's result is the last epoch's, its weights saved."""
+    from finetune import Trainer
+    from finetune.engine import train_to_end
+
+    config = config_from_dict(tiny_base(data={"selection": "last"}, optim={"epochs": 3, "steps_per_epoch": 2}))
+    trainer = Trainer(config)
+    assert trainer.splits.val is None and trainer.sizes.val == 0
+    record = Record()
+    result = train_to_end(trainer, [record])
+    assert all(m.val_acc is None and m.best_val_acc is None for m in record.epochs)
+    assert all(m.test_acc is not None for m in record.epochs)  # a learning curve on the test split
+    assert result.test_acc == record.epochs[-1].test_acc and result.best_epoch == 3 and result.best_val_acc is None
+    assert "val_acc" not in record.epochs[0].flat() and "test_acc" in record.epochs[0].flat()
+    final = trainer.model.state_dict()
+    assert all(torch.equal(result.best_state[k], final[k].cpu()) for k in final)  # the last epoch's weights
 
 
 def test_same_seed_same_first_step_loss() -> None:

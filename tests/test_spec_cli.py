@@ -33,6 +33,33 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
     assert spec.resolved_tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'demo' / 'mlflow.db'}"
 
 
+def test_selection_follows_the_space_and_reaches_the_trials(tmp_path: Path) -> None:
+    """A grid of fixed settings reports the last epoch's test accuracy; a search selects on
+    validation. Either way the trials' config says which (``data.selection``)."""
+    search = load_spec(write_spec(tmp_path))
+    assert (search.selection, search.metric, search.base_config.data.selection) == (
+        "best_val",
+        "best_val_acc",
+        "best_val",
+    )
+    grid = load_spec(write_spec(tmp_path, search_space="methods-grid", num_samples=6, scheduler={"name": "fifo"}))
+    assert (grid.selection, grid.metric, grid.base_config.data.selection) == ("last", "test_acc", "last")
+    chosen = load_spec(
+        write_spec(
+            tmp_path, search_space="methods-grid", num_samples=6, scheduler={"name": "fifo"}, selection="best_val"
+        )
+    )
+    assert (chosen.metric, chosen.base_config.data.selection) == ("best_val_acc", "best_val")
+    older = load_spec(write_spec(tmp_path, search_space="methods-grid", num_samples=6, scheduler={"name": "fifo"},
+                                 metric="best_val_acc"))  # fmt: skip
+    assert older.selection == "best_val"  # a spec written before `selection` keeps what it ran with
+    from study.spec import spec_to_yaml
+
+    again = tmp_path / "again.yaml"
+    again.write_text(spec_to_yaml(grid))  # the study folder's copy loads to the same spec
+    assert load_spec(again) == grid
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
@@ -54,6 +81,10 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
         ({"search_space": "methods-grid", "num_samples": 7}, "num_samples"),
         ({"search_space": "methods-grid", "num_samples": 6}, "scheduler"),  # no early stopping inside a table
         ({"metric": "val_acc"}, "metric"),
+        ({"metric": "test_acc"}, "metric"),  # a search selects on validation, never on test
+        ({"selection": "last"}, "selection"),  # ... and so cannot report the last epoch's test accuracy
+        ({"selection": "best"}, "selection"),
+        ({"base.data.selection": "last"}, "base.data.selection"),  # said once, at the top
         ({"reuse_actors": "sometimes"}, "reuse_actors"),
         # a config that cannot work is refused before the study, not by every trial failing
         ({"base.data.batch_size": 1000}, "base.data.batch_size"),

@@ -115,6 +115,10 @@ def test_two_trial_study_end_to_end(
         for name in ("loss_ce", "sv_min_1", "train_loss"):
             assert len(client.get_metric_history(child.info.run_id, name)) == 2
         assert child.data.params["regularizer.name"] in ("l2", "l2sp")
+        # a search selects on validation: the embedded set's own 500, training images untouched
+        assert child.data.params["data.selection"] == "best_val"
+        sizes = {k: child.data.params[k] for k in ("n_train", "n_val", "n_test")}
+        assert sizes == {"n_train": "150", "n_val": "500", "n_test": "1000"}
         assert "test_acc" in child.data.metrics
         assert "config.yaml" in [a.path for a in client.list_artifacts(child.info.run_id)]
         assert (out / child.data.tags["trial_dir"] / "best_model.pt").is_file()
@@ -127,6 +131,7 @@ def test_two_trial_study_end_to_end(
     # a parameter that does not apply to a trial is null
     for row in table.to_pylist():
         assert (row["param.bss.k"] is None) == (not row["param.bss.enabled"])
+        assert (row["n_train"], row["n_val"], row["n_test"]) == (150, 500, 1000)
 
     study = optuna.load_study(study_name="itest", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 2
@@ -169,6 +174,14 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
     combos = {(row["param.regularizer.name"], row["param.bss.enabled"]) for row in table}
     assert combos == {(m, b) for m in ("l2", "l2sp", "delta") for b in (False, True)}
     assert all(row["status"] == "finished" and row["test_acc"] is not None for row in table)
+    # a grid selects nothing: no validation, every sampled image trains, the last epoch's test accuracy
+    assert all((row["n_train"], row["n_val"], row["best_val_acc"]) == (150, 0, None) for row in table)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}")
+    children = [r for r in client.search_runs([client.get_experiment_by_name("methods").experiment_id])
+                if "mlflow.parentRunId" in r.data.tags]  # fmt: skip
+    assert all(c.data.params["data.selection"] == "last" and "val_acc" not in c.data.metrics for c in children)
+    best = (tmp_path / "study" / "best.yaml").read_text()
+    assert "by test_acc" in best and "selection: last" in best
     assert len(list(cache.glob("*.pt"))) == 1
     # the report of a real study: one Table-2 row per method, BSS gains paired by seed
     assert main(["report", str(tmp_path / "study")]) == 0
