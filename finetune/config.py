@@ -185,7 +185,11 @@ BSS_METHOD_NAMES = ("svdvals", "gram_eigvalsh", "eigvec")  # implementations in 
 
 @dataclass(frozen=True)
 class BSSConfig:
-    """Batch Spectral Shrinkage (Eq. 8): eta * sum of the k smallest squared singular values."""
+    """Batch Spectral Shrinkage (Eq. 8): eta * sum of the k smallest squared singular values.
+
+    ``k: 0`` shrinks no singular value, which is BSS off: it resolves to ``enabled: false`` (so a
+    grid over k can hold the baseline, e.g. k in {0, 1, 2, 4, 8} for Fig. 3(d) with L2 at k = 0).
+    """
 
     enabled: bool = False
     k: int = 1
@@ -193,9 +197,14 @@ class BSSConfig:
     method: str = "svdvals"
 
     def __post_init__(self) -> None:
+        if self.k == 0 and not isinstance(self.k, bool):
+            object.__setattr__(self, "enabled", False)
+            object.__setattr__(self, "k", 1)
         names = ", ".join(BSS_METHOD_NAMES)
         _check(self.method in BSS_METHOD_NAMES, "bss.method", f"must be one of {names}, got {self.method!r}")
-        _check(isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1, got {self.k!r}")
+        _check(
+            isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1 (0: BSS off), got {self.k!r}"
+        )
         _check(math.isfinite(self.eta) and self.eta > 0, "bss.eta",
                f"must be > 0, got {self.eta}; the paper uses 0.001")  # fmt: skip
 

@@ -240,13 +240,11 @@ class BatchStream:
         self.generator = torch.Generator().manual_seed(seed)
         self.order = torch.randperm(n, generator=self.generator)
         self.position = 0
-        self.epoch_passes = 0
 
     def next(self) -> torch.Tensor:
         if self.position + self.batch_size > self.n:
             self.order = torch.randperm(self.n, generator=self.generator)
             self.position = 0
-            self.epoch_passes += 1
         batch = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
         return batch
@@ -255,14 +253,12 @@ class BatchStream:
         return self.n // self.batch_size
 
     def state_dict(self) -> dict[str, object]:
-        return {"rng": self.generator.get_state(), "order": self.order.clone(), "position": self.position,
-                "passes": self.epoch_passes}  # fmt: skip
+        return {"rng": self.generator.get_state(), "order": self.order.clone(), "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["rng"])
         self.order = state["order"].clone()
-        self.position = int(state["position"])
-        self.epoch_passes = int(state["passes"])
+        self.position = int(state["position"])  # states saved with a "passes" count load too
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -29,6 +29,13 @@ NUM_REPORTED_SINGULAR_VALUES = 4
 GPU_CHECK_EVERY = 25  # steps between read-backs (finite-loss check) on a GPU; a CPU checks every step
 
 
+def use_threads(config: TrainConfig) -> None:
+    """Apply ``num_threads`` to this process (torch's intra-op threads): a process-wide setting,
+    so the edges call it (the trainable, ``study train``), not the engine."""
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -109,8 +116,6 @@ class Trainer:
     """One run's model, optimisation and data state, advanced an epoch at a time."""
 
     def __init__(self, config: TrainConfig, device: torch.device | None = None) -> None:
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
         seed_everything(config.seed)
         self.config = config
         self.device = device or resolve_device(config.device)

@@ -1,12 +1,10 @@
-"""Drawing the analyses' tables (matplotlib, no display needed)."""
+"""Drawing the analyses' tables with matplotlib. Choosing a backend is the caller's (the CLI uses
+``Agg``, which needs no display)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pyarrow as pa
 

@@ -75,3 +75,21 @@ def table2_space(trial: optuna.Trial) -> dict[str, Any] | None:
 def fig3d_space(trial: optuna.Trial) -> dict[str, Any] | None:
     suggest_grid(trial, FIG3D_GRID)
     return {"bss.enabled": True}
+
+
+EMBEDDED_FIG3D_GRID: dict[str, list[str | bool | float | int]] = {
+    "bss.k": [0, 1, 2, 4, 8],  # k = 0: BSS off (the regulariser alone, the baseline of each rate)
+    "data.sampling_rate": list(PAPER_RATES),
+    "seed": [0, 1, 2],
+}
+
+
+@register_space(
+    "fig3d-small",
+    "Fig. 3(d) with its baseline at a laptop's size: BSS k in {0 (off), 1, 2, 4, 8} x rates 15/30/50/100% x "
+    "3 seeds (60 trials)",
+    EMBEDDED_FIG3D_GRID,
+)
+def fig3d_small_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    suggest_grid(trial, EMBEDDED_FIG3D_GRID)
+    return {"bss.enabled": True}

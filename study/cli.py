@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_yaml, fit, load_config
+from finetune.engine import use_threads
 from study.errors import StudyError
 from study.folder import MLFLOW_FILE, TRIALS_FILE, StudyFolder, StudyRecord
 from study.spec import StudySpec, load_spec
@@ -27,15 +28,15 @@ if TYPE_CHECKING:
 
 @contextmanager
 def ray_session(spec: StudySpec) -> Iterator[None]:
-    """Start Ray in-process (or join ``ray_address``) for the duration of a study; SIGTERM then
+    """Start Ray in-process (or join ``ray_address`` / ``RAY_ADDRESS``) for the duration of a study; SIGTERM then
     stops the study as Ctrl-C does (resumable), and a watchdog ends a killed driver's Ray."""
     import ray
 
     if ray.is_initialized():
         yield
         return
-    if spec.ray_address:
-        ray.init(address=spec.ray_address, logging_level=logging.WARNING)
+    if spec.cluster_address:  # a cluster's own resources; num_cpus cannot be set when joining
+        ray.init(address=spec.cluster_address, logging_level=logging.WARNING)
     else:
         ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING)
         from study import watchdog
@@ -64,6 +65,14 @@ def ray_session_dir() -> str | None:
         return None
 
 
+def runs_address(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> str:
+    """The study's runs table in the MLflow UI (MLflow 3 opens an experiment on its GenAI
+    overview by default; the runs table is this address)."""
+    experiment_id = StudyRecord.load(StudyFolder(study_dir)).experiment_id
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/#/experiments/{experiment_id}/runs"
+
+
 def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     folder = StudyFolder(study_dir)
     uri = StudyRecord.load(folder).tracking_uri_in(folder)
@@ -74,10 +83,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     import torch
 
     from study.driver import StudyOutcome, check_study_dir, run_study
-    from study.spec import check_inputs, check_local_resources, check_output_dir
+    from study.spec import check_inputs, check_local_resources, check_output_dir, with_tracking_env
     from study.tracking import check_reachable
 
-    spec = load_spec(args.spec)
+    spec = with_tracking_env(load_spec(args.spec))
     check_inputs(spec)
     check_output_dir(spec)
     if check_study_dir(spec):  # already complete: its table, no Ray
@@ -134,7 +143,7 @@ def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
         print(f"rerun it:    study train --config {shlex.quote(str(outcome.best_config_path))}")
     print(f"results:     {outcome.study_dir / TRIALS_FILE}")
     if spec.tracking_uri is None:
-        print(f"MLflow UI:   study ui {shlex.quote(str(outcome.study_dir))}   (serves http://127.0.0.1:5000)")
+        print(f"MLflow UI:   study ui {shlex.quote(str(outcome.study_dir))}   (then {runs_address(outcome.study_dir)})")
     else:
         print(f"MLflow:      {spec.tracking_uri}")
     return 0
@@ -144,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     print(f"training {config.model.backbone} with {config.regularizer.name}"
           + (f" + BSS(k={config.bss.k}, eta={config.bss.eta})" if config.bss.enabled else ""), flush=True)  # fmt: skip
+    use_threads(config)
     result = fit(config, [PrintProgress()])
     if args.output:
         import torch
@@ -157,7 +167,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    import matplotlib
+
     from finetune.analysis import corresponding_angles, feature_spectrum, load_run, spectrum_table
+
+    matplotlib.use("Agg")  # files only, no display
     from finetune.plots import plot_angles, plot_spectrum
     from study.results import write_table
 
@@ -221,6 +235,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         )
     command = ui_command(folder, args.host, args.port)
     print(" ".join(shlex.quote(c) for c in command), flush=True)
+    print(f"the study's runs: {runs_address(folder, args.host, args.port)}", flush=True)
     if args.print_only:
         return 0
     os.execv(command[0], command)
@@ -248,7 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-best", help="YAML configs of the best trials, runnable by `study train`",
                        description="Write the top trials' resolved configs (with their checkpoint paths).")  # fmt: skip
     p.add_argument("study_dir", help="the study's output_dir")
-    p.add_argument("--top", type=int, default=1, help="how many trials (by validation accuracy)")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=1,
+        help="how many trials (by the study's selection metric: best_val_acc, or a grid's test_acc)",
+    )
     p.add_argument("--out", help="folder for the YAML files (default: STUDY_DIR/export)")
     p.set_defaults(func=cmd_export_best)
     p = sub.add_parser(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -41,7 +40,14 @@ from study.folder import (
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
 from study.searcher import FolderStorage, TaggedOptunaSearch, close_orphans, optuna_numbers
 from study.spec import StudySpec, check_inputs, spec_to_yaml
-from study.tracking import MlflowTrialLogger, ProgressLine, log_params, open_experiment, trial_error_message
+from study.tracking import (
+    MlflowTrialLogger,
+    ProgressLine,
+    log_params,
+    open_experiment,
+    source_tags,
+    trial_error_message,
+)
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.trial_store import BEST_WEIGHTS
 
@@ -136,16 +142,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def code_version() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
 def start_record(spec: StudySpec) -> StudyRecord:
     """Create the study folder, the MLflow experiment and parent run; write spec.yaml and study.json."""
     folder = StudyFolder(spec.study_dir)
@@ -156,7 +152,7 @@ def start_record(spec: StudySpec) -> StudyRecord:
     experiment_id = open_experiment(client, spec.name, folder.artifacts_dir)
     for stale in client.search_runs([experiment_id], filter_string=f"tags.`study.dir` = '{folder.path}'"):
         client.delete_run(stale.info.run_id)  # the parent run of a start that was killed before its record
-    tags = {MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder.path), "code.version": code_version()}
+    tags = {MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder.path), **source_tags()}
     tags.update(package_versions())
     parent_id = client.create_run(experiment_id, run_name=f"study-{spec.name}", tags=tags).info.run_id
     spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
@@ -215,7 +211,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
             storage_path=str(spec.study_dir),
             callbacks=[trial_logger(spec, record), ProgressLine(spec.num_samples, str(spec.metric))],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=1,
+            verbose=0,  # the progress line reports; Tune's status tables would bury it
         ),
     )
 

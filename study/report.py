@@ -12,7 +12,14 @@ from typing import Any
 from study.errors import StudyError
 from study.folder import REPORT_DIR, StudyFolder, StudyRecord, load_optuna_study, read_trials, rebase_artifacts
 from study.folder import tracking_client as open_tracking
-from study.report_data import ReportData, gains_markdown, report_data, table2_markdown, trials_from_table
+from study.report_data import (
+    ReportData,
+    gains_markdown,
+    report_data,
+    spectra_markdown,
+    table2_markdown,
+    trials_from_table,
+)
 from study.spec import load_spec
 
 
@@ -32,7 +39,8 @@ def draw_fig3d(data: ReportData, path: Path) -> None:
             means = [100 * (line.cells[k].mean or float("nan")) for k in ks]
             stds = [100 * (line.cells[k].std or 0.0) for k in ks]
             ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=line.label)
-        ax.set(xscale="log", xlabel="k (smallest singular values penalised)", ylabel="test accuracy (%)",
+        ax.set(xscale="symlog" if any(0 in line.cells for line in lines) else "log",
+               xlabel="k (smallest singular values penalised; 0: without BSS)", ylabel="test accuracy (%)",
                title=f"{dataset}, {method}+BSS: sensitivity to k (Fig. 3d)")  # fmt: skip
         ax.set_xticks(sorted({k for line in lines for k in line.cells}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -119,6 +127,14 @@ def write_report(path: Path) -> list[Path]:
     else:
         sections += ["Not shown: no BSS trial has a partner without BSS whose config is otherwise equal (same seed).",
                      ""]  # fmt: skip
+    sections += ["## Smallest singular values of the features, with BSS against without (paired by seed)", ""]
+    if data.spectra:
+        sections += ["s_1 ≤ s_2 ≤ ... are the smallest singular values of the last training batch's features at "
+                     "the last epoch; each cell is the mean relative change with BSS, and the paired t-test p of "
+                     "the differences. BSS penalises the k smallest: a change beyond s_k is what Fig. 1(c-d) and "
+                     "3(b-c) describe.", "", spectra_markdown(data), ""]  # fmt: skip
+    else:
+        sections += ["Not shown: no BSS trial has a partner without BSS (same seed) with a recorded spectrum.", ""]
     figures, notes = [], []
     if data.fig3d:
         draw_fig3d(data, out / "fig3d.png")

@@ -21,6 +21,7 @@ from typing import Any
 
 from finetune import resolve_config
 from finetune.config import applicable_params
+from study.results import SPECTRUM_COLUMNS
 
 Key = tuple[tuple[str, str], ...]
 
@@ -32,6 +33,8 @@ class Trial:
     trial_id: str
     config: dict[str, Any]
     test_acc: float | None  # None: stopped early or failed
+    # the smallest singular values of its features at the last epoch (ascending; empty if unknown)
+    spectrum: tuple[float, ...] = ()
 
     @property
     def dataset(self) -> str:
@@ -122,6 +125,7 @@ class ReportData:
     rates: list[float]
     rows: list[Row] = field(default_factory=list)
     gains: list[Gain] = field(default_factory=list)
+    spectra: list[SpectrumShift] = field(default_factory=list)
     fig3d: dict[tuple[str, str], list[Line]] = field(default_factory=dict)  # (dataset, base method) -> lines
     n_trials: int = 0  # trials that ran to the end
     n_rows: int = 0  # every trial of the table
@@ -139,7 +143,8 @@ def trials_from_table(rows: Sequence[dict[str, Any]], base: dict[str, Any]) -> l
         params = {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
         config = applicable_params(resolve_config(base, params))
         ran = row["status"] == "finished" and not row.get("early_stopped") and row.get("test_acc") is not None
-        trials.append(Trial(str(row["trial_id"]), config, float(row["test_acc"]) if ran else None))
+        spectrum = tuple(float(row[c]) for c in SPECTRUM_COLUMNS if row.get(c) is not None) if ran else ()
+        trials.append(Trial(str(row["trial_id"]), config, float(row["test_acc"]) if ran else None, spectrum))
     return trials
 
 
@@ -214,18 +219,67 @@ def bss_gains(trials: Sequence[Trial]) -> list[Gain]:
 
 
 def fig3d_lines(trials: Sequence[Trial]) -> dict[tuple[str, str], list[Line]]:
+    """Accuracy against k per rate; the line's baseline (its trials without BSS, otherwise equal
+    but for the seed) is drawn at k = 0 when the study ran it."""
     groups: dict[Key, dict[int, list[Trial]]] = defaultdict(lambda: defaultdict(list))
     for t in trials:
         if t.k is not None:
             groups[t.key(_except("seed", "bss.k"))][t.k].append(t)
     groups = {key: ks for key, ks in groups.items() if len(ks) > 1}  # a line needs two values of k
     first = {key: next(iter(ks.values()))[0] for key, ks in groups.items()}
+    baselines: dict[Key, list[Trial]] = defaultdict(list)
+    for t in trials:
+        if not t.bss:
+            baselines[t.key(_except("seed", "bss."))].append(t)
     labels = _labels(first.items(), lambda t: f"{100 * t.rate:g}%", shown=("bss.k",))
     panels: dict[tuple[str, str], list[Line]] = defaultdict(list)
     for key, ks in groups.items():
         t = first[key]
-        panels[(t.dataset, t.base_method)].append(Line(t.rate, labels[key], {k: Cell.of(m) for k, m in ks.items()}))
+        cells = {k: Cell.of(m) for k, m in ks.items()}
+        baseline = baselines.get(t.key(_except("seed", "bss.")))
+        if baseline:
+            cells[0] = Cell.of(baseline)
+        panels[(t.dataset, t.base_method)].append(Line(t.rate, labels[key], cells))
     return {panel: sorted(lines, key=lambda line: (line.rate, line.label)) for panel, lines in sorted(panels.items())}
+
+
+@dataclass(frozen=True)
+class SpectrumShift:
+    """How BSS moved the i-th smallest singular value of the features, against its partner without
+    BSS (same config otherwise, same seed): mean relative change and a paired t-test."""
+
+    dataset: str
+    method: str
+    rate: float
+    index: int  # 1 = the smallest
+    relative_change: float  # mean of (with BSS / without) - 1
+    n_pairs: int
+    p_value: float | None
+
+
+def spectrum_shifts(trials: Sequence[Trial]) -> list[SpectrumShift]:
+    """For every BSS configuration with partners: the change of each reported smallest singular
+    value (does BSS shrink more than the k it penalises? Fig. 1c-d, 3b-c)."""
+    ran = [t for t in trials if t.spectrum]
+    partners = {t.key(_except("bss.")): t for t in ran if not t.bss}
+    pairs: dict[Key, list[tuple[Trial, Trial]]] = defaultdict(list)
+    for t in ran:
+        partner = partners.get(t.key(_except("bss."))) if t.bss else None
+        if partner is not None:
+            pairs[t.key(_except("seed"))].append((t, partner))
+    example = {key: members[0][0] for key, members in pairs.items()}
+    labels = _labels(example.items(), lambda t: t.method, shown=("data.sampling_rate",))
+    shifts = []
+    for key, members in pairs.items():
+        t = example[key]
+        for i in range(min(len(a.spectrum) for pair in members for a in pair)):
+            diffs = [a.spectrum[i] - b.spectrum[i] for a, b in members]
+            ratios = [a.spectrum[i] / b.spectrum[i] - 1 for a, b in members if b.spectrum[i] > 0]
+            change = statistics.fmean(ratios) if ratios else float("nan")
+            shifts.append(
+                SpectrumShift(t.dataset, labels[key], t.rate, i + 1, change, len(diffs), paired_t_test(diffs))
+            )
+    return sorted(shifts, key=lambda s: (s.dataset, s.method, s.rate, s.index))
 
 
 def report_data(trials: Sequence[Trial]) -> ReportData:
@@ -233,6 +287,7 @@ def report_data(trials: Sequence[Trial]) -> ReportData:
         rates=sorted({t.rate for t in trials}),
         rows=table2_rows(trials),
         gains=bss_gains(trials),
+        spectra=spectrum_shifts(trials),
         fig3d=fig3d_lines(trials),
         n_trials=sum(t.test_acc is not None for t in trials),
         n_rows=len(trials),
@@ -256,4 +311,25 @@ def gains_markdown(data: ReportData) -> str:
     for g in data.gains:
         p = "-" if g.p_value is None else f"{g.p_value:.3g}"
         lines.append(f"| {g.dataset} | {g.method} | {100 * g.rate:g}% | {100 * g.mean_gain:+.2f} | {g.n_pairs} | {p} |")
+    return "\n".join(lines)
+
+
+def spectra_markdown(data: ReportData) -> str:
+    """One row per BSS configuration and rate; a column per reported singular value (1 = smallest)."""
+    count = max(s.index for s in data.spectra)
+    lines = [
+        "| dataset | method | rate | pairs | " + " | ".join(f"s_{i} change (p)" for i in range(1, count + 1)) + " |",
+        "|" + " --- |" * (4 + count),
+    ]
+    rows: dict[tuple[str, str, float], dict[int, SpectrumShift]] = defaultdict(dict)
+    for shift in data.spectra:
+        rows[(shift.dataset, shift.method, shift.rate)][shift.index] = shift
+    for (dataset, method, rate), by_index in rows.items():
+        n = next(iter(by_index.values())).n_pairs
+        cells = []
+        for i in range(1, count + 1):
+            found = by_index.get(i)
+            p = "-" if found is None or found.p_value is None else f"{found.p_value:.2g}"
+            cells.append("-" if found is None else f"{100 * found.relative_change:+.0f}% ({p})")
+        lines.append(f"| {dataset} | {method} | {100 * rate:g}% | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

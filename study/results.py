@@ -11,8 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from finetune.engine import NUM_REPORTED_SINGULAR_VALUES
+
 METRIC_COLUMNS = ("best_val_acc", "best_epoch", "val_acc", "test_acc", "train_loss", "epoch", "time_total_s")
 SIZE_COLUMNS = ("n_train", "n_val", "n_test")  # images in each split of the trial
+# the smallest singular values of the last training batch's features at the trial's last epoch
+SPECTRUM_COLUMNS = tuple(f"sv_min_{i}" for i in range(1, NUM_REPORTED_SINGULAR_VALUES + 1))
 INT_COLUMNS = ("best_epoch", "epoch", *SIZE_COLUMNS)
 
 
@@ -63,7 +67,7 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
     }
     for name in param_names:
         columns[f"param.{name}"] = ([r.params.get(name) for r in rows], None)
-    for name in (*METRIC_COLUMNS, *SIZE_COLUMNS):
+    for name in (*METRIC_COLUMNS, *SIZE_COLUMNS, *SPECTRUM_COLUMNS):
         values = [_clean(r.metrics.get(name)) for r in rows]
         columns[name] = (values, pa.int64() if name in INT_COLUMNS else pa.float64())
     arrays, names = [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,12 @@ class StudySpec:
     @property
     def base_config(self) -> TrainConfig:
         return config_from_dict(self.base)
+
+    @property
+    def cluster_address(self) -> str | None:
+        """The Ray cluster to join: ``ray_address``, else ``RAY_ADDRESS`` (set by ``ray job submit``
+        for the job's driver); None starts a local Ray in the driver's process."""
+        return self.ray_address or os.environ.get("RAY_ADDRESS") or None
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -150,7 +157,7 @@ def validate(spec: StudySpec) -> None:
             f"{base.data.selection} differs from the spec's selection ({spec.selection}); "
             "set selection at the top of the spec only",
         )
-    if base.device.startswith("cuda") and spec.resources.gpu <= 0 and not spec.ray_address:
+    if base.device.startswith("cuda") and spec.resources.gpu <= 0 and not spec.cluster_address:
         raise _fail("resources.gpu", f"base.device is {base.device!r} but trials reserve no GPU; set resources.gpu")
     try:  # the dataset's folder and list files (no image is decoded here)
         DATASETS[base.data.dataset](base.data)
@@ -192,6 +199,22 @@ def check_inputs(spec: StudySpec) -> None:
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
 
+def with_tracking_env(spec: StudySpec, cwd: Path | None = None) -> StudySpec:
+    """A spec without ``tracking_uri`` takes ``MLFLOW_TRACKING_URI`` (MLflow's own convention) when it
+    is set: the spec's value wins, then the environment, then the study folder's ``mlflow.db``. A
+    relative SQLite path is resolved against ``cwd``. Applied at launch; the study folder records it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if spec.tracking_uri is not None or not uri:
+        return spec
+    try:
+        check_tracking_uri(uri)
+    except StudyError as exc:
+        raise StudyError(f"MLFLOW_TRACKING_URI (environment): {str(exc).split(': ', 1)[1]}") from None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{((cwd or Path.cwd()) / uri.removeprefix('sqlite:///')).resolve()}"
+    return StudySpec(**{**spec.__dict__, "tracking_uri": uri})
+
+
 def check_tracking_uri(uri: str | None) -> None:
     if uri is None:
         return
@@ -229,8 +252,8 @@ def check_output_dir(spec: StudySpec) -> None:
 
 def check_local_resources(spec: StudySpec, cpus: int, gpus: int) -> None:
     """A local Ray cluster has this machine's CPUs (or ray_num_cpus) and GPUs: a trial that asks for
-    more would wait PENDING forever. Not checked when joining a cluster (ray_address)."""
-    if spec.ray_address:
+    more would wait PENDING forever. Not checked when joining a cluster (ray_address, RAY_ADDRESS)."""
+    if spec.cluster_address:
         return
     have_cpus = spec.ray_num_cpus or cpus
     if spec.resources.cpu > have_cpus:

@@ -38,7 +38,7 @@ class StudyStatus:
             "damaged": f"trials.parquet is damaged: `study resume {self.folder}` rebuilds it",
         }[self.table]
         ended = f"{done}/{self.requested} trials ended ({states})"
-        return f"study {self.name}: {ended}; best {self.metric.removeprefix("best_")} so far {best}; {state}"
+        return f"study {self.name}: {ended}; best {self.metric.removeprefix('best_')} so far {best}; {state}"
 
 
 def study_status(path: Path) -> StudyStatus:

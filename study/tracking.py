@@ -7,6 +7,7 @@ and the trial -> run mapping is explicit, so a later resume can continue a trial
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 from ray import cloudpickle
 from ray.exceptions import RayTaskError
 from ray.tune import Callback
@@ -33,6 +34,24 @@ NOT_METRICS = {
     *("replayed", "start_epoch"),  # bookkeeping of restarted trials
 }
 SIZE_PARAMS = ("n_train", "n_val", "n_test")  # reported by the trial, logged as params
+
+
+def git_commit() -> str | None:
+    """The commit of the code that runs the study (None outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (``mlflow.source.git.commit``, shown in the UI's run overview)."""
+    commit = git_commit()
+    return {MLFLOW_GIT_COMMIT: commit} if commit else {}
 
 
 def is_remote(tracking_uri: str) -> bool:
@@ -108,6 +127,7 @@ class MlflowTrialLogger(Callback):
         self.base = dict(base)
         self.max_epochs = max_epochs
         self.optuna_number = optuna_number
+        self.source = source_tags()  # on the driver, once: every trial runs the driver's code
         self._client: MlflowClient | None = None
         self._run_ids: dict[str, str] = {}
         self._last_step: dict[str, int] = {}
@@ -194,6 +214,7 @@ class MlflowTrialLogger(Callback):
             "tune.trial_id": trial.trial_id,
             "trial_dir": f"trials/{trial.trial_id}",
             "searched": ",".join(sorted(trial.config)),
+            **self.source,
         }
         if number is not None:
             tags["optuna.trial_number"] = str(number)
@@ -295,31 +316,58 @@ def ray_error_type(trial: Trial) -> str | None:
 
 
 class ProgressLine(Callback):
-    """A one-line progress report whenever a trial ends: trials done of requested, best so far."""
+    """The study's progress, one line whenever a trial ends (in place of Tune's status tables):
+    a bar of trials ended out of requested (also those ended before a resume), the best value of
+    the selection metric so far, elapsed time and an estimate of what is left."""
 
     def __init__(self, requested: int, metric: str = "best_val_acc") -> None:
         self.requested = requested
         self.metric = metric
         self.best: float | None = None
-        self.ended: set[str] = set()
+        self.ended: set[str] = set()  # ended while this driver ran
+        self.started_here: set[str] = set()
+        self.started = time.monotonic()
 
-    def _report(self, trial: Trial, what: str) -> None:
+    def line(self, trial_id: str, what: str, ended_before: int) -> str:
+        done = ended_before + len(self.ended)
+        width = 20
+        filled = min(width, round(width * done / max(1, self.requested)))
+        bar = "#" * filled + "." * (width - filled)
+        best = f"{self.best:.4f}" if self.best is not None else "-"
+        label = "val_acc" if self.metric == "best_val_acc" else self.metric
+        elapsed = time.monotonic() - self.started
+        left = self.requested - done
+        eta = _duration(elapsed / len(self.ended) * left) if self.ended and left > 0 else "-"
+        return (
+            f"[study] [{bar}] {done}/{self.requested} ended, best {label} {best}, "
+            f"{_duration(elapsed)} elapsed, ~{eta} left (trial {trial_id} {what})"
+        )
+
+    def _report(self, trial: Trial, what: str, trials: list[Trial] | None = None) -> None:
         self.ended.add(trial.trial_id)
         value = (trial.last_result or {}).get(self.metric)
         if isinstance(value, int | float) and (self.best is None or value > self.best):
             self.best = float(value)
-        best = f"{self.best:.4f}" if self.best is not None else "-"
-        ended = f"{len(self.ended)}/{self.requested} ended"
-        label = "val_acc" if self.metric == "best_val_acc" else self.metric
-        print(f"[study] trial {trial.trial_id} {what}: {ended}, best {label} {best}", flush=True)
+        # trials a resumed study had ended before this driver started (never started here)
+        ended = {t.trial_id for t in trials or [] if t.status in (Trial.TERMINATED, Trial.ERROR)}
+        print(self.line(trial.trial_id, what, len(ended - self.ended - self.started_here)), flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.started_here.add(trial.trial_id)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._report(trial, "finished")
+        self._report(trial, "finished", trials)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._report(trial, f"failed ({trial_error_message(trial)[:120]})")
+        self._report(trial, f"failed ({trial_error_message(trial)[:120]})", trials)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         start = "its last saved epoch"
         print(f"[study] trial {trial.trial_id} failed ({trial_error_message(trial)[:120]}); "
               f"retry {trial.num_failures} from {start}", flush=True)  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

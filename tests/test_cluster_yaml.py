@@ -17,6 +17,15 @@ def test_cluster_yaml_is_valid_for_ray() -> None:
     assert head["resources"] == {"CPU": 0, "GPU": 0}  # no trials on the head
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
     assert not any("0.0.0.0" in c for c in config["head_setup_commands"])
+    # a node whose shared file system does not mount fails its setup, loudly
+    assert not any("|| true" in c for c in config["setup_commands"])
+    assert any("mountpoint -q /mnt/shared ||" in c and "exit 1" in c for c in config["setup_commands"])
+    # the head has Ray's dashboard and job server (ray[default]) and the AWS autoscaler's boto3
+    assert any(".[cluster]" in c for c in config["head_setup_commands"])
+    (cluster_extra,) = [
+        line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("cluster =")
+    ]
+    assert '"ray[default,tune]' in cluster_extra and '"boto3' in cluster_extra
 
 
 def test_validator_rejects_a_broken_config() -> None:
@@ -36,4 +45,8 @@ def test_kuberay_manifest_keeps_trials_off_the_head_and_ports_private() -> None:
     limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1" and workers["maxReplicas"] >= 1
     text = (REPO / "k8s" / "raycluster.yaml").read_text()
+    # dependencies come with the image, not from a postStart hook racing the container's start
+    assert "postStart" not in text and "pip install" not in text
+    images = {c["image"] for c in head["template"]["spec"]["containers"] + workers["template"]["spec"]["containers"]}
+    assert images == {"registry.example.com/bss-study:0.1.0"} and (REPO / "k8s" / "Dockerfile").is_file()
     assert "0.0.0.0" not in text and "LoadBalancer" not in text and "NodePort" not in text

@@ -247,3 +247,20 @@ def test_tsvd_accuracy_does_not_depend_on_the_evaluation_batching() -> None:
             **tiny_base()["data"], "eval_batch_size": batch}})  # fmt: skip
         accs.add(accuracy(trainer.model, trainer.splits.test, resized, trainer.device, eval_views(resized.data)))
     assert len(accs) == 1
+
+
+def test_the_engine_leaves_the_process_thread_count_to_the_edges() -> None:
+    """``num_threads`` is process-wide: ``use_threads`` (called by the trainable and `study train`)
+    applies it; building a Trainer does not."""
+    from finetune import Trainer
+    from finetune.engine import use_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Trainer(config_from_dict(tiny_base(num_threads=1)))
+        assert torch.get_num_threads() == 2
+        use_threads(config_from_dict(tiny_base(num_threads=1)))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -13,7 +13,7 @@ from scipy import stats
 from study.cli import main
 from study.driver import start_record
 from study.folder import TRIALS_FILE, StudyFolder, StudyRecord
-from study.report_data import report_data, table2_markdown, trials_from_table
+from study.report_data import report_data, spectra_markdown, table2_markdown, trials_from_table
 from study.results import TrialRow, trials_table, write_table
 from study.spec import spec_from_mapping
 from tests.conftest import tiny_base
@@ -62,10 +62,33 @@ def test_report_numbers() -> None:
     assert constant.mean_gain == pytest.approx(0.01) and constant.p_value == 0.0
     lines = data.fig3d[("embedded-fashion-mnist", "l2")]
     assert [line.label for line in lines] == ["15%", "30%"]
-    assert set(lines[0].cells) == {1, 4}
+    assert set(lines[0].cells) == {0, 1, 4}  # k = 0: the same config without BSS, the line's baseline
+    assert lines[0].cells[0].mean == pytest.approx(statistics.fmean([0.65, 0.66, 0.67]))
+    assert lines[0].cells[0].expected == 5  # the lost trials of the baseline's cell count here too
     assert lines[1].cells[4].mean == pytest.approx(statistics.fmean([0.81, 0.82, 0.83]))
     markdown = table2_markdown(data)
     assert "| embedded-fashion-mnist | l2+BSS(k=4) |" in markdown and "15%" in markdown
+
+
+def test_spectrum_shifts_pair_bss_with_its_partner_per_singular_value() -> None:
+    """Each BSS trial's smallest singular values against its partner's without BSS (same seed):
+    mean relative change and the paired t-test of the differences, per index."""
+    rows = []
+    for seed in range(3):
+        plain = [1.0 + seed, 2.0 + seed, 3.0, 4.0]
+        shrunk = [0.5 * plain[0], 0.8 * plain[1] - 0.01 * seed, 3.0 + 0.1 * seed, 4.0]
+        for bss, spectrum in ((False, plain), (True, shrunk)):
+            metrics = {"test_acc": 0.5, "epoch": 2, **{f"sv_min_{i + 1}": v for i, v in enumerate(spectrum)}}
+            params = {"seed": seed, "bss.enabled": bss}
+            rows.append(TrialRow(f"t{len(rows)}", "finished", params, metrics))
+    data = report_data(trials_from_table(trials_table(rows).to_pylist(), {}))
+    shifts = {s.index: s for s in data.spectra}
+    assert set(shifts) == {1, 2, 3, 4} and all(s.n_pairs == 3 and s.method == "l2+BSS" for s in shifts.values())
+    assert shifts[1].relative_change == pytest.approx(-0.5) and shifts[1].p_value is not None
+    diffs = [(0.8 * (2.0 + s) - 0.01 * s) - (2.0 + s) for s in range(3)]
+    assert shifts[2].p_value == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
+    assert shifts[4].relative_change == 0.0 and shifts[4].p_value == 1.0
+    assert "| embedded-fashion-mnist | l2+BSS | 15% | 3 | -50% (" in spectra_markdown(data)
 
 
 def test_a_search_is_not_pooled_into_table_cells_or_fig3d() -> None:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from study.cli import main
+from study.errors import StudyError
 from study.spec import load_spec
 from tests.conftest import REPO
 
@@ -167,6 +168,7 @@ def test_ui_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["ui", str(tmp_path), "--print-only"]) == 0
     out = capsys.readouterr().out
     assert "--host 127.0.0.1" in out and f"sqlite:///{tmp_path.resolve()}/mlflow.db" in out
+    assert "the study's runs: http://127.0.0.1:5000/#/experiments/1/runs" in out  # not MLflow 3's GenAI overview
     assert main(["ui", str(tmp_path), "--port", "99999"]) == 2
     assert capsys.readouterr().err.startswith("error: --port: 99999 is not a TCP port")
 
@@ -216,6 +218,40 @@ def test_gpus_asked_but_absent_fail_before_anything_is_written(tmp_path: Path) -
     assert not (tmp_path / "out").exists()
 
 
+def test_mlflow_tracking_uri_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's convention: the spec's tracking_uri wins, then MLFLOW_TRACKING_URI, then the folder's
+    own mlflow.db. A relative SQLite path is taken from where the command runs; a bad one is refused."""
+    from study.spec import with_tracking_env
+
+    spec = load_spec(write_spec(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert with_tracking_env(spec).tracking_uri is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///shared/mlflow.db")
+    assert with_tracking_env(spec, cwd=tmp_path).tracking_uri == f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert with_tracking_env(spec).tracking_uri == "http://127.0.0.1:5000"
+    explicit = load_spec(write_spec(tmp_path, tracking_uri="http://10.0.0.1:5000"))
+    assert with_tracking_env(explicit).tracking_uri == "http://10.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
+    with pytest.raises(StudyError, match=r"^MLFLOW_TRACKING_URI \(environment\): './mlruns' is not an MLflow"):
+        with_tracking_env(spec)
+
+
+def test_ray_address_from_ray_job_submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver started by `ray job submit` has RAY_ADDRESS: it joins that cluster, and the local
+    checks (ray_num_cpus, this machine's CPUs and GPUs) do not apply."""
+    from study.spec import check_local_resources
+
+    spec = load_spec(write_spec(tmp_path, **{"resources.cpu": 3}, ray_num_cpus=2, ray_address=None))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert spec.cluster_address is None
+    with pytest.raises(StudyError, match=r"^resources\.cpu"):
+        check_local_resources(spec, 2, 0)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert spec.cluster_address == "10.0.0.5:6379"
+    check_local_resources(spec, 2, 0)
+
+
 def test_schedulers_build() -> None:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
@@ -254,3 +290,15 @@ def test_sweep_efficiency() -> None:
     assert sweep_efficiency(resumed, wall=20.0, slots=2) is None
     retried = [*rows[:3], TrialRow("r", "finished", {}, {"time_total_s": 3.0}, retries=1)]
     assert sweep_efficiency(retried, wall=20.0, slots=2) is None
+
+
+def test_progress_line_bar_best_and_time_left() -> None:
+    from study.tracking import ProgressLine
+
+    progress = ProgressLine(requested=8, metric="test_acc")
+    progress.ended = {"a", "b"}
+    progress.best = 0.75
+    progress.started -= 120  # two trials ended here in two minutes: the four left take about four
+    line = progress.line("b", "finished", ended_before=2)
+    assert line.startswith("[study] [##########..........] 4/8 ended, best test_acc 0.7500, 2m00s elapsed")
+    assert "~4m00s left" in line and "(trial b finished)" in line

@@ -95,7 +95,7 @@ def test_two_trial_study_end_to_end(
     assert main(["launch", str(spec_path)]) == 0
     printed = capsys.readouterr().out
     assert "study ui" in printed and "best config:" in printed
-    assert "2/2 ended, best val_acc" in printed  # the live progress line
+    assert "] 2/2 ended, best val_acc" in printed and "elapsed" in printed  # the live progress line
     assert "sweep efficiency" in printed
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")

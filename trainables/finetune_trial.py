@@ -17,7 +17,7 @@ import torch
 from ray import tune
 
 from finetune import Callback, EpochMetrics, FitResult, InputError, Trainer, config_to_yaml, resolve_config
-from finetune.engine import train_to_end
+from finetune.engine import train_to_end, use_threads
 from trainables.trial_store import TrialStore
 
 REPLAYED = "replayed"  # 1.0 in a result that repeats the epoch a restarted trial continues from
@@ -71,6 +71,7 @@ def run_trial(
     try:
         config = resolve_config(base, params)
         store.save_config(config_to_yaml(config))
+        use_threads(config)
         trainer = Trainer(config)
     except InputError as exc:
         store.record_fatal(str(exc))

@@ -63,16 +63,19 @@ class DELTA(Regularizer):
             self.register_buffer(f"attention_{i}", a.detach().clone().float())
         self._target: dict[str, torch.Tensor] = {}
         self._source: dict[str, torch.Tensor] = {}
-        self._handles = [self._hook(backbone, self._target), self._hook(self.source, self._source)]
+        # the hooks live as long as the model they watch: one DELTA term per model, never detached
+        self._hook(backbone, self._target)
+        self._hook(self.source, self._source)
 
-    def _hook(self, module: nn.Module, store: dict[str, torch.Tensor]) -> list[torch.utils.hooks.RemovableHandle]:
+    def _hook(self, module: nn.Module, store: dict[str, torch.Tensor]) -> None:
         def save(name: str):  # type: ignore[no-untyped-def]
             def hook(_m: nn.Module, _inputs: object, output: torch.Tensor) -> None:
                 store[name] = output
 
             return hook
 
-        return [module.get_submodule(name).register_forward_hook(save(name)) for name in self.layers]
+        for name in self.layers:
+            module.get_submodule(name).register_forward_hook(save(name))
 
     def forward(self, state: StepState) -> torch.Tensor:
         if not all(name in self._target for name in self.layers):
