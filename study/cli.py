@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -212,6 +213,11 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
     for path in export_best(Path(args.study_dir).resolve(), args.top, Path(args.out) if args.out else None):
         print(path)
+    if args.register is not None:
+        from study.export import register_best
+
+        uri = register_best(Path(args.study_dir).resolve(), args.register or None)
+        print(f"registered: {uri} (load it with mlflow.pytorch.load_model({uri!r}))")
     return 0
 
 
@@ -223,23 +229,53 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_server_args(host: str, port: int, what: str) -> None:
+    if not 1 <= port <= 65535:
+        raise StudyError(f"--port: {port} is not a TCP port; pass 1-65535")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: serving {what} on {host}; anyone who reaches it can read and change the study", file=sys.stderr
+        )
+
+
+def serve(command: list[str], print_only: bool) -> int:
+    if print_only:
+        return 0
+    os.execv(command[0], command)
+    return 0  # pragma: no cover
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     folder = Path(args.study_dir)
     if not (folder / MLFLOW_FILE).is_file():
         raise StudyError(f"STUDY_DIR: no {MLFLOW_FILE} in {folder}; pass the output_dir of a launched study")
-    if not 1 <= args.port <= 65535:
-        raise StudyError(f"--port: {args.port} is not a TCP port; pass 1-65535 (default 5000)")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"warning: serving MLflow on {args.host}; anyone who reaches it can read and change runs", file=sys.stderr
-        )
+    check_server_args(args.host, args.port, "MLflow")
     command = ui_command(folder, args.host, args.port)
     print(" ".join(shlex.quote(c) for c in command), flush=True)
     print(f"the study's runs: {runs_address(folder, args.host, args.port)}", flush=True)
-    if args.print_only:
-        return 0
-    os.execv(command[0], command)
-    return 0  # pragma: no cover
+    return serve(command, args.print_only)
+
+
+def dashboard_command(study_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
+    """optuna-dashboard (the ``dashboard`` extra) on the study's Optuna storage."""
+    executable = Path(sys.executable).parent / "optuna-dashboard"
+    found = str(executable) if executable.is_file() else shutil.which("optuna-dashboard")
+    if found is None:
+        raise StudyError("dashboard: optuna-dashboard is not installed; pip install -e '.[dashboard]'")
+    storage = f"sqlite:///{StudyFolder(study_dir).optuna_file.resolve()}"
+    return [found, storage, "--host", host, "--port", str(port)]
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    folder = StudyFolder(Path(args.study_dir))
+    if not folder.optuna_file.is_file():
+        raise StudyError(f"STUDY_DIR: no {folder.optuna_file.name} in {folder.path}; pass the output_dir of a study")
+    check_server_args(args.host, args.port, "optuna-dashboard")
+    command = dashboard_command(folder.path, args.host, args.port)
+    print(" ".join(shlex.quote(c) for c in command), flush=True)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"the dashboard: http://{shown}:{args.port}/dashboard", flush=True)
+    return serve(command, args.print_only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many trials (by the study's selection metric: best_val_acc, or a grid's test_acc)",
     )
     p.add_argument("--out", help="folder for the YAML files (default: STUDY_DIR/export)")
+    p.add_argument(
+        "--register",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="also log the best trial's weights as an MLflow model and register it as NAME "
+        "(default: the study's name) in MLflow's model registry",
+    )
     p.set_defaults(func=cmd_export_best)
     p = sub.add_parser(
         "report",
@@ -304,6 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--print-only", action="store_true", help="print the command instead of running it")
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser(
+        "dashboard",
+        help="open optuna-dashboard on a study's Optuna storage",
+        description="Serve optuna-dashboard (pip install -e '.[dashboard]') on the study's optuna.db.",
+    )
+    p.add_argument("study_dir", help="the study's output_dir")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--print-only", action="store_true", help="print the command instead of running it")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 

@@ -1,14 +1,25 @@
-"""`study export-best`: the top trials' resolved configs, runnable again by `study train --config`."""
+"""`study export-best`: the top trials' resolved configs, runnable again by `study train --config`;
+with ``--register``, the best trial's weights as an MLflow model in MLflow's model registry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from finetune import config_to_yaml, resolve_config
 from study.errors import StudyError
-from study.folder import EXPORT_DIR, StudyFolder, read_trials
+from study.folder import EXPORT_DIR, StudyFolder, StudyRecord, read_trials, rebase_artifacts
 from study.spec import load_spec
 from trainables import BEST_WEIGHTS
+
+
+def ranked_rows(folder: StudyFolder, metric: str) -> list[dict[str, Any]]:
+    """The trials of a finished study, best first by the study's selection metric."""
+    rows = [r for r in read_trials(folder).to_pylist() if r[metric] is not None]
+    if metric == "test_acc":  # a grid: only trials that ran to their last epoch have its test accuracy
+        rows = [r for r in rows if r["status"] == "finished" and not r["early_stopped"]]
+    return sorted(rows, key=lambda r: r[metric], reverse=True)
 
 
 def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]:
@@ -18,10 +29,7 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
     folder.require_launched()
     spec = load_spec(folder.spec_file, output_dir=folder.path)
     metric = str(spec.metric)
-    rows = [r for r in read_trials(folder).to_pylist() if r[metric] is not None]
-    if metric == "test_acc":  # a grid: only trials that ran to their last epoch have its test accuracy
-        rows = [r for r in rows if r["status"] == "finished" and not r["early_stopped"]]
-    rows.sort(key=lambda r: r[metric], reverse=True)
+    rows = ranked_rows(folder, metric)
     out = out or folder.path / EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -42,3 +50,49 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def register_best(path: Path, model_name: str | None = None) -> str:
+    """Log the best trial's selected weights as an MLflow PyTorch model in that trial's run (with
+    its resolved config) and register it under ``model_name`` (default: the study's name).
+    Returns the registered model's URI (``models:/<name>/<version>``), which
+    ``mlflow.pytorch.load_model`` loads: a :class:`finetune.model.Classifier` whose forward
+    returns ``(logits, features)`` for normalised images."""
+    import mlflow
+    import torch
+
+    import finetune
+    from finetune.backbones import build_classifier
+
+    folder = StudyFolder(path)
+    folder.require_launched()
+    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    record = StudyRecord.load(folder)
+    candidates = [r for r in ranked_rows(folder, str(spec.metric)) if r.get("has_weights") and r.get("trial_dir")]
+    if not candidates:
+        raise StudyError(
+            f"--register: no trial of {folder.path} ran to its end with saved weights; nothing to register"
+        )
+    best = candidates[0]
+    params = {k.removeprefix("param."): v for k, v in best.items() if k.startswith("param.") and v is not None}
+    config = resolve_config(spec.base, params)
+    state = torch.load(folder.path / best["trial_dir"] / BEST_WEIGHTS, map_location="cpu", weights_only=True)
+    model = build_classifier(replace(config.model, weights=None), num_classes=int(state["head.weight"].shape[0]))
+    model.load_state_dict(state)
+    model.eval()
+    rebase_artifacts(folder, record)
+    uri = record.tracking_uri_in(folder)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = model_name or spec.name
+    requirements = [f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]
+    with mlflow.start_run(run_id=best["mlflow_run_id"]):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            pip_requirements=requirements,  # stated, not inferred (inference loads the model in a subprocess)
+            code_paths=[str(Path(finetune.__file__).parent)],  # the Classifier's code travels with it
+            metadata={"study": spec.name, "trial_id": str(best["trial_id"]), "config": config_to_yaml(config)},
+        )
+    return f"models:/{name}/{info.registered_model_version}"

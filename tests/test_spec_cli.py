@@ -173,7 +173,18 @@ def test_ui_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.startswith("error: --port: 99999 is not a TCP port")
 
 
-@pytest.mark.parametrize("verb", ["launch", "train", "ui"])
+def test_dashboard_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dashboard", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: STUDY_DIR: no optuna.db in")
+    (tmp_path / "optuna.db").write_bytes(b"")
+    assert main(["dashboard", str(tmp_path), "--print-only"]) == 0
+    out = capsys.readouterr().out
+    assert f"sqlite:///{tmp_path.resolve()}/optuna.db --host 127.0.0.1 --port 8080" in out
+    assert "http://127.0.0.1:8080/dashboard" in out
+    assert main(["dashboard", str(tmp_path), "--port", "0"]) == 2
+
+
+@pytest.mark.parametrize("verb", ["launch", "train", "ui", "dashboard"])
 def test_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([verb, "--help"])

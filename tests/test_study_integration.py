@@ -146,8 +146,47 @@ def test_two_trial_study_end_to_end(
     assert rerun.returncode == 0, rerun.stderr
     assert "test_acc=" in rerun.stdout and (tmp_path / "w" / "best_model.pt").is_file()
 
+    # the best trial as an MLflow model in the model registry, loadable by mlflow.pytorch
+    assert main(["export-best", str(out), "--register"]) == 0
+    assert "registered: models:/itest/1" in capsys.readouterr().out
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{out / 'mlflow.db'}")
+    loaded = mlflow.pytorch.load_model("models:/itest/1")
+    best_id = client.get_run(parents[0].info.run_id).data.tags["best.trial_id"]
+    saved = torch.load(out / "trials" / best_id / "best_model.pt", weights_only=True)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
+    logits, _ = loaded.eval()(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+    version = MlflowClient(f"sqlite:///{out / 'mlflow.db'}").get_model_version("itest", "1")
+    assert version.run_id == next(c.info.run_id for c in children if c.data.tags["tune.trial_id"] == best_id)
+
     # the MLflow UI, started as the README says, lists the study and its trials with their metrics
     assert_ui_lists_runs(out, parent_id=parents[0].info.run_id, children=2)
+
+    # optuna-dashboard, started by `study dashboard`, serves the study with its metric's name
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "study", "dashboard", str(out), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.loads(response.read())["studies"]
+                break
+            except OSError:
+                assert dashboard.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
+                time.sleep(0.5)
+        (served,) = [s for s in studies if s["study_name"] == "itest"]
+        assert served["directions"] == ["maximize"]
+    finally:
+        os.killpg(dashboard.pid, signal.SIGTERM)
+        dashboard.wait(timeout=30)
 
     # the same spec again: nothing is rerun, the finished study is reported
     assert main(["launch", str(spec_path)]) == 0
