@@ -14,6 +14,7 @@ from torchvision.models import WeightsEnum
 from finetune.config import ModelConfig
 from finetune.errors import ConfigError, WeightsError
 from finetune.model import Classifier
+from finetune.registry import Registry
 from finetune.weights import file_state_dict, torchvision_state_dict
 
 
@@ -63,12 +64,11 @@ def _resnet_features(model: nn.Module) -> nn.Module:
     return model
 
 
-BACKBONES: dict[str, BackboneSpec] = {}
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", "model.backbone")
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    BACKBONES[spec.name] = spec
-    return spec
+    return BACKBONES.add(spec.name, spec, f"torchvision {spec.name}, {spec.feature_dim}-d pooled features")
 
 
 register_backbone(
@@ -86,8 +86,6 @@ for _name, _build, _weights, _dim in (
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise ConfigError(f"model.backbone: unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name]
 
 

@@ -362,8 +362,6 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     from finetune.protocols import PROTOCOLS
 
     name = values.get("protocol", "custom")
-    if name not in PROTOCOLS:
-        raise ConfigError(f"protocol: unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
     return build_dataclass(TrainConfig, _merge(PROTOCOLS[name].values, values))
 
 

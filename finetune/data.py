@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from finetune.config import DataConfig
 from finetune.errors import ConfigError, DataError
+from finetune.registry import Registry
 from finetune.sampling import per_class_indices
 
 Decoder = Callable[[np.ndarray, int], torch.Tensor]  # (indices, size) -> uint8 (n, 3, size, size)
@@ -118,22 +119,18 @@ def load_embedded_fashion_mnist(config: DataConfig) -> DatasetSources:
 
 
 Loader = Callable[[DataConfig], DatasetSources]
-DATASETS: dict[str, Loader] = {
-    "embedded-fashion-mnist": load_embedded_fashion_mnist,
-}
+DATASETS: Registry[Loader] = Registry("dataset", "data.dataset")
+DATASETS.add(
+    "embedded-fashion-mnist", load_embedded_fashion_mnist, "shipped with the package: Fashion-MNIST, 10 classes"
+)
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    def decorator(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-
-    return decorator
+def register_dataset(name: str, description: str = "") -> Callable[[Loader], Loader]:
+    return DATASETS.register(name, description)
 
 
 def check_dataset_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ConfigError(f"data.dataset: unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
+    DATASETS.check(name)
 
 
 def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

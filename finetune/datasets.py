@@ -120,7 +120,7 @@ def _scan_folder(folder: Path, classes: list[str]) -> tuple[list[Path], list[int
     return paths, labels
 
 
-@register_dataset("imagefolder")
+@register_dataset("imagefolder", "any folder of train/<class>/*.jpg and test/<class>/*.jpg")
 def load_imagefolder(config: DataConfig) -> DatasetSources:
     root = require_root(config)
     train_dir = root / "train"
@@ -139,7 +139,7 @@ def load_imagefolder(config: DataConfig) -> DatasetSources:
 # --- CUB-200-2011: images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/ ----------
 
 
-@register_dataset("cub200")
+@register_dataset("cub200", "CUB-200-2011 (200 bird species)")
 def load_cub200(config: DataConfig) -> DatasetSources:
     root = require_root(config)
     if (root / "CUB_200_2011").is_dir():
@@ -179,7 +179,7 @@ def _dogs_list(path: Path, root: Path) -> tuple[list[Path], list[int]]:
     return [root / "Images" / f for f in files], labels
 
 
-@register_dataset("stanford-dogs")
+@register_dataset("stanford-dogs", "Stanford Dogs (120 breeds)")
 def load_stanford_dogs(config: DataConfig) -> DatasetSources:
     root = require_root(config)
     train_paths, train_labels = _dogs_list(root / "train_list.mat", root)
@@ -198,7 +198,7 @@ def load_stanford_dogs(config: DataConfig) -> DatasetSources:
 # --- MIT Indoor 67: Images/<class>/..., TrainImages.txt, TestImages.txt --------------------------------
 
 
-@register_dataset("mit-indoor67")
+@register_dataset("mit-indoor67", "MIT Indoor-67 scenes")
 def load_mit_indoor(config: DataConfig) -> DatasetSources:
     root = require_root(config)
     train_list = _read_lines(require_file(root / "TrainImages.txt", "list file"))
@@ -243,7 +243,7 @@ def _torchvision_sources(
     return DatasetSources(train, None, test, tuple(parts[0].classes))
 
 
-@register_dataset("oxford-pets")
+@register_dataset("oxford-pets", "Oxford-IIIT Pets (37 breeds)")
 def load_oxford_pets(config: DataConfig) -> DatasetSources:
     from torchvision.datasets import OxfordIIITPet
 
@@ -254,7 +254,7 @@ def load_oxford_pets(config: DataConfig) -> DatasetSources:
     )  # fmt: skip
 
 
-@register_dataset("fgvc-aircraft")
+@register_dataset("fgvc-aircraft", "FGVC-Aircraft (100 variants)")
 def load_fgvc_aircraft(config: DataConfig) -> DatasetSources:
     from torchvision.datasets import FGVCAircraft
 
@@ -266,7 +266,7 @@ def load_fgvc_aircraft(config: DataConfig) -> DatasetSources:
     )  # fmt: skip
 
 
-@register_dataset("stanford-cars")
+@register_dataset("stanford-cars", "Stanford Cars (196 models)")
 def load_stanford_cars(config: DataConfig) -> DatasetSources:
     from torchvision.datasets import StanfordCars
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from finetune.registry import Registry
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -19,12 +21,11 @@ class Protocol:
     values: Mapping[str, Any]
 
 
-PROTOCOLS: dict[str, Protocol] = {}
+PROTOCOLS: Registry[Protocol] = Registry("protocol", "protocol")
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
-    PROTOCOLS[protocol.name] = protocol
-    return protocol
+    return PROTOCOLS.add(protocol.name, protocol, protocol.description)
 
 
 # what all three share: 224 px crops from 256 px squares, batch 48, the head at 10x the

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from finetune.config import DataConfig
-from finetune.errors import ConfigError
+from finetune.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,24 +122,17 @@ def ten_crop_views(x: torch.Tensor, config: DataConfig) -> list[torch.Tensor]:
     return crops + [c.flip(-1) for c in crops]
 
 
-TRAIN_TRANSFORMS: dict[str, TrainTransform] = {
-    "translate_flip": translate_flip,
-    "random_resized_crop": random_resized_crop,
-}
-EVAL_TRANSFORMS: dict[str, EvalViews] = {"center": center_view, "ten_crop": ten_crop_views}
+TRAIN_TRANSFORMS: Registry[TrainTransform] = Registry("training transform", "data.train_transform")
+TRAIN_TRANSFORMS.add("translate_flip", translate_flip, "random shifts of a few pixels + horizontal flip")
+TRAIN_TRANSFORMS.add("random_resized_crop", random_resized_crop, "RandomResizedCrop (scale crop_scale_min-1) + flip")
+EVAL_TRANSFORMS: Registry[EvalViews] = Registry("evaluation transform", "data.eval_transform")
+EVAL_TRANSFORMS.add("center", center_view, "one centre crop")
+EVAL_TRANSFORMS.add("ten_crop", ten_crop_views, "4 corners + centre, each also flipped, logits summed (official BSS)")
 
 
 def train_transform(config: DataConfig) -> TrainTransform:
-    if config.train_transform not in TRAIN_TRANSFORMS:
-        raise ConfigError(
-            f"data.train_transform: unknown {config.train_transform!r}; choose one of {', '.join(TRAIN_TRANSFORMS)}"
-        )
     return TRAIN_TRANSFORMS[config.train_transform]
 
 
 def eval_views(config: DataConfig) -> EvalViews:
-    if config.eval_transform not in EVAL_TRANSFORMS:
-        raise ConfigError(
-            f"data.eval_transform: unknown {config.eval_transform!r}; choose one of {', '.join(EVAL_TRANSFORMS)}"
-        )
     return EVAL_TRANSFORMS[config.eval_transform]

@@ -15,6 +15,8 @@ from typing import Any
 
 import optuna
 
+from finetune.registry import Registry
+
 SpaceFn = Callable[[optuna.Trial], dict[str, Any] | None]
 
 
@@ -38,22 +40,20 @@ class SearchSpace:
         return None if self.grid is None else math.prod(len(v) for v in self.grid.values())
 
 
-SPACES: dict[str, SearchSpace] = {}
+SPACES: Registry[SearchSpace] = Registry("search space", "search_space")
 
 
 def register_space(
     name: str, description: str, grid: Mapping[str, Sequence[Any]] | None = None
 ) -> Callable[[SpaceFn], SpaceFn]:
     def decorator(fn: SpaceFn) -> SpaceFn:
-        SPACES[name] = SearchSpace(name, description, fn, grid)
+        SPACES.add(name, SearchSpace(name, description, fn, grid), description)
         return fn
 
     return decorator
 
 
 def get_space(name: str) -> SearchSpace:
-    if name not in SPACES:
-        raise KeyError(name)
     return SPACES[name]
 
 

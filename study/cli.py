@@ -13,12 +13,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_yaml, fit, load_config
 from finetune.engine import use_threads
+from finetune.registry import Registry
 from study.errors import StudyError
 from study.folder import MLFLOW_FILE, TRIALS_FILE, StudyFolder, StudyRecord
 from study.spec import StudySpec, load_spec
@@ -201,6 +202,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def registries() -> list[Registry[Any]]:
+    """Every registry of named choices, in the order a spec uses them."""
+    from finetune.backbones import BACKBONES
+    from finetune.data import DATASETS
+    from finetune.protocols import PROTOCOLS
+    from finetune.regularizers import REGISTRY
+    from finetune.transforms import EVAL_TRANSFORMS, TRAIN_TRANSFORMS
+    from search_spaces import SPACES
+
+    return [SPACES, PROTOCOLS, DATASETS, BACKBONES, REGISTRY, TRAIN_TRANSFORMS, EVAL_TRANSFORMS]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for registry in registries():
+        print(f"{registry.field} ({registry.kind}):")
+        width = max(len(name) for name in registry)
+        for name, description in registry.describe():
+            print(f"  {name.ljust(width)}  {description}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from study.status import study_status
 
@@ -292,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("study_dir", help="the study's output_dir")
     p.set_defaults(func=cmd_resume)
+    p = sub.add_parser(
+        "list",
+        help="what every registry offers: spaces, protocols, datasets, backbones, ...",
+        description="The names a spec can use, with a description each.",
+    )
+    p.set_defaults(func=cmd_list)
     p = sub.add_parser("status", help="trials running / finished / failed and the best so far",
                        description="Progress of a study, also while it runs (read from its MLflow runs).")  # fmt: skip
     p.add_argument("study_dir", help="the study's output_dir")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from finetune.errors import ConfigError
+from finetune.registry import Registry
 
 if TYPE_CHECKING:
     from finetune.config import TrainConfig
@@ -57,12 +58,12 @@ class RegularizerEntry:
     base: bool  # True: chosen by ``regularizer.name``; False: an add-on enabled by its own section
 
 
-REGISTRY: dict[str, RegularizerEntry] = {}
+REGISTRY: Registry[RegularizerEntry] = Registry("regulariser", "regularizer.name")
 
 
 def register(name: str, description: str, *, base: bool) -> Callable[[Factory], Factory]:
     def decorator(factory: Factory) -> Factory:
-        REGISTRY[name] = RegularizerEntry(name, description, factory, base)
+        REGISTRY.add(name, RegularizerEntry(name, description, factory, base), description)
         return factory
 
     return decorator
