@@ -260,6 +260,13 @@ def trial_rows(
     return rows
 
 
+def tune_trials(results: tune.ResultGrid) -> list[Trial]:
+    """Every Tune trial of a finished or interrupted ``fit`` (status, failures, error files, last
+    result). Ray's public ResultGrid has Results, not Trials: this is the one place that reaches
+    into its private ``_experiment_analysis`` (``tests/test_searcher.py`` fails when Ray changes it)."""
+    return list(results._experiment_analysis.trials)
+
+
 def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | None) -> StudyOutcome:
     """Build the tuner and run it inside the study folder; write the results if every trial ended,
     else leave the study resumable."""
@@ -276,7 +283,7 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     finally:
         if monitor is not None:
             monitor.finish()
-    trials: list[Trial] = list(results._experiment_analysis.trials)
+    trials = tune_trials(results)
     max_epochs = spec.base_config.optim.epochs
     logger = trial_logger(spec, record)
     with inside(folder):
