@@ -86,8 +86,10 @@ def main() -> None:
     spread = statistics.stdev(results["fp32"]) if len(args.seeds) > 1 else float("nan")
     for name in ("fp32", "bf16"):
         accs = ", ".join(f"{a:.4f}" for a in results[name])
-        print(f"test_acc[{name}]  mean {statistics.fmean(results[name]):.4f} +- "
-              f"{statistics.stdev(results[name]) if len(args.seeds) > 1 else 0:.4f}  ({accs})  {device}")  # fmt: skip
+        print(
+            f"test_acc[{name}]  mean {statistics.fmean(results[name]):.4f} +- "
+            f"{statistics.stdev(results[name]) if len(args.seeds) > 1 else 0:.4f}  ({accs})  {device}"
+        )
     gap = statistics.fmean(results["bf16"]) - statistics.fmean(results["fp32"])
     print(f"bf16_minus_fp32  {gap:+.4f}  ({gap / spread:+.2f} fp32 seed std)  goal: within noise  {device}")
     ratio = statistics.fmean(seconds["bf16"]) / statistics.fmean(seconds["fp32"])

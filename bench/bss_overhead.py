@@ -112,8 +112,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     name = device_name(device)
-    print(f"# ResNet-50, {args.image_size} px, batch {args.batch}, bf16={args.bf16}, "
-          f"channels_last={args.channels_last}, {args.repeats} x {args.steps} steps, device: {name}")  # fmt: skip
+    print(
+        f"# ResNet-50, {args.image_size} px, batch {args.batch}, bf16={args.bf16}, "
+        f"channels_last={args.channels_last}, {args.repeats} x {args.steps} steps, device: {name}"
+    )
 
     variants: dict[str, Callable[[], None]] = {"none": make_step(args, device, None)}
     variants.update({m: make_step(args, device, m) for m in args.methods})

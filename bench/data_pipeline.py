@@ -48,10 +48,16 @@ def make_jpegs(root: Path, count: int, classes: int = 8) -> None:
 class JpegFolder(Dataset):
     def __init__(self, root: Path) -> None:
         self.paths = sorted((root / "train").glob("*/*.jpg"))
-        self.transform = v2.Compose([
-            v2.Resize((256, 256)), v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(),
-            v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])  # fmt: skip
+        self.transform = v2.Compose(
+            [
+                v2.Resize((256, 256)),
+                v2.RandomResizedCrop(224),
+                v2.RandomHorizontalFlip(),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -62,8 +68,14 @@ class JpegFolder(Dataset):
 
 
 def jpeg_rate(root: Path, batch: int, workers: int, epochs: int) -> float:
-    loader = DataLoader(JpegFolder(root), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)  # fmt: skip
+    loader = DataLoader(
+        JpegFolder(root),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     next(iter(loader))  # start the workers
     start, seen = time.perf_counter(), 0
     for _ in range(epochs):
@@ -101,9 +113,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "jpegs"
         make_jpegs(root, args.images)
-        config = DataConfig(dataset="imagefolder", root=str(root), sampling_rate=1.0, val_fraction=0.01,
-                            image_size=224, resize_size=256, train_transform="random_resized_crop",
-                            cache_dir=str(Path(tmp) / "cache"))  # fmt: skip
+        config = DataConfig(
+            dataset="imagefolder",
+            root=str(root),
+            sampling_rate=1.0,
+            val_fraction=0.01,
+            image_size=224,
+            resize_size=256,
+            train_transform="random_resized_crop",
+            cache_dir=str(Path(tmp) / "cache"),
+        )
         cached, build = cache_rate(config, args.batch, epochs)
         baseline = jpeg_rate(root, args.batch, args.cores, epochs)
     print(f"# {args.images} JPEGs 500x375 -> 224 px batches of {args.batch}, {epochs} epoch(s), {device}")

@@ -44,8 +44,12 @@ def main() -> None:
     model = build_classifier(ModelConfig(args.backbone, None), num_classes=10).to(device).eval()
     with torch.no_grad():
         model.head.weight.normal_(0.0, 1.0)
-    batches = [(torch.randn(args.batch, 3, args.image_size, args.image_size, device=device),
-                torch.randint(0, 10, (args.batch,), device=device))]  # fmt: skip
+    batches = [
+        (
+            torch.randn(args.batch, 3, args.image_size, args.image_size, device=device),
+            torch.randint(0, 10, (args.batch,), device=device),
+        )
+    ]
     print(f"# {args.backbone}, {args.image_size} px, one batch of {args.batch}, device: {name}")
     total_loop = total_fast = 0.0
     full = counted_flops(lambda: model(batches[0][0]))  # the loop's cost per channel: one full forward pass

@@ -43,15 +43,25 @@ METHODS = {
 
 def config(args: argparse.Namespace, root: Path, method: str) -> dict[str, Any]:
     return {
-        "data": {"dataset": "imagefolder", "root": str(root), "sampling_rate": 1.0, "val_fraction": 0.01,
-                 "image_size": args.image_size, "resize_size": args.image_size * 8 // 7, "batch_size": args.batch,
-                 "eval_batch_size": 256, "train_transform": "random_resized_crop",
-                 "cache_dir": str(root.parent / "cache")},
+        "data": {
+            "dataset": "imagefolder",
+            "root": str(root),
+            "sampling_rate": 1.0,
+            "val_fraction": 0.01,
+            "image_size": args.image_size,
+            "resize_size": args.image_size * 8 // 7,
+            "batch_size": args.batch,
+            "eval_batch_size": 256,
+            "train_transform": "random_resized_crop",
+            "cache_dir": str(root.parent / "cache"),
+        },
         "model": {"backbone": args.backbone, "weights": None},
         "optim": {"epochs": 2, "steps_per_epoch": args.steps},
-        "precision": args.precision, "channels_last": args.channels_last, "device": args.device,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "device": args.device,
         **METHODS[method],
-    }  # fmt: skip
+    }
 
 
 def images_per_second(cfg: dict[str, Any], warmup_steps: int) -> tuple[float, float]:
@@ -103,8 +113,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--channels-last", default="on")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--if-gpu", action="store_true",
-                        help="without a CUDA device, list the figures and goals as not measured")  # fmt: skip
+    parser.add_argument(
+        "--if-gpu", action="store_true", help="without a CUDA device, list the figures and goals as not measured"
+    )
     args = parser.parse_args()
     if args.if_gpu and not torch.cuda.is_available():
         figures = (

@@ -60,8 +60,13 @@ class StudyTimes:
 def run_study(spec: dict, folder: Path) -> StudyTimes:
     path = folder / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec))
-    subprocess.run([sys.executable, "-m", "study", "launch", str(path)], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "study", "launch", str(path)],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = MlflowClient(f"sqlite:///{Path(spec['output_dir']) / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(spec["name"])
     assert experiment is not None
@@ -74,8 +79,15 @@ def run_study(spec: dict, folder: Path) -> StudyTimes:
         tune_dir = next((Path(spec["output_dir"]) / "tune").glob(f"*_{run.data.tags['tune.trial_id']}_*"))
         results = [json.loads(line) for line in (tune_dir / "result.json").open()]
         epochs = [r["time_this_iter_s"] for r in results]
-        trials.append(TrialTimes(run.info.start_time / 1000, run.info.end_time / 1000, results[-1]["time_total_s"],
-                                 epochs[0], statistics.median(epochs[1:-1]) if len(epochs) > 2 else None))  # fmt: skip
+        trials.append(
+            TrialTimes(
+                run.info.start_time / 1000,
+                run.info.end_time / 1000,
+                results[-1]["time_total_s"],
+                epochs[0],
+                statistics.median(epochs[1:-1]) if len(epochs) > 2 else None,
+            )
+        )
     return StudyTimes(parent.info.start_time / 1000, parent.info.end_time / 1000, trials)
 
 
@@ -125,14 +137,15 @@ def main() -> None:
         optim["lr_decay_epochs"] = [e for e in optim.get("lr_decay_epochs", []) if e < args.epochs]
     slots = int(spec.get("max_concurrent", 2))
     device = f"cpu ({torch.get_num_threads()} threads)"
-    print(f"# {spec['name']}: {spec['num_samples']} trials, {slots} at a time, "
-          f"{spec['base']['optim']['epochs']} epochs, device: {device}")  # fmt: skip
+    print(
+        f"# {spec['name']}: {spec['num_samples']} trials, {slots} at a time, "
+        f"{spec['base']['optim']['epochs']} epochs, device: {device}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for label, reuse in (("reused-workers", True), ("fresh-process", False)):
             folder = Path(tmp) / ("reuse" if reuse else "fresh")
             folder.mkdir()
-            study = {**spec, "name": f"bench-{folder.name}", "output_dir": str(folder / "study"),
-                     "reuse_actors": reuse}  # fmt: skip
+            study = {**spec, "name": f"bench-{folder.name}", "output_dir": str(folder / "study"), "reuse_actors": reuse}
             figures = breakdown(run_study(study, folder), slots)
             for figure, value in figures.items():
                 print(f"{figure + '[' + label + ']':<46} {value:8.3f}   goal {GOALS.get(figure, '-'):<6} {device}")

@@ -69,14 +69,23 @@ class DataConfig:
     selection: str = "best_val"
 
     def __post_init__(self) -> None:
-        _check(self.selection in SELECTION_METRICS, "data.selection",
-               f"must be one of {', '.join(SELECTION_METRICS)}, got {self.selection!r}")  # fmt: skip
-        _check(self.resize_size is None or self.resize_size >= self.image_size, "data.resize_size",
-               f"must be >= data.image_size ({self.image_size}) or null, got {self.resize_size}")  # fmt: skip
+        _check(
+            self.selection in SELECTION_METRICS,
+            "data.selection",
+            f"must be one of {', '.join(SELECTION_METRICS)}, got {self.selection!r}",
+        )
+        _check(
+            self.resize_size is None or self.resize_size >= self.image_size,
+            "data.resize_size",
+            f"must be >= data.image_size ({self.image_size}) or null, got {self.resize_size}",
+        )
         _check(0 < self.crop_scale_min <= 1, "data.crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
-        _check(0.0 < self.sampling_rate <= 1.0, "data.sampling_rate",
-               f"must be in (0, 1], got {self.sampling_rate}; use e.g. 0.15 for 15% per class")  # fmt: skip
+        _check(
+            0.0 < self.sampling_rate <= 1.0,
+            "data.sampling_rate",
+            f"must be in (0, 1], got {self.sampling_rate}; use e.g. 0.15 for 15% per class",
+        )
         _check(self.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {self.image_size}")
         _check(self.batch_size >= 2, "data.batch_size", f"must be >= 2, got {self.batch_size}")
         _check(self.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
@@ -168,16 +177,22 @@ class DeltaConfig:
     batch_reduction: str = "sum"
 
     def __post_init__(self) -> None:
-        _check(self.attention in DELTA_ATTENTION_MODES, "delta.attention",
-               f"must be one of {', '.join(DELTA_ATTENTION_MODES)}, got {self.attention!r}")  # fmt: skip
+        _check(
+            self.attention in DELTA_ATTENTION_MODES,
+            "delta.attention",
+            f"must be one of {', '.join(DELTA_ATTENTION_MODES)}, got {self.attention!r}",
+        )
         _check(self.attention_epochs >= 0, "delta.attention_epochs", "must be >= 0")
         _check(self.attention_batches >= 1, "delta.attention_batches", "must be >= 1")
         _check(self.attention_batch_size >= 1, "delta.attention_batch_size", "must be >= 1")
         _check(self.attention_lr > 0, "delta.attention_lr", "must be > 0")
         _check(self.ablation_rows >= 1, "delta.ablation_rows", "must be >= 1")
         reductions = "sum (tllib's scale) or mean (divided by the batch size)"
-        _check(self.batch_reduction in ("sum", "mean"), "delta.batch_reduction",
-               f"must be {reductions}, got {self.batch_reduction!r}")  # fmt: skip
+        _check(
+            self.batch_reduction in ("sum", "mean"),
+            "delta.batch_reduction",
+            f"must be {reductions}, got {self.batch_reduction!r}",
+        )
 
 
 BSS_METHOD_NAMES = ("svdvals", "gram_eigvalsh", "eigvec")  # implementations in finetune/regularizers/bss.py
@@ -205,8 +220,9 @@ class BSSConfig:
         _check(
             isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1 (0: BSS off), got {self.k!r}"
         )
-        _check(math.isfinite(self.eta) and self.eta > 0, "bss.eta",
-               f"must be > 0, got {self.eta}; the paper uses 0.001")  # fmt: skip
+        _check(
+            math.isfinite(self.eta) and self.eta > 0, "bss.eta", f"must be > 0, got {self.eta}; the paper uses 0.001"
+        )
 
 
 @dataclass(frozen=True)
@@ -227,18 +243,27 @@ class OptimConfig:
         _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
         _check(self.backbone_lr_ratio >= 0, "optim.backbone_lr_ratio", f"must be >= 0, got {self.backbone_lr_ratio}")
         _check(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay == 0, "optim.weight_decay",
-               f"must be 0, got {self.weight_decay}: the regulariser applies the penalty (exactly one mechanism "
-               "per penalty); for the official code's weight decay 5e-4 set regularizer.alpha: 5.0e-4 with "
-               "regularizer.name: l2")  # fmt: skip
+        _check(
+            self.weight_decay == 0,
+            "optim.weight_decay",
+            f"must be 0, got {self.weight_decay}: the regulariser applies the penalty (exactly one mechanism "
+            "per penalty); for the official code's weight decay 5e-4 set regularizer.alpha: 5.0e-4 with "
+            "regularizer.name: l2",
+        )
         _check(self.epochs >= 1, "optim.epochs", f"must be >= 1, got {self.epochs}")
-        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "optim.steps_per_epoch",
-               f"must be >= 1 or null (one pass over the data), got {self.steps_per_epoch}")  # fmt: skip
+        _check(
+            self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+            "optim.steps_per_epoch",
+            f"must be >= 1 or null (one pass over the data), got {self.steps_per_epoch}",
+        )
         _check(0 < self.lr_decay_factor <= 1, "optim.lr_decay_factor", f"must be in (0, 1], got {self.lr_decay_factor}")
         late = [e for e in self.lr_decay_epochs if not 1 <= e < self.epochs]
-        _check(not late, "optim.lr_decay_epochs",
-               f"{list(self.lr_decay_epochs)}: each must be an epoch in 1..{self.epochs - 1} (after it the lr "
-               f"decays; optim.epochs is {self.epochs}); drop {late} or raise optim.epochs")  # fmt: skip
+        _check(
+            not late,
+            "optim.lr_decay_epochs",
+            f"{list(self.lr_decay_epochs)}: each must be an epoch in 1..{self.epochs - 1} (after it the lr "
+            f"decays; optim.epochs is {self.epochs}); drop {late} or raise optim.epochs",
+        )
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -273,15 +298,24 @@ class TrainConfig:
         _check(
             self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
         )
-        _check(self.channels_last in ("auto", "on", "off"), "channels_last",
-               f"must be auto, on or off, got {self.channels_last!r}")  # fmt: skip
+        _check(
+            self.channels_last in ("auto", "on", "off"),
+            "channels_last",
+            f"must be auto, on or off, got {self.channels_last!r}",
+        )
         if self.bss.enabled:
-            _check(self.bss.k < self.data.batch_size, "bss.k",
-                   f"must be smaller than data.batch_size ({self.data.batch_size}), got {self.bss.k}; "
-                   "lower bss.k or raise data.batch_size")  # fmt: skip
+            _check(
+                self.bss.k < self.data.batch_size,
+                "bss.k",
+                f"must be smaller than data.batch_size ({self.data.batch_size}), got {self.bss.k}; "
+                "lower bss.k or raise data.batch_size",
+            )
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
-        _check(DEVICE_PATTERN.fullmatch(self.device) is not None, "device",
-               f"{self.device!r} is not a device; use auto, cpu, cuda or cuda:N")  # fmt: skip
+        _check(
+            DEVICE_PATTERN.fullmatch(self.device) is not None,
+            "device",
+            f"{self.device!r} is not a device; use auto, cpu, cuda or cuda:N",
+        )
 
 
 T = TypeVar("T")
@@ -346,8 +380,11 @@ def build_dataclass(cls: type[T], values: Mapping[str, Any], prefix: str = "") -
             where = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(f"{where}: unknown key; known keys here are {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs  # type: ignore[arg-type]
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         where = ", ".join(f"{prefix}.{m}" if prefix else m for m in missing)
         raise ConfigError(f"{where}: required but missing")

@@ -190,9 +190,11 @@ def load_stanford_dogs(config: DataConfig) -> DatasetSources:
     classes = [folders.get(i, f"class-{i}").split("-", 1)[-1] for i in range(max(train_labels) + 1)]
     _check_classes(train_labels, classes, root)
     return DatasetSources(
-        file_source(train_paths, train_labels, config, "train"), None,
-        file_source(test_paths, test_labels, config, "test"), tuple(classes),
-    )  # fmt: skip
+        file_source(train_paths, train_labels, config, "train"),
+        None,
+        file_source(test_paths, test_labels, config, "test"),
+        tuple(classes),
+    )
 
 
 # --- MIT Indoor 67: Images/<class>/..., TrainImages.txt, TestImages.txt --------------------------------
@@ -210,8 +212,9 @@ def load_mit_indoor(config: DataConfig) -> DatasetSources:
         unknown = [line for line in lines if line.split("/")[0] not in index]
         if unknown:
             raise DataError(f"data.root: {split} image {unknown[0]} is of a class with no training images")
-        return file_source([root / "Images" / line for line in lines], [index[line.split("/")[0]] for line in lines],
-                           config, split)  # fmt: skip
+        return file_source(
+            [root / "Images" / line for line in lines], [index[line.split("/")[0]] for line in lines], config, split
+        )
 
     return DatasetSources(source(train_list, "train"), None, source(test_list, "test"), tuple(classes))
 
@@ -248,10 +251,12 @@ def load_oxford_pets(config: DataConfig) -> DatasetSources:
     from torchvision.datasets import OxfordIIITPet
 
     return _torchvision_sources(
-        config, "Oxford-IIIT Pet (oxford-iiit-pet/images, oxford-iiit-pet/annotations)",
-        lambda root, split: OxfordIIITPet(root, split=split, download=False), ("trainval", "test"),
+        config,
+        "Oxford-IIIT Pet (oxford-iiit-pet/images, oxford-iiit-pet/annotations)",
+        lambda root, split: OxfordIIITPet(root, split=split, download=False),
+        ("trainval", "test"),
         lambda d: [(Path(p), int(y)) for p, y in zip(d._images, d._labels, strict=True)],
-    )  # fmt: skip
+    )
 
 
 @register_dataset("fgvc-aircraft", "FGVC-Aircraft (100 variants)")
@@ -259,11 +264,12 @@ def load_fgvc_aircraft(config: DataConfig) -> DatasetSources:
     from torchvision.datasets import FGVCAircraft
 
     return _torchvision_sources(
-        config, "FGVC Aircraft (fgvc-aircraft-2013b/data)",
+        config,
+        "FGVC Aircraft (fgvc-aircraft-2013b/data)",
         lambda root, split: FGVCAircraft(root, split=split, annotation_level="variant", download=False),
         ("trainval", "test"),
         lambda d: [(Path(p), int(y)) for p, y in zip(d._image_files, d._labels, strict=True)],
-    )  # fmt: skip
+    )
 
 
 @register_dataset("stanford-cars", "Stanford Cars (196 models)")
@@ -271,7 +277,9 @@ def load_stanford_cars(config: DataConfig) -> DatasetSources:
     from torchvision.datasets import StanfordCars
 
     return _torchvision_sources(
-        config, "Stanford Cars (stanford_cars/devkit, cars_train, cars_test, cars_test_annos_withlabels.mat)",
-        lambda root, split: StanfordCars(root, split=split, download=False), ("train", "test"),
+        config,
+        "Stanford Cars (stanford_cars/devkit, cars_train, cars_test, cars_test_annos_withlabels.mat)",
+        lambda root, split: StanfordCars(root, split=split, download=False),
+        ("train", "test"),
         lambda d: [(Path(p), int(y)) for p, y in d._samples],
-    )  # fmt: skip
+    )

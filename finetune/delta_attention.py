@@ -47,9 +47,14 @@ def attention_key(config: TrainConfig, layers: list[str]) -> str:
     data = config_to_dict(config)["data"]
     delta = {k: v for k, v in config_to_dict(config)["delta"].items() if k != "cache_dir"}
     payload = {
-        "backbone": config.model.backbone, "weights": weights, "data": data, "seed": config.seed,
-        "delta": delta, "layers": layers, "version": 1,
-    }  # fmt: skip
+        "backbone": config.model.backbone,
+        "weights": weights,
+        "data": data,
+        "seed": config.seed,
+        "delta": delta,
+        "layers": layers,
+        "version": 1,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -34,8 +34,12 @@ def plot_angles(table: pa.Table, path: Path) -> None:
     for layer in dict.fromkeys(data["layer"]):
         idx = [i for i, name in enumerate(data["layer"]) if name == layer]
         ax.plot([data["index"][i] for i in idx], [data["cos"][i] for i in idx], label=layer)
-    ax.set(xlabel="singular index (1 = largest)", ylabel="cos(theta)", ylim=(0, 1.05),
-           title="fine-tuned vs pretrained: corresponding angles")  # fmt: skip
+    ax.set(
+        xlabel="singular index (1 = largest)",
+        ylabel="cos(theta)",
+        ylim=(0, 1.05),
+        title="fine-tuned vs pretrained: corresponding angles",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -31,8 +31,13 @@ def register_protocol(protocol: Protocol) -> Protocol:
 # what all three share: 224 px crops from 256 px squares, batch 48, the head at 10x the
 # backbone's learning rate, 500-iteration epochs with one x0.1 step at epoch 12
 _SHARED_DATA = {"image_size": 224, "resize_size": 256, "batch_size": 48, "train_transform": "random_resized_crop"}
-_SHARED_OPTIM = {"lr": 0.01, "backbone_lr_ratio": 0.1, "steps_per_epoch": 500, "lr_decay_epochs": [12],
-                 "lr_decay_factor": 0.1}  # fmt: skip
+_SHARED_OPTIM = {
+    "lr": 0.01,
+    "backbone_lr_ratio": 0.1,
+    "steps_per_epoch": 500,
+    "lr_decay_epochs": [12],
+    "lr_decay_factor": 0.1,
+}
 
 
 def _preset(name: str, description: str, data: dict[str, Any], optim: dict[str, Any], **sections: Any) -> Protocol:

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from finetune.errors import ConfigError
 from search_spaces.registry import SearchSpace
 
 KEYS: dict[str, set[str]] = {
@@ -27,8 +28,9 @@ KEYS: dict[str, set[str]] = {
 TYPES = tuple(KEYS)
 
 
-class SpaceError(ValueError):
-    """A declarative space is malformed; the message names the field."""
+class SpaceError(ConfigError):
+    """A declarative space is malformed; the message names the field (an InputError like every
+    bad-input error, so the CLI reports it as one line)."""
 
 
 def _number(spec: Mapping[str, Any], key: str, where: str) -> float:

@@ -153,8 +153,11 @@ def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    print(f"training {config.model.backbone} with {config.regularizer.name}"
-          + (f" + BSS(k={config.bss.k}, eta={config.bss.eta})" if config.bss.enabled else ""), flush=True)  # fmt: skip
+    print(
+        f"training {config.model.backbone} with {config.regularizer.name}"
+        + (f" + BSS(k={config.bss.k}, eta={config.bss.eta})" if config.bss.enabled else ""),
+        flush=True,
+    )
     use_threads(config)
     result = fit(config, [PrintProgress()])
     if args.output:
@@ -320,12 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="The names a spec can use, with a description each.",
     )
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("status", help="trials running / finished / failed and the best so far",
-                       description="Progress of a study, also while it runs (read from its MLflow runs).")  # fmt: skip
+    p = sub.add_parser(
+        "status",
+        help="trials running / finished / failed and the best so far",
+        description="Progress of a study, also while it runs (read from its MLflow runs).",
+    )
     p.add_argument("study_dir", help="the study's output_dir")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("export-best", help="YAML configs of the best trials, runnable by `study train`",
-                       description="Write the top trials' resolved configs (with their checkpoint paths).")  # fmt: skip
+    p = sub.add_parser(
+        "export-best",
+        help="YAML configs of the best trials, runnable by `study train`",
+        description="Write the top trials' resolved configs (with their checkpoint paths).",
+    )
     p.add_argument("study_dir", help="the study's output_dir")
     p.add_argument(
         "--top",
@@ -350,14 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("study_dir", help="the study's output_dir")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("train", help="one fine-tuning run from a config (no Ray)",
-                       description="One fine-tuning run from a config YAML, e.g. a study's best.yaml.")  # fmt: skip
+    p = sub.add_parser(
+        "train",
+        help="one fine-tuning run from a config (no Ray)",
+        description="One fine-tuning run from a config YAML, e.g. a study's best.yaml.",
+    )
     p.add_argument("--config", required=True, help="config YAML (e.g. runs/demo/best.yaml)")
     p.add_argument("--output", help="folder to save the selected (best-validation) weights in")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("analyze", help="the paper's analyses of finished runs (spectra, angles)",
-                       description="Singular-value spectra of batch features (Fig. 1c-d, 3b-c) or corresponding "
-                       "angles to the pretrained weights (Eq. 5-6, Fig. 1b); writes Parquet + PNG.")  # fmt: skip
+    p = sub.add_parser(
+        "analyze",
+        help="the paper's analyses of finished runs (spectra, angles)",
+        description="Singular-value spectra of batch features (Fig. 1c-d, 3b-c) or corresponding "
+        "angles to the pretrained weights (Eq. 5-6, Fig. 1b); writes Parquet + PNG.",
+    )
     p.add_argument("analysis", choices=["spectra", "angles"])
     p.add_argument(
         "--run",

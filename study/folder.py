@@ -196,8 +196,12 @@ def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
             "substr(artifact_uri, 1, ?) = ?",
             (target, len(old) + 1, int(record.experiment_id), len(old), old),
         )
-        run_ids = [r[0] for r in connection.execute("SELECT run_uuid FROM runs WHERE experiment_id = ?",
-                                                    (int(record.experiment_id),))]  # fmt: skip
+        run_ids = [
+            r[0]
+            for r in connection.execute(
+                "SELECT run_uuid FROM runs WHERE experiment_id = ?", (int(record.experiment_id),)
+            )
+        ]
     forget_artifact_locations(run_ids)
 
 
@@ -248,9 +252,11 @@ def load_optuna_study(folder: StudyFolder, study_name: str) -> Any:
     import optuna
 
     check_sqlite(
-        folder.optuna_file, "trials", "Optuna database", "restore it from a backup (trials.parquet and MLflow keep "
-        "every trial's parameters and results)",
-    )  # fmt: skip
+        folder.optuna_file,
+        "trials",
+        "Optuna database",
+        "restore it from a backup (trials.parquet and MLflow keep every trial's parameters and results)",
+    )
     try:
         return optuna.load_study(study_name=study_name, storage=folder.optuna_url)
     except KeyError:

@@ -39,9 +39,12 @@ def draw_fig3d(data: ReportData, path: Path) -> None:
             means = [100 * (line.cells[k].mean or float("nan")) for k in ks]
             stds = [100 * (line.cells[k].std or 0.0) for k in ks]
             ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=line.label)
-        ax.set(xscale="symlog" if any(0 in line.cells for line in lines) else "log",
-               xlabel="k (smallest singular values penalised; 0: without BSS)", ylabel="test accuracy (%)",
-               title=f"{dataset}, {method}+BSS: sensitivity to k (Fig. 3d)")  # fmt: skip
+        ax.set(
+            xscale="symlog" if any(0 in line.cells for line in lines) else "log",
+            xlabel="k (smallest singular values penalised; 0: without BSS)",
+            ylabel="test accuracy (%)",
+            title=f"{dataset}, {method}+BSS: sensitivity to k (Fig. 3d)",
+        )
         ax.set_xticks(sorted({k for line in lines for k in line.cells}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.get_xaxis().set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -61,8 +64,10 @@ def optuna_figures(study: Any, folder: Path, marginal_k: bool = False) -> tuple[
     from optuna.visualization import matplotlib as ovm
 
     written, notes = [], []
-    figures: list[tuple[str, Any]] = [("importances.png", ovm.plot_param_importances),
-                                      ("parallel.png", ovm.plot_parallel_coordinate)]  # fmt: skip
+    figures: list[tuple[str, Any]] = [
+        ("importances.png", ovm.plot_param_importances),
+        ("parallel.png", ovm.plot_parallel_coordinate),
+    ]
     if marginal_k:
         figures.append(("k_marginal.png", lambda s: ovm.plot_slice(s, params=["bss.k"])))
     for name, draw in figures:
@@ -105,34 +110,61 @@ def write_report(path: Path) -> list[Path]:
     rebase_artifacts(folder, record)
     out = folder.path / REPORT_DIR
     out.mkdir(exist_ok=True)
-    sections = [f"# Study {spec.name}: report", "",
-                f"{data.n_trials} of {data.n_rows} trials ran to the end; test accuracy in %, mean ± std over the "
-                "seeds of trials whose resolved configs are equal but for the seed.", "",
-                SELECTION_TEXT[str(spec.selection)], ""]  # fmt: skip
-    sizes = sorted({(r.get("param.data.sampling_rate"), r.get("n_train"), r.get("n_val")) for r in rows
-                    if r.get("n_train") is not None}, key=str)  # fmt: skip
+    sections = [
+        f"# Study {spec.name}: report",
+        "",
+        f"{data.n_trials} of {data.n_rows} trials ran to the end; test accuracy in %, mean ± std over the "
+        "seeds of trials whose resolved configs are equal but for the seed.",
+        "",
+        SELECTION_TEXT[str(spec.selection)],
+        "",
+    ]
+    sizes = sorted(
+        {
+            (r.get("param.data.sampling_rate"), r.get("n_train"), r.get("n_val"))
+            for r in rows
+            if r.get("n_train") is not None
+        },
+        key=str,
+    )
     if sizes:
-        sections += ["Images per trial (training / validation): " + "; ".join(
-            (f"rate {rate:g}: " if isinstance(rate, float) else "") + f"{n_train} / {n_val}"
-            for rate, n_train, n_val in sizes) + ".", ""]  # fmt: skip
+        sections += [
+            "Images per trial (training / validation): "
+            + "; ".join(
+                (f"rate {rate:g}: " if isinstance(rate, float) else "") + f"{n_train} / {n_val}"
+                for rate, n_train, n_val in sizes
+            )
+            + ".",
+            "",
+        ]
     sections += ["## Table 2 style", ""]
     if data.repeated or spec.space.grid is not None:  # a grid's table compares its fixed settings
         sections += [table2_markdown(data), ""]
     else:
-        sections += ["Not shown: no configuration ran with more than one seed (a search, not a grid of seeds); "
-                     "each trial's accuracy is in trials.parquet.", ""]  # fmt: skip
+        sections += [
+            "Not shown: no configuration ran with more than one seed (a search, not a grid of seeds); "
+            "each trial's accuracy is in trials.parquet.",
+            "",
+        ]
     sections += ["## Gain from adding BSS (paired by seed)", ""]
     if data.gains:
         sections += [gains_markdown(data), ""]
     else:
-        sections += ["Not shown: no BSS trial has a partner without BSS whose config is otherwise equal (same seed).",
-                     ""]  # fmt: skip
+        sections += [
+            "Not shown: no BSS trial has a partner without BSS whose config is otherwise equal (same seed).",
+            "",
+        ]
     sections += ["## Smallest singular values of the features, with BSS against without (paired by seed)", ""]
     if data.spectra:
-        sections += ["s_1 ≤ s_2 ≤ ... are the smallest singular values of the last training batch's features at "
-                     "the last epoch; each cell is the mean relative change with BSS, and the paired t-test p of "
-                     "the differences. BSS penalises the k smallest: a change beyond s_k is what Fig. 1(c-d) and "
-                     "3(b-c) describe.", "", spectra_markdown(data), ""]  # fmt: skip
+        sections += [
+            "s_1 ≤ s_2 ≤ ... are the smallest singular values of the last training batch's features at "
+            "the last epoch; each cell is the mean relative change with BSS, and the paired t-test p of "
+            "the differences. BSS penalises the k smallest: a change beyond s_k is what Fig. 1(c-d) and "
+            "3(b-c) describe.",
+            "",
+            spectra_markdown(data),
+            "",
+        ]
     else:
         sections += ["Not shown: no BSS trial has a partner without BSS (same seed) with a recorded spectrum.", ""]
     figures, notes = [], []
@@ -140,15 +172,19 @@ def write_report(path: Path) -> list[Path]:
         draw_fig3d(data, out / "fig3d.png")
         figures.append("fig3d.png")
     else:
-        notes.append("fig3d.png: not drawn: no BSS trials differ only in k and the seed (Fig. 3(d) needs a k grid, "
-                     "e.g. search_space: fig3d)")  # fmt: skip
+        notes.append(
+            "fig3d.png: not drawn: no BSS trials differ only in k and the seed (Fig. 3(d) needs a k grid, "
+            "e.g. search_space: fig3d)"
+        )
     searched_k = any(name == "bss.k" for t in optuna_study.trials for name in t.params)
     drawn, failed = optuna_figures(optuna_study, out, marginal_k=searched_k and not data.fig3d)
     figures += drawn
     notes += failed
     if "k_marginal.png" in drawn:
-        notes.append("k_marginal.png: the marginal effect of bss.k in this search, other parameters varying "
-                     "(Optuna's slice plot; not Fig. 3(d))")  # fmt: skip
+        notes.append(
+            "k_marginal.png: the marginal effect of bss.k in this search, other parameters varying "
+            "(Optuna's slice plot; not Fig. 3(d))"
+        )
     sections += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""] + [f"- {n}" for n in notes]
     (out / "report.md").write_text("\n".join(sections) + "\n")
     paths = [out / "report.md"] + [out / name for name in figures]

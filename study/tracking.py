@@ -363,8 +363,11 @@ class ProgressLine(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         start = "its last saved epoch"
-        print(f"[study] trial {trial.trial_id} failed ({trial_error_message(trial)[:120]}); "
-              f"retry {trial.num_failures} from {start}", flush=True)  # fmt: skip
+        print(
+            f"[study] trial {trial.trial_id} failed ({trial_error_message(trial)[:120]}); "
+            f"retry {trial.num_failures} from {start}",
+            flush=True,
+        )
 
 
 def _duration(seconds: float) -> str:

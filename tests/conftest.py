@@ -19,12 +19,17 @@ def _test_env(tmp_path_factory: pytest.TempPathFactory) -> None:
 def tiny_base(**overrides: object) -> dict:
     """A base config small enough for a CPU test: 32 px, 2 steps an epoch, no pretrained download."""
     base: dict = {
-        "data": {"dataset": "embedded-fashion-mnist", "sampling_rate": 0.05, "image_size": 32, "batch_size": 8,
-                 "eval_batch_size": 256},
+        "data": {
+            "dataset": "embedded-fashion-mnist",
+            "sampling_rate": 0.05,
+            "image_size": 32,
+            "batch_size": 8,
+            "eval_batch_size": 256,
+        },
         "model": {"backbone": "mobilenet_v2", "weights": "IMAGENET1K_V1"},
         "optim": {"epochs": 2, "steps_per_epoch": 2, "lr": 0.01},
         "num_threads": 1,
-    }  # fmt: skip
+    }
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return base

@@ -118,8 +118,10 @@ def stanford_cars(root: Path) -> Path:
     devkit.mkdir(parents=True)
     names = np.array(["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "BMW M3 Coupe 2012"], dtype=object)
     savemat(devkit / "cars_meta.mat", {"class_names": names[None, :]})
-    for split, n, mat in (("train", TRAIN_PER_CLASS, devkit / "cars_train_annos.mat"),
-                          ("test", TEST_PER_CLASS, base / "cars_test_annos_withlabels.mat")):  # fmt: skip
+    for split, n, mat in (
+        ("train", TRAIN_PER_CLASS, devkit / "cars_train_annos.mat"),
+        ("test", TEST_PER_CLASS, base / "cars_test_annos_withlabels.mat"),
+    ):
         records = []
         for c in range(len(names)):
             for i in range(n):

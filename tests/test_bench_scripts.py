@@ -14,10 +14,26 @@ pytestmark = pytest.mark.slow
 
 def test_bss_overhead_prints_every_figure() -> None:
     out = subprocess.run(
-        [sys.executable, "bench/bss_overhead.py", "--image-size", "32", "--batch", "8", "--steps", "1",
-         "--repeats", "1", "--warmup", "0"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
-    ).stdout  # fmt: skip
+        [
+            sys.executable,
+            "bench/bss_overhead.py",
+            "--image-size",
+            "32",
+            "--batch",
+            "8",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     for method in ("svdvals", "gram_eigvalsh", "eigvec"):
         for figure in ("step_ratio", "penalty_share", "penalty_ms", "grad_rel_err"):
             assert f"{figure}[{method}]" in out
@@ -25,8 +41,9 @@ def test_bss_overhead_prints_every_figure() -> None:
 
 
 def run(*args: str) -> str:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          check=True).stdout  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=True
+    ).stdout
 
 
 def test_data_pipeline_prints_its_figures() -> None:
@@ -35,24 +52,60 @@ def test_data_pipeline_prints_its_figures() -> None:
 
 
 def test_delta_attention_prints_its_figures() -> None:
-    out = run("bench/delta_attention.py", "--backbone", "resnet18", "--image-size", "32", "--batch", "4",
-              "--loop-channels", "2")  # fmt: skip
+    out = run(
+        "bench/delta_attention.py",
+        "--backbone",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch",
+        "4",
+        "--loop-channels",
+        "2",
+    )
     assert "delta_speedup[all layers]" in out and "goal >=10" in out
 
 
 def test_amp_parity_prints_its_figures() -> None:
-    out = run("bench/amp_parity.py", "--epochs", "1", "--seeds", "0", "1", "--steps", "2", "--image-size", "32",
-              "--layers")  # fmt: skip
+    out = run(
+        "bench/amp_parity.py", "--epochs", "1", "--seeds", "0", "1", "--steps", "2", "--image-size", "32", "--layers"
+    )
     assert "bf16_minus_fp32" in out and "epoch_time_ratio[bf16/fp32]" in out
     assert "layer_error[bf16+channels_last]  worst: " in out
 
 
 def test_gpu_throughput_script_runs_on_the_cpu() -> None:
-    out = run("bench/gpu_throughput.py", "--device", "cpu", "--backbone", "resnet18", "--image-size", "32",
-              "--batch", "8", "--steps", "1", "--warmup", "1", "--images", "32", "--precision", "fp32",
-              "--channels-last", "off", "--concurrency", "1", "2")  # fmt: skip
-    for figure in ("images_per_s[l2]", "images_per_s[l2+bss]", "images_per_s[delta+bss]", "bss_step_ratio",
-                   "aggregate_images_per_s[l2+bss, 2 trials]"):  # fmt: skip
+    out = run(
+        "bench/gpu_throughput.py",
+        "--device",
+        "cpu",
+        "--backbone",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--images",
+        "32",
+        "--precision",
+        "fp32",
+        "--channels-last",
+        "off",
+        "--concurrency",
+        "1",
+        "2",
+    )
+    for figure in (
+        "images_per_s[l2]",
+        "images_per_s[l2+bss]",
+        "images_per_s[delta+bss]",
+        "bss_step_ratio",
+        "aggregate_images_per_s[l2+bss, 2 trials]",
+    ):
         assert figure in out
     assert "goal >=2500" in out
 

@@ -98,8 +98,10 @@ def test_vectorised_ablation_matches_the_loop(backbone: str) -> None:
             bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
     # in float64 both methods are exact: they must agree to the float32 rounding of the result
     model = model.double()
-    batches = [(torch.randn(5, 3, 32, 32, dtype=torch.float64), torch.randint(0, 4, (5,))),
-               (torch.randn(3, 3, 32, 32, dtype=torch.float64), torch.arange(3))]  # fmt: skip
+    batches = [
+        (torch.randn(5, 3, 32, 32, dtype=torch.float64), torch.randint(0, 4, (5,))),
+        (torch.randn(3, 3, 32, 32, dtype=torch.float64), torch.arange(3)),
+    ]
     limit = 24  # the loop on the first 24 channels (MobileNetV2's first stage has 24)
     for name in BACKBONES[backbone].stage_layers(model.backbone)[::3]:  # the first and the last stage
         # ResNets set the ablated channel in the block's output; other blocks run once per replica

@@ -243,8 +243,9 @@ def test_tsvd_accuracy_does_not_depend_on_the_evaluation_batching() -> None:
     trainer.train_epoch()
     accs = set()
     for batch in (7, 64, 1000):
-        resized = config_from_dict({**tiny_base(model={"tsvd_r": 4}), "data": {
-            **tiny_base()["data"], "eval_batch_size": batch}})  # fmt: skip
+        resized = config_from_dict(
+            {**tiny_base(model={"tsvd_r": 4}), "data": {**tiny_base()["data"], "eval_batch_size": batch}}
+        )
         accs.add(accuracy(trainer.model, trainer.splits.test, resized, trainer.device, eval_views(resized.data)))
     assert len(accs) == 1
 

@@ -27,10 +27,15 @@ pytestmark = pytest.mark.slow
 
 def run(tmp_path: Path, name: str, **spec_extra: object) -> list[dict]:
     spec = {
-        "name": name, "output_dir": str(tmp_path / name), "num_samples": 2, "max_concurrent": 2,
-        "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 2}),
+        "name": name,
+        "output_dir": str(tmp_path / name),
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 2}),
         **spec_extra,
-    }  # fmt: skip
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["launch", str(path)]) == 0
@@ -97,10 +102,16 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
 def test_a_study_whose_every_trial_failed_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     space = {"optim.momentum": {"type": "categorical", "choices": [0.0, 0.5]}}
     spec = {
-        "name": "allfail", "output_dir": str(tmp_path / "allfail"), "num_samples": 2, "max_concurrent": 2,
-        "max_failures": 0, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "search_space": space,
+        "name": "allfail",
+        "output_dir": str(tmp_path / "allfail"),
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "max_failures": 0,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "search_space": space,
         "base": tiny_base(optim={"epochs": 2, "steps_per_epoch": 2, "lr": 1e12}),
-    }  # fmt: skip
+    }
     path = tmp_path / "allfail.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["launch", str(path)]) == 1

@@ -15,8 +15,15 @@ from tests.dataset_layouts import LAYOUTS, image
 
 
 def config(root: Path, cache: Path, **extra: object) -> DataConfig:
-    return DataConfig(dataset="imagefolder", root=str(root), sampling_rate=0.5, image_size=16, val_fraction=0.25,
-                      cache_dir=str(cache), **extra)  # type: ignore[arg-type]  # fmt: skip
+    return DataConfig(
+        dataset="imagefolder",
+        root=str(root),
+        sampling_rate=0.5,
+        image_size=16,
+        val_fraction=0.25,
+        cache_dir=str(cache),
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def test_cached_splits_equal_direct_decoding_and_read_in_place(tmp_path: Path) -> None:

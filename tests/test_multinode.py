@@ -32,30 +32,68 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
     subprocess.run(
-        [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
-         "--include-dashboard", "false", "--disable-usage-stats"],
-        env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            RAY,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     worker = None
     try:
         worker = subprocess.Popen(
-            [RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--block",
-             "--disable-usage-stats"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                RAY,
+                "start",
+                "--address",
+                address,
+                "--node-ip-address",
+                "127.0.0.1",
+                "--num-cpus",
+                "2",
+                "--block",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for_nodes(address, 2, env)
         out = tmp_path / "shared" / "study"
         spec = {
-            "name": "cluster", "output_dir": str(out), "search_space": "demo", "num_samples": 4, "max_concurrent": 3,
-            "max_failures": 3, "scheduler": {"name": "fifo"}, "ray_address": address,
+            "name": "cluster",
+            "output_dir": str(out),
+            "search_space": "demo",
+            "num_samples": 4,
+            "max_concurrent": 3,
+            "max_failures": 3,
+            "scheduler": {"name": "fifo"},
+            "ray_address": address,
             "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 40}),
-        }  # fmt: skip
+        }
         spec_path = tmp_path / "cluster.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
         driver = subprocess.Popen(
-            [sys.executable, "-m", "study", "launch", str(spec_path)], cwd=REPO, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "study", "launch", str(spec_path)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 300
         # kill once a trial has checkpointed and a trial is training on the worker node
         while not (list(out.glob("trials/*/epoch_*.pt")) and training_on(worker.pid)):

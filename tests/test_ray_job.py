@@ -40,10 +40,15 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, seconds: float = 120) -
 def test_ray_job_submit_runs_a_study(tmp_path: Path) -> None:
     out = tmp_path / "study"
     spec = {
-        "name": "jobstudy", "output_dir": str(out), "search_space": "demo", "num_samples": 2, "max_concurrent": 2,
-        "scheduler": {"name": "fifo"}, "ray_num_cpus": 2,  # a laptop setting: ignored when the job joins the cluster
+        "name": "jobstudy",
+        "output_dir": str(out),
+        "search_space": "demo",
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,  # a laptop setting: ignored when the job joins the cluster
         "base": tiny_base(optim={"epochs": 1, "steps_per_epoch": 2}),
-    }  # fmt: skip
+    }
     spec_path = tmp_path / "job.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     # the cluster's own folder (short: Ray's sockets live in it), so no other Ray on the machine is found or stopped
@@ -52,18 +57,46 @@ def test_ray_job_submit_runs_a_study(tmp_path: Path) -> None:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--temp-dir={temp_dir}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:
         wait_for_dashboard(dashboard, head)
         job = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", dashboard, "--",
-             sys.executable, "-m", "study", "launch", str(spec_path)],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [
+                str(BIN / "ray"),
+                "job",
+                "submit",
+                "--address",
+                dashboard,
+                "--",
+                sys.executable,
+                "-m",
+                "study",
+                "launch",
+                str(spec_path),
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout and "best config:" in job.stdout
     finally:

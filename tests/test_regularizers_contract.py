@@ -183,9 +183,13 @@ def test_config_alone_composes_terms() -> None:
     for base in ("l2", "l2sp", "delta"):
         for enabled in (False, True):
             config = config_from_dict(
-                {"regularizer": {"name": base}, "bss": {"enabled": enabled}, "delta": {"attention": "uniform"},
-                 "model": {"backbone": "resnet18", "weights": None}}
-            )  # fmt: skip
+                {
+                    "regularizer": {"name": base},
+                    "bss": {"enabled": enabled},
+                    "delta": {"attention": "uniform"},
+                    "model": {"backbone": "resnet18", "weights": None},
+                }
+            )
             model = small_model()
             terms = build_regularizers(context(model, config))
             assert list(terms) == active_terms(config) == [base] + (["bss"] if enabled else [])

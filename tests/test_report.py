@@ -121,8 +121,9 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
             "seed": optuna.distributions.CategoricalDistribution([0, 1, 2]),
         }
         params = {k: row.params[k] for k in distributions}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                  value=row.metrics["best_val_acc"]))  # fmt: skip
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=distributions, value=row.metrics["best_val_acc"])
+        )
     write_table(trials_table(rows), folder / TRIALS_FILE)
     assert main(["report", str(folder)]) == 0
     report = (folder / "report" / "report.md").read_text()

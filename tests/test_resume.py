@@ -26,10 +26,15 @@ TRIALS, EPOCHS = 3, 3
 def write_spec(tmp_path: Path, name: str) -> tuple[Path, Path]:
     out = tmp_path / name
     spec = {
-        "name": name, "output_dir": str(out), "search_space": "demo", "num_samples": TRIALS, "max_concurrent": 1,
-        "scheduler": {"name": "fifo"}, "ray_num_cpus": 2,
+        "name": name,
+        "output_dir": str(out),
+        "search_space": "demo",
+        "num_samples": TRIALS,
+        "max_concurrent": 1,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
         "base": tiny_base(optim={"epochs": EPOCHS, "steps_per_epoch": 12}, data={"sampling_rate": 0.15}),
-    }  # fmt: skip
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, out
@@ -39,9 +44,13 @@ def launch_and_stop(spec_path: Path, out: Path, sig: int) -> int:
     """Start `study launch` and send ``sig`` to the driver once the first checkpoint exists."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "study", "launch", str(spec_path)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "study", "launch", str(spec_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not list(out.glob("trials/*/epoch_*.pt")):
         assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""

@@ -20,9 +20,14 @@ def space(trial: optuna.Trial) -> None:
 
 def searcher(max_epochs: int = 4) -> TaggedOptunaSearch:
     return TaggedOptunaSearch(
-        space=space, metric="best_val_acc", mode="max", study_name="s", storage=FolderStorage("sqlite:///optuna.db"),
-        sampler=optuna.samplers.TPESampler(seed=0), max_epochs=max_epochs,
-    )  # fmt: skip
+        space=space,
+        metric="best_val_acc",
+        mode="max",
+        study_name="s",
+        storage=FolderStorage("sqlite:///optuna.db"),
+        sampler=optuna.samplers.TPESampler(seed=0),
+        max_epochs=max_epochs,
+    )
 
 
 @pytest.fixture

@@ -51,8 +51,11 @@ def test_selection_follows_the_space_and_reaches_the_trials(tmp_path: Path) -> N
         )
     )
     assert (chosen.metric, chosen.base_config.data.selection) == ("best_val_acc", "best_val")
-    older = load_spec(write_spec(tmp_path, search_space="methods-grid", num_samples=6, scheduler={"name": "fifo"},
-                                 metric="best_val_acc"))  # fmt: skip
+    older = load_spec(
+        write_spec(
+            tmp_path, search_space="methods-grid", num_samples=6, scheduler={"name": "fifo"}, metric="best_val_acc"
+        )
+    )
     assert older.selection == "best_val"  # a spec written before `selection` keeps what it ran with
     from study.spec import spec_to_yaml
 

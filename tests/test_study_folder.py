@@ -25,10 +25,15 @@ TRIALS, EPOCHS = 2, 2
 
 def spec_file(folder: Path, name: str) -> Path:
     spec = {
-        "name": name, "output_dir": str(folder / name), "search_space": "demo", "num_samples": TRIALS,
-        "max_concurrent": 2, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2,
+        "name": name,
+        "output_dir": str(folder / name),
+        "search_space": "demo",
+        "num_samples": TRIALS,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
         "base": tiny_base(optim={"epochs": EPOCHS, "steps_per_epoch": 3}),
-    }  # fmt: skip
+    }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

@@ -55,8 +55,11 @@ def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "study", "ui", str(study_dir), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(base, server)
@@ -141,8 +144,11 @@ def test_two_trial_study_end_to_end(
     assert best.optim.epochs == 2
     rerun = subprocess.run(
         [sys.executable, "-m", "study", "train", "--config", str(out / "best.yaml"), "--output", str(tmp_path / "w")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "test_acc=" in rerun.stdout and (tmp_path / "w" / "best_model.pt").is_file()
 
@@ -170,8 +176,11 @@ def test_two_trial_study_end_to_end(
     port = free_port()
     dashboard = subprocess.Popen(
         [sys.executable, "-m", "study", "dashboard", str(out), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -203,9 +212,15 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
         delta={"attention_epochs": 1, "attention_batches": 1, "attention_batch_size": 8, "cache_dir": str(cache)},
     )
     spec = {
-        "name": "methods", "output_dir": str(tmp_path / "study"), "search_space": "methods-grid", "num_samples": 6,
-        "max_concurrent": 2, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "base": base,
-    }  # fmt: skip
+        "name": "methods",
+        "output_dir": str(tmp_path / "study"),
+        "search_space": "methods-grid",
+        "num_samples": 6,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": base,
+    }
     spec_path = tmp_path / "methods.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     assert main(["launch", str(spec_path)]) == 0
@@ -216,8 +231,11 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
     # a grid selects nothing: no validation, every sampled image trains, the last epoch's test accuracy
     assert all((row["n_train"], row["n_val"], row["best_val_acc"]) == (150, 0, None) for row in table)
     client = MlflowClient(f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}")
-    children = [r for r in client.search_runs([client.get_experiment_by_name("methods").experiment_id])
-                if "mlflow.parentRunId" in r.data.tags]  # fmt: skip
+    children = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("methods").experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    ]
     assert all(c.data.params["data.selection"] == "last" and "val_acc" not in c.data.metrics for c in children)
     best = (tmp_path / "study" / "best.yaml").read_text()
     assert "by test_acc" in best and "selection: last" in best
@@ -236,24 +254,42 @@ def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
     server_dir = tmp_path / "server"
     server_dir.mkdir()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-         "--artifacts-destination", str(server_dir / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{server_dir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(server_dir / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(uri, server)
         spec = {
-            "name": "http-study", "output_dir": str(tmp_path / "study"), "num_samples": 2,
+            "name": "http-study",
+            "output_dir": str(tmp_path / "study"),
+            "num_samples": 2,
             "search_space": {  # a declarative space, with a conditional parameter
                 "optim.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},
                 "bss.enabled": {"type": "categorical", "choices": [True, False]},
                 "bss.k": {"type": "int", "low": 1, "high": 3, "when": {"bss.enabled": True}},
             },
-            "max_concurrent": 2, "scheduler": {"name": "fifo"}, "ray_num_cpus": 2, "tracking_uri": uri,
+            "max_concurrent": 2,
+            "scheduler": {"name": "fifo"},
+            "ray_num_cpus": 2,
+            "tracking_uri": uri,
             "base": tiny_base(),
-        }  # fmt: skip
+        }
         spec_path = tmp_path / "http.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
         assert main(["launch", str(spec_path)]) == 0

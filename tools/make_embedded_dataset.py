@@ -20,9 +20,17 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = (
-    "t-shirt/top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-)  # fmt: skip
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 300, 50, 100
 SEED = 20190415
 
@@ -61,11 +69,14 @@ def main() -> None:
     (test_idx,) = balanced(te_y, (TEST_PER_CLASS,), rng)
     np.savez_compressed(
         args.out,
-        train_x=tr_x[train_idx], train_y=tr_y[train_idx].astype(np.int64),
-        val_x=tr_x[val_idx], val_y=tr_y[val_idx].astype(np.int64),
-        test_x=te_x[test_idx], test_y=te_y[test_idx].astype(np.int64),
+        train_x=tr_x[train_idx],
+        train_y=tr_y[train_idx].astype(np.int64),
+        val_x=tr_x[val_idx],
+        val_y=tr_y[val_idx].astype(np.int64),
+        test_x=te_x[test_idx],
+        test_y=te_y[test_idx].astype(np.int64),
         classes=np.array(CLASSES),
-    )  # fmt: skip
+    )
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -126,6 +126,10 @@ def _delta_from_config(context: BuildContext) -> DELTA:
         )
     r = config.regularizer
     return DELTA(
-        model.backbone, layers, attention, alpha=r.coefficient("alpha"), beta=r.coefficient("beta"),
+        model.backbone,
+        layers,
+        attention,
+        alpha=r.coefficient("alpha"),
+        beta=r.coefficient("beta"),
         batch_reduction=config.delta.batch_reduction,
-    )  # fmt: skip
+    )
