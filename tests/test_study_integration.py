@@ -307,3 +307,52 @@ def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_printed_address_opens_the_runs_table_in_a_real_browser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`study ui` prints the runs table's address; headless Chromium (the system's package, driven
+    by Playwright; nothing downloaded) opens it on MLflow's training runs, not its GenAI overview,
+    with the study's parent run and all of its child runs counted."""
+    chromium = Path("/usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright to run the browser test")
+    if not chromium.is_file():
+        pytest.skip("no /usr/bin/chromium: apt-get install chromium to run the browser test")
+    out = tmp_path / "study"
+    spec = {
+        "name": "browse",
+        "output_dir": str(out),
+        "search_space": "demo",
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": tiny_base(optim={"epochs": 1}),
+    }
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(tmp_path / "b.yaml")]) == 0
+    port = free_port()
+    assert main(["ui", str(out), "--port", str(port), "--print-only"]) == 0
+    (address,) = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "the study's runs:" in line]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "study", "ui", str(out), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", server)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(address)
+            page.get_by_text("3 matching runs").wait_for(timeout=90_000)  # the parent and its two trials
+            page.get_by_text("study-browse", exact=True).first.wait_for(timeout=30_000)  # the parent's row
+            text = page.inner_text("body")
+            browser.close()
+        assert "Training runs" in text and "Traces" in text  # the model-training runs page, under its tabs
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
