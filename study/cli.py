@@ -407,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" lines
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables" lines
     try:
         return int(args.func(args))
     except InputError as exc:
