@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
@@ -43,9 +42,7 @@ from study.spec import StudySpec, check_inputs, spec_to_yaml
 from study.tracking import (
     MlflowTrialLogger,
     ProgressLine,
-    log_params,
-    open_experiment,
-    source_tags,
+    StudyRun,
     trial_error_message,
 )
 from trainables.finetune_trial import START_EPOCH, finetune_trial
@@ -148,18 +145,17 @@ def start_record(spec: StudySpec) -> StudyRecord:
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.spec_file.write_text(spec_to_yaml(spec))
     record_uri = spec.tracking_uri  # None: the folder's own mlflow.db, found from the folder
-    client = MlflowClient(spec.tracking_uri or folder.local_tracking_uri)
-    experiment_id = open_experiment(client, spec.name, folder.artifacts_dir)
-    for stale in client.search_runs([experiment_id], filter_string=f"tags.`study.dir` = '{folder.path}'"):
-        client.delete_run(stale.info.run_id)  # the parent run of a start that was killed before its record
-    tags = {MLFLOW_RUN_NAME: f"study-{spec.name}", "study.dir": str(folder.path), **source_tags()}
-    tags.update(package_versions())
-    parent_id = client.create_run(experiment_id, run_name=f"study-{spec.name}", tags=tags).info.run_id
     spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
-    log_params(client, parent_id, {**spec_values, **{f"base.{k}": v for k, v in flatten(spec.base).items()}})
-    client.log_text(parent_id, spec_to_yaml(spec), SPEC_FILE)
-    client.log_batch(parent_id, tags=[RunTag("search_space", spec.space.description[:5000])])
-    record = StudyRecord(record_uri, experiment_id, parent_id)
+    experiment_id, parent = StudyRun.create(
+        MlflowClient(spec.tracking_uri or folder.local_tracking_uri),
+        spec.name,
+        folder.path,
+        folder.artifacts_dir,
+        tags={**package_versions(), "search_space": spec.space.description[:5000]},
+        params={**spec_values, **{f"base.{k}": v for k, v in flatten(spec.base).items()}},
+        texts={SPEC_FILE: spec_to_yaml(spec)},
+    )
+    record = StudyRecord(record_uri, experiment_id, parent.run_id)
     record.save(folder)
     return record
 
@@ -271,14 +267,14 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     """Build the tuner and run it inside the study folder; write the results if every trial ended,
     else leave the study resumable."""
     folder = StudyFolder(spec.study_dir)
-    client = tracking_client(folder, record)
+    parent = StudyRun(tracking_client(folder, record), record.parent_run_id)
     started = time.monotonic()
     monitor = system_metrics(record, folder)
     try:
         with inside(folder):
             results = make_tuner().fit()
     except BaseException:
-        client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
+        parent.interrupted([])
         raise
     finally:
         if monitor is not None:
@@ -289,16 +285,13 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     with inside(folder):
         runs = logger.child_runs()
     complete = len(trials) == spec.num_samples and all(ended(t) for t in trials)
-    if not complete:
-        for trial in trials:  # the interrupted trials' runs are continued by `study resume`
-            if not ended(trial) and trial.trial_id in runs:
-                client.set_terminated(runs[trial.trial_id], RunStatus.to_string(RunStatus.KILLED))
-        client.set_terminated(record.parent_run_id, RunStatus.to_string(RunStatus.KILLED))
+    if not complete:  # the interrupted trials' runs are continued by `study resume`
+        parent.interrupted([runs[t.trial_id] for t in trials if not ended(t) and t.trial_id in runs])
         return StudyOutcome(folder.path, None, None, None, record.parent_run_id, interrupted=True)
     with inside(folder):
         for trial in trials:  # a driver killed between a trial's end and its MLflow update left it RUNNING
-            run = client.get_run(runs[trial.trial_id]) if trial.trial_id in runs else None
-            if run is not None and run.info.status not in ("FINISHED", "FAILED"):
+            status = parent.run_status(runs[trial.trial_id]) if trial.trial_id in runs else None
+            if status is not None and status not in ("FINISHED", "FAILED"):
                 epochs = int((trial.last_result or {}).get("epoch", 0))
                 logger.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
         logger.remove_orphans({t.trial_id for t in trials})
@@ -307,14 +300,13 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
     if efficiency is not None:
         value, overhead = efficiency
-        metrics = [Metric("sweep_efficiency", value, 0, 0), Metric("overhead_per_trial_s", overhead, 0, 0)]
-        client.log_batch(record.parent_run_id, metrics=metrics)
+        parent.log_metrics({"sweep_efficiency": value, "overhead_per_trial_s": overhead})
         print(
             f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
             f"overhead {overhead:.2f} s per trial",
             file=out or sys.stdout,
         )
-    return write_results(spec, record, rows, client, out)
+    return write_results(spec, rows, parent, out)
 
 
 def system_metrics(record: StudyRecord, folder: StudyFolder) -> Any:
@@ -341,11 +333,8 @@ def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[flo
     return sum(busy) / (wall * slots), max(0.0, wall * slots - sum(busy)) / len(rows)
 
 
-def write_results(
-    spec: StudySpec, record: StudyRecord, rows: list[TrialRow], client: MlflowClient, out: IO[str] | None
-) -> StudyOutcome:
+def write_results(spec: StudySpec, rows: list[TrialRow], parent: StudyRun, out: IO[str] | None) -> StudyOutcome:
     folder = StudyFolder(spec.study_dir)
-    parent_id = record.parent_run_id
     table = trials_table(rows)
     best = best_row(rows, str(spec.metric))
     best_path: Path | None = None
@@ -357,23 +346,20 @@ def write_results(
             f"selection: {spec.selection}); "
             f"weights: {weights} (in the study folder)\n" + config_to_yaml(resolve_config(spec.base, best.params))
         )
-        client.log_artifact(parent_id, str(best_path))
-        metrics = [
-            Metric(name, float(best.metrics[key]), 0, 0)
+        parent.log_file(best_path)
+        values = {
+            name: float(best.metrics[key])
             for name, key in (("best_val_acc", "best_val_acc"), ("best_test_acc", "test_acc"))
             if best.metrics.get(key) is not None
-        ]
-        tags = [RunTag("best.trial_id", best.trial_id), RunTag("best.mlflow_run_id", best.mlflow_run_id or "")]
-        client.log_batch(parent_id, metrics=metrics, tags=tags)
+        }
+        parent.log_metrics(
+            values, tags={"best.trial_id": best.trial_id, "best.mlflow_run_id": best.mlflow_run_id or ""}
+        )
     write_table(table, folder.trials_file)  # last: its presence marks the study complete
-    client.log_artifact(parent_id, str(folder.trials_file))
-    failed = sum(1 for r in rows if r.status == "failed")
-    totals = [Metric("trials_failed", float(failed), 0, 0), Metric("trials_total", float(len(rows)), 0, 0)]
-    client.log_batch(parent_id, metrics=totals)
-    status = RunStatus.FAILED if failed == len(rows) else RunStatus.FINISHED
-    client.set_terminated(parent_id, RunStatus.to_string(status))
+    parent.log_file(folder.trials_file)
+    parent.finish(sum(1 for r in rows if r.status == "failed"), len(rows))
     print(format_table(table), file=out or sys.stdout)
-    return StudyOutcome(folder.path, table, best, best_path, parent_id)
+    return StudyOutcome(folder.path, table, best, best_path, parent.run_id)
 
 
 def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
@@ -432,11 +418,11 @@ def resume_study(checked: Resumable, out: IO[str] | None = None) -> StudyOutcome
     if checked.record is None:
         return StudyOutcome.complete(folder)
     record = checked.record
-    client = tracking_client(folder, record)
+    parent = StudyRun(tracking_client(folder, record), record.parent_run_id)
     rebase_artifacts(folder, record)
     if table_state == "damaged":
         folder.trials_file.replace(folder.path / f"{folder.trials_file.name}.damaged")
-    client.update_run(record.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    parent.set_status(RunStatus.to_string(RunStatus.RUNNING))
     tune_dir = str(folder.tune_dir)
     if not tune.Tuner.can_restore(tune_dir):
         # killed before Tune saved its first state: nothing ran yet, start the trials afresh

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import cloudpickle
 from ray.exceptions import RayTaskError
 from ray.tune import Callback
@@ -93,6 +93,65 @@ def log_params(client: MlflowClient, run_id: str, values: Mapping[str, Any]) -> 
     params = _params(values)
     for start in range(0, len(params), 100):
         client.log_batch(run_id, params=params[start : start + 100])
+
+
+class StudyRun:
+    """The study's parent run: every MLflow write of the driver that is not a trial's own goes
+    through here (the trials' child runs through :class:`MlflowTrialLogger`)."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    @classmethod
+    def create(
+        cls,
+        client: MlflowClient,
+        name: str,
+        study_dir: Path,
+        artifact_root: Path,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        texts: Mapping[str, str],
+    ) -> tuple[str, StudyRun]:
+        """(experiment id, the new parent run). A parent run of this folder left by a start that
+        was killed before its record was written is deleted first."""
+        experiment_id = open_experiment(client, name, artifact_root)
+        for stale in client.search_runs([experiment_id], filter_string=f"tags.`study.dir` = '{study_dir}'"):
+            client.delete_run(stale.info.run_id)
+        all_tags = {MLFLOW_RUN_NAME: f"study-{name}", "study.dir": str(study_dir), **source_tags(), **tags}
+        run_id = client.create_run(experiment_id, run_name=f"study-{name}", tags=all_tags).info.run_id
+        log_params(client, run_id, params)
+        for path, text in texts.items():
+            client.log_text(run_id, text, path)
+        return experiment_id, cls(client, run_id)
+
+    def set_status(self, status: str) -> None:
+        """RUNNING (resumed), KILLED (interrupted: resumable) or FINISHED / FAILED."""
+        if status == RunStatus.to_string(RunStatus.RUNNING):
+            self.client.update_run(self.run_id, status=status)
+        else:
+            self.client.set_terminated(self.run_id, status)
+
+    def interrupted(self, trial_runs: list[str]) -> None:
+        """The runs of interrupted trials and the parent run KILLED; `study resume` continues them."""
+        for run_id in trial_runs:
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        self.set_status(RunStatus.to_string(RunStatus.KILLED))
+
+    def run_status(self, run_id: str) -> str:
+        return str(self.client.get_run(run_id).info.status)
+
+    def log_metrics(self, values: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
+        metrics = [Metric(k, float(v), 0, 0) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+
+    def log_file(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, failed: int, total: int) -> None:
+        """The trial counts; FAILED when every trial failed, else FINISHED."""
+        self.log_metrics({"trials_failed": failed, "trials_total": total})
+        self.set_status(RunStatus.to_string(RunStatus.FAILED if failed == total else RunStatus.FINISHED))
 
 
 class MlflowTrialLogger(Callback):
