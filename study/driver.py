@@ -259,7 +259,7 @@ def trial_rows(
 def tune_trials(results: tune.ResultGrid) -> list[Trial]:
     """Every Tune trial of a finished or interrupted ``fit`` (status, failures, error files, last
     result). Ray's public ResultGrid has Results, not Trials: this is the one place that reaches
-    into its private ``_experiment_analysis`` (``tests/test_searcher.py`` fails when Ray changes it)."""
+    into its private ``_experiment_analysis`` (``tests/study/test_searcher.py`` fails when Ray changes it)."""
     return list(results._experiment_analysis.trials)
 
 

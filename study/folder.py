@@ -176,7 +176,7 @@ def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
     MLflow stores them as absolute URIs; in a copied or moved study they still name the original
     folder, so logging an artifact would write into it. Only a folder-local store is rebased
     (a tracking server owns its artifact store). MLflow has no API to change them, so this
-    updates its two columns in the study's own SQLite file (tests/test_study_folder.py fails
+    updates its two columns in the study's own SQLite file (tests/study/test_study_folder.py fails
     loudly if MLflow's schema changes)."""
     if record.tracking_uri is not None:
         return

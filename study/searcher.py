@@ -8,7 +8,7 @@ parameters, a grid point kept), and the lost trial's saved epochs move to the ne
 folder, so the study ends with exactly ``num_samples`` Optuna trials and no training lost.
 
 This module reaches into ``OptunaSearch._ot_trials`` / ``_ot_study`` (Ray has no public hook
-for either); ``tests/test_searcher.py`` fails loudly if Ray renames them.
+for either); ``tests/study/test_searcher.py`` fails loudly if Ray renames them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Kill storm: SIGKILL the driver of one small study at random moments, resume each time, then
-count what the record holds. ``tests/test_kill_storm.py`` runs a short storm in CI; the long one:
+count what the record holds. ``tests/study/test_driver_exit.py`` runs a short storm in CI; the long one:
 
     .venv/bin/python -m tests.kill_storm --kills 20 --out /tmp/storm
 

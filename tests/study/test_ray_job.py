@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, tiny_base
-from tests.test_study_integration import free_port
+from tests.study.test_study_integration import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -7,7 +7,7 @@ import pytest
 
 from search_spaces.declarative import SpaceError, parse_space
 from study.cli import main
-from tests.test_spec_cli import write_spec
+from tests.study.test_spec_cli import write_spec
 
 SPACE = {
     "optim.lr": {"type": "loguniform", "low": 1e-3, "high": 1e-1},

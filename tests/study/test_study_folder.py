@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from study.cli import main
 from tests.conftest import tiny_base
-from tests.test_resume import launch_and_stop
+from tests.study.test_resume import launch_and_stop
 
 pytestmark = pytest.mark.slow
 
