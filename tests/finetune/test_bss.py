@@ -100,7 +100,10 @@ def test_every_method_is_float32_under_bf16_autocast(method: str) -> None:
 
 def _smallest_singular_values(seed: int, bss: bool, k: int) -> list[float]:
     """Fine-tune a pretrained MobileNetV2 briefly (with BSS at a large eta, or without), then the k
-    smallest singular values of its features on fixed, non-augmented training batches, averaged."""
+    smallest singular values of its features on fixed, non-augmented training batches, averaged.
+    The features are those BSS penalises: batch-normalised with each batch's own statistics (after
+    12 steps BN's running statistics are still mostly ImageNet's, so eval mode would measure a
+    network the penalty never saw; the embedded Fig. 3(d) study measures eval mode after 90)."""
     from finetune import Trainer, config_from_dict
     from finetune.engine import train_to_end
     from finetune.transforms import center_view
@@ -117,7 +120,7 @@ def _smallest_singular_values(seed: int, bss: bool, k: int) -> list[float]:
     )
     trainer = Trainer(config)
     train_to_end(trainer)
-    trainer.model.eval()
+    trainer.model.train()  # batch statistics, as in training (no gradient, no step)
     images = trainer.splits.train.take(range(4 * batch))
     values = []
     with torch.no_grad():
