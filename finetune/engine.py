@@ -211,13 +211,14 @@ class Trainer:
     def _evaluate(self) -> tuple[float | None, float | None]:
         """(val_acc, test_acc) after an epoch. ``best_val``: validation accuracy, the best epoch's
         weights kept, the test split evaluated once with them after the last epoch. ``last``: no
-        validation; the test accuracy of the current weights after every epoch (a learning curve;
-        the run reports the last one)."""
+        validation; the test accuracy of the current weights after every epoch (a learning curve
+        from the centre view, cheap; the last epoch with ``data.eval_transform``, which the run
+        reports)."""
         if self.splits.val is None:
             self.best_epoch = self.epoch
             if self.done:
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            views = eval_views(self.config.data)
+            views = eval_views(self.config.data) if self.done else center_view
             return None, accuracy(self.model, self.splits.test, self.config, self.device, views)
         val_acc = accuracy(self.model, self.splits.val, self.config, self.device, center_view)
         if val_acc > self.best_val:
