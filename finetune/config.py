@@ -47,7 +47,7 @@ class DataConfig:
     best validation accuracy; its weights are tested once, at the end) or ``last`` (no validation
     split at all: the run trains on exactly ceil(rate x n_c) images a class, nested across
     rates, and reports the last epoch's test accuracy, as the paper's tables do; the test split
-    is evaluated after every epoch as a learning curve, never to choose one). File datasets are
+    is evaluated after every epoch as a learning curve (centre view), never to choose one). File datasets are
     decoded once per split and size into a shared, memory-mapped cache (``decode_cache``,
     ``cache_dir``; default ``~/.cache/bss-study/images``) that every trial reads in place.
     """
