@@ -3,6 +3,9 @@ with ``--register``, the best trial's weights as an MLflow model in MLflow's mod
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -81,18 +84,39 @@ def register_best(path: Path, model_name: str | None = None) -> str:
     model.load_state_dict(state)
     model.eval()
     rebase_artifacts(folder, record)
-    uri = record.tracking_uri_in(folder)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     name = model_name or spec.name
     requirements = [f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]
-    with mlflow.start_run(run_id=best["mlflow_run_id"]):
+    with mlflow_uris(record.tracking_uri_in(folder)), mlflow.start_run(run_id=best["mlflow_run_id"]):
         info = mlflow.pytorch.log_model(
             model,
             name="model",
             registered_model_name=name,
+            serialization_format="pickle",  # the nn.Module itself, loaded back by mlflow.pytorch.load_model
             pip_requirements=requirements,  # stated, not inferred (inference loads the model in a subprocess)
             code_paths=[str(Path(finetune.__file__).parent)],  # the Classifier's code travels with it
             metadata={"study": spec.name, "trial_id": str(best["trial_id"]), "config": config_to_yaml(config)},
         )
     return f"models:/{name}/{info.registered_model_version}"
+
+
+@contextmanager
+def mlflow_uris(uri: str) -> Iterator[None]:
+    """MLflow's fluent API pointed at ``uri`` for the block, then back: ``mlflow.set_tracking_uri``
+    also sets ``MLFLOW_TRACKING_URI`` in the environment, which would send later studies launched
+    from this process (``with_tracking_env``) to this study's database."""
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        # None unsets it (and the environment variable)
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

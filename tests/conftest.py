@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _test_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests only: token auth stays on for users
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):  # a user's settings stay theirs
+        os.environ.pop(key, None)
     # shared caches (decoded images, DELTA attention) in a fresh folder, not the user's
     os.environ["BSS_STUDY_CACHE"] = str(tmp_path_factory.mktemp("bss-study-cache"))
 

@@ -158,9 +158,11 @@ def test_two_trial_study_end_to_end(
     import mlflow
     import torch
 
-    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{out / 'mlflow.db'}")
-    loaded = mlflow.pytorch.load_model("models:/itest/1")
+    from study.export import mlflow_uris
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # registering left the process's MLflow settings alone
+    with mlflow_uris(f"sqlite:///{out / 'mlflow.db'}"):
+        loaded = mlflow.pytorch.load_model("models:/itest/1")
     best_id = client.get_run(parents[0].info.run_id).data.tags["best.trial_id"]
     saved = torch.load(out / "trials" / best_id / "best_model.pt", weights_only=True)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
