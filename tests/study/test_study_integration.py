@@ -188,13 +188,16 @@ def test_two_trial_study_end_to_end(
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
-                    studies = json.loads(response.read())["studies"]
+                    studies = json.loads(response.read())["study_summaries"]
                 break
             except OSError:
                 assert dashboard.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
                 time.sleep(0.5)
         (served,) = [s for s in studies if s["study_name"] == "itest"]
         assert served["directions"] == ["maximize"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{served['study_id']}", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert detail["objective_names"] == ["best_val_acc"] and len(detail["trials"]) == 2  # not "Objective 0"
     finally:
         os.killpg(dashboard.pid, signal.SIGTERM)
         dashboard.wait(timeout=30)
