@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -303,104 +303,127 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(command, args.print_only)
 
 
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+STUDY_DIR: Arg = (("study_dir",), {"help": "the study's output_dir"})
+
+
+def server_args(port: int) -> list[Arg]:
+    return [
+        STUDY_DIR,
+        (("--host",), {"default": "127.0.0.1", "help": "bind address (default 127.0.0.1: this machine only)"}),
+        (("--port",), {"type": int, "default": port}),
+        (("--print-only",), {"action": "store_true", "help": "print the command instead of running it"}),
+    ]
+
+
+# name -> (function, help, description, arguments): every subcommand in one table
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Arg]]] = {
+    "launch": (
+        cmd_launch,
+        "run a study from a YAML spec",
+        "Run a study from a YAML spec.",
+        [(("spec",), {"help": "study spec, e.g. studies/demo.yaml"})],
+    ),
+    "resume": (
+        cmd_resume,
+        "continue an interrupted study",
+        "Continue a study stopped by Ctrl-C or a killed driver: unfinished trials continue from their last "
+        "checkpoint, in their own MLflow runs, up to num_samples trials in all.",
+        [STUDY_DIR],
+    ),
+    "list": (
+        cmd_list,
+        "what every registry offers: spaces, protocols, datasets, backbones, ...",
+        "The names a spec can use, with a description each.",
+        [],
+    ),
+    "status": (
+        cmd_status,
+        "trials running / finished / failed and the best so far",
+        "Progress of a study, also while it runs (read from its MLflow runs).",
+        [STUDY_DIR],
+    ),
+    "export-best": (
+        cmd_export_best,
+        "YAML configs of the best trials, runnable by `study train`",
+        "Write the top trials' resolved configs (with their checkpoint paths).",
+        [
+            STUDY_DIR,
+            (
+                ("--top",),
+                {
+                    "type": int,
+                    "default": 1,
+                    "help": "how many trials (by the study's selection metric: best_val_acc, or a grid's test_acc)",
+                },
+            ),
+            (("--out",), {"help": "folder for the YAML files (default: STUDY_DIR/export)"}),
+            (
+                ("--register",),
+                {
+                    "nargs": "?",
+                    "const": "",
+                    "metavar": "NAME",
+                    "help": "also log the best trial's weights as an MLflow model and register it as NAME "
+                    "(default: the study's name) in MLflow's model registry",
+                },
+            ),
+        ],
+    ),
+    "report": (
+        cmd_report,
+        "Table-2 style table, BSS gains, Fig. 3(d) sensitivity, importances, parallel coordinates",
+        "Write STUDY_DIR/report (Markdown + PNG) and log it to the study's parent MLflow run.",
+        [STUDY_DIR],
+    ),
+    "train": (
+        cmd_train,
+        "one fine-tuning run from a config (no Ray)",
+        "One fine-tuning run from a config YAML, e.g. a study's best.yaml.",
+        [
+            (("--config",), {"required": True, "help": "config YAML (e.g. runs/demo/best.yaml)"}),
+            (("--output",), {"help": "folder to save the selected weights in"}),
+        ],
+    ),
+    "analyze": (
+        cmd_analyze,
+        "the paper's analyses of finished runs (spectra, angles)",
+        "Singular-value spectra of batch features (Fig. 1c-d, 3b-c) or corresponding angles to the "
+        "pretrained weights (Eq. 5-6, Fig. 1b); writes Parquet + PNG.",
+        [
+            (("analysis",), {"choices": ["spectra", "angles"]}),
+            (
+                ("--run",),
+                {
+                    "action": "append",
+                    "required": True,
+                    "help": "folder with config.yaml + best_model.pt; repeat to compare runs (e.g. with/without BSS)",
+                },
+            ),
+            (("--label",), {"action": "append", "help": "a legend label per --run"}),
+            (("--out",), {"required": True, "help": "folder for the table and the plot"}),
+            (("--batches",), {"type": int, "default": 8, "help": "spectra: batches to average over"}),
+            (("--layers",), {"nargs": "+", "help": "angles: conv layer names (default: the backbone's stage ends)"}),
+        ],
+    ),
+    "ui": (cmd_ui, "open the MLflow UI of a study", "Serve the MLflow UI of a study.", server_args(5000)),
+    "dashboard": (
+        cmd_dashboard,
+        "open optuna-dashboard on a study's Optuna storage",
+        "Serve optuna-dashboard (pip install -e '.[dashboard]') on the study's optuna.db.",
+        server_args(8080),
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Hyperparameter studies of BSS fine-tuning on Ray Tune.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("launch", help="run a study from a YAML spec", description="Run a study from a YAML spec.")
-    p.add_argument("spec", help="study spec, e.g. studies/demo.yaml")
-    p.set_defaults(func=cmd_launch)
-    p = sub.add_parser(
-        "resume",
-        help="continue an interrupted study",
-        description="Continue a study stopped by Ctrl-C or a killed driver: unfinished trials continue from their "
-        "last checkpoint, in their own MLflow runs, up to num_samples trials in all.",
-    )
-    p.add_argument("study_dir", help="the study's output_dir")
-    p.set_defaults(func=cmd_resume)
-    p = sub.add_parser(
-        "list",
-        help="what every registry offers: spaces, protocols, datasets, backbones, ...",
-        description="The names a spec can use, with a description each.",
-    )
-    p.set_defaults(func=cmd_list)
-    p = sub.add_parser(
-        "status",
-        help="trials running / finished / failed and the best so far",
-        description="Progress of a study, also while it runs (read from its MLflow runs).",
-    )
-    p.add_argument("study_dir", help="the study's output_dir")
-    p.set_defaults(func=cmd_status)
-    p = sub.add_parser(
-        "export-best",
-        help="YAML configs of the best trials, runnable by `study train`",
-        description="Write the top trials' resolved configs (with their checkpoint paths).",
-    )
-    p.add_argument("study_dir", help="the study's output_dir")
-    p.add_argument(
-        "--top",
-        type=int,
-        default=1,
-        help="how many trials (by the study's selection metric: best_val_acc, or a grid's test_acc)",
-    )
-    p.add_argument("--out", help="folder for the YAML files (default: STUDY_DIR/export)")
-    p.add_argument(
-        "--register",
-        nargs="?",
-        const="",
-        metavar="NAME",
-        help="also log the best trial's weights as an MLflow model and register it as NAME "
-        "(default: the study's name) in MLflow's model registry",
-    )
-    p.set_defaults(func=cmd_export_best)
-    p = sub.add_parser(
-        "report",
-        help="Table-2 style table, BSS gains, Fig. 3(d) sensitivity, importances, parallel coordinates",
-        description="Write STUDY_DIR/report (Markdown + PNG) and log it to the study's parent MLflow run.",
-    )
-    p.add_argument("study_dir", help="the study's output_dir")
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser(
-        "train",
-        help="one fine-tuning run from a config (no Ray)",
-        description="One fine-tuning run from a config YAML, e.g. a study's best.yaml.",
-    )
-    p.add_argument("--config", required=True, help="config YAML (e.g. runs/demo/best.yaml)")
-    p.add_argument("--output", help="folder to save the selected (best-validation) weights in")
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser(
-        "analyze",
-        help="the paper's analyses of finished runs (spectra, angles)",
-        description="Singular-value spectra of batch features (Fig. 1c-d, 3b-c) or corresponding "
-        "angles to the pretrained weights (Eq. 5-6, Fig. 1b); writes Parquet + PNG.",
-    )
-    p.add_argument("analysis", choices=["spectra", "angles"])
-    p.add_argument(
-        "--run",
-        action="append",
-        required=True,
-        help="folder with config.yaml + best_model.pt; repeat to compare runs (e.g. with/without BSS)",
-    )
-    p.add_argument("--label", action="append", help="a legend label per --run")
-    p.add_argument("--out", required=True, help="folder for the table and the plot")
-    p.add_argument("--batches", type=int, default=8, help="spectra: batches to average over")
-    p.add_argument("--layers", nargs="+", help="angles: conv layer names (default: the backbone's stage ends)")
-    p.set_defaults(func=cmd_analyze)
-    p = sub.add_parser("ui", help="open the MLflow UI of a study", description="Serve the MLflow UI of a study.")
-    p.add_argument("study_dir", help="the study's output_dir")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--print-only", action="store_true", help="print the command instead of running it")
-    p.set_defaults(func=cmd_ui)
-    p = sub.add_parser(
-        "dashboard",
-        help="open optuna-dashboard on a study's Optuna storage",
-        description="Serve optuna-dashboard (pip install -e '.[dashboard]') on the study's optuna.db.",
-    )
-    p.add_argument("study_dir", help="the study's output_dir")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--print-only", action="store_true", help="print the command instead of running it")
-    p.set_defaults(func=cmd_dashboard)
+    for name, (func, help_text, description, arguments) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=description)
+        for flags, options in arguments:
+            command.add_argument(*flags, **options)
+        command.set_defaults(func=func)
     return parser
 
 

@@ -33,6 +33,16 @@ REPORT_DIR = "report"
 EXPORT_DIR = "export"
 
 
+class Entry:
+    """A file or folder of the study folder, by its name: ``folder.spec_file`` is ``folder.path / "spec.yaml"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, folder: StudyFolder, owner: type | None = None) -> Path:
+        return folder.path / self.name
+
+
 @dataclass(frozen=True)
 class StudyFolder:
     """The files of one study, all below ``path``."""
@@ -42,41 +52,15 @@ class StudyFolder:
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).resolve())
 
-    @property
-    def spec_file(self) -> Path:
-        return self.path / SPEC_FILE
-
-    @property
-    def record_file(self) -> Path:
-        return self.path / RECORD_FILE
-
-    @property
-    def trials_file(self) -> Path:
-        return self.path / TRIALS_FILE
-
-    @property
-    def best_file(self) -> Path:
-        return self.path / BEST_FILE
-
-    @property
-    def tune_dir(self) -> Path:
-        return self.path / TUNE_DIR
-
-    @property
-    def optuna_file(self) -> Path:
-        return self.path / OPTUNA_FILE
-
-    @property
-    def mlflow_file(self) -> Path:
-        return self.path / MLFLOW_FILE
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.path / ARTIFACTS_DIR
-
-    @property
-    def trials_root(self) -> Path:
-        return self.path / TRIALS_DIR
+    spec_file = Entry(SPEC_FILE)
+    record_file = Entry(RECORD_FILE)
+    trials_file = Entry(TRIALS_FILE)
+    best_file = Entry(BEST_FILE)
+    tune_dir = Entry(TUNE_DIR)
+    optuna_file = Entry(OPTUNA_FILE)
+    mlflow_file = Entry(MLFLOW_FILE)
+    artifacts_dir = Entry(ARTIFACTS_DIR)
+    trials_root = Entry(TRIALS_DIR)
 
     @property
     def optuna_url(self) -> str:
