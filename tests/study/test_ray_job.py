@@ -14,11 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, tiny_base
-from tests.study.test_study_integration import free_port
+from tests.conftest import REPO
+from tests.study.test_study_integration import background, free_port, two_trial_spec
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -38,25 +37,14 @@ def wait_for_dashboard(url: str, head: subprocess.Popen, seconds: float = 120) -
 
 
 def test_ray_job_submit_runs_a_study(tmp_path: Path) -> None:
-    out = tmp_path / "study"
-    spec = {
-        "name": "jobstudy",
-        "output_dir": str(out),
-        "search_space": "demo",
-        "num_samples": 2,
-        "max_concurrent": 2,
-        "scheduler": {"name": "fifo"},
-        "ray_num_cpus": 2,  # a laptop setting: ignored when the job joins the cluster
-        "base": tiny_base(optim={"epochs": 1, "steps_per_epoch": 2}),
-    }
-    spec_path = tmp_path / "job.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
+    # its ray_num_cpus: 2 is a laptop setting, ignored when the job joins the cluster
+    spec_path, out = two_trial_spec(tmp_path, "jobstudy", optim={"epochs": 1, "steps_per_epoch": 2})
     # the cluster's own folder (short: Ray's sockets live in it), so no other Ray on the machine is found or stopped
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     port, dashboard_port = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
+    head = background(
         [
             str(BIN / "ray"),
             "start",
@@ -70,9 +58,6 @@ def test_ray_job_submit_runs_a_study(tmp_path: Path) -> None:
             f"--temp-dir={temp_dir}",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:

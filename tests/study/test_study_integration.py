@@ -31,6 +31,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def background(command: list[str], **options: object) -> subprocess.Popen:
+    """A server or cluster process in its own session (stopped with os.killpg), quiet."""
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **options
+    )  # type: ignore[call-overload]
+
+
+def two_trial_spec(tmp_path: Path, name: str, **base: object) -> tuple[Path, Path]:
+    """(spec file, study folder) of a tiny two-trial demo-space study on the local Ray."""
+    out = tmp_path / "study"
+    spec = {
+        "name": name,
+        "output_dir": str(out),
+        "search_space": "demo",
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": tiny_base(**base),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path, out
+
+
 def post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -53,13 +78,7 @@ def wait_for_health(base: str, server: subprocess.Popen, seconds: float = 90) ->
 
 def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None:
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "study", "ui", str(study_dir), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = background([sys.executable, "-m", "study", "ui", str(study_dir), "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(base, server)
@@ -82,19 +101,7 @@ def test_two_trial_study_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
-    out = tmp_path / "study"
-    spec = {
-        "name": "itest",
-        "output_dir": str(out),
-        "search_space": "demo",
-        "num_samples": 2,
-        "max_concurrent": 2,
-        "scheduler": {"name": "fifo"},
-        "ray_num_cpus": 2,
-        "base": tiny_base(),
-    }
-    spec_path = tmp_path / "itest.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
+    spec_path, out = two_trial_spec(tmp_path, "itest")
     assert main(["launch", str(spec_path)]) == 0
     printed = capsys.readouterr().out
     assert "study ui" in printed and "best config:" in printed
@@ -176,13 +183,7 @@ def test_two_trial_study_end_to_end(
 
     # optuna-dashboard, started by `study dashboard`, serves the study with its metric's name
     port = free_port()
-    dashboard = subprocess.Popen(
-        [sys.executable, "-m", "study", "dashboard", str(out), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    dashboard = background([sys.executable, "-m", "study", "dashboard", str(out), "--port", str(port)])
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -324,29 +325,12 @@ def test_the_printed_address_opens_the_runs_table_in_a_real_browser(
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright to run the browser test")
     if not chromium.is_file():
         pytest.skip("no /usr/bin/chromium: apt-get install chromium to run the browser test")
-    out = tmp_path / "study"
-    spec = {
-        "name": "browse",
-        "output_dir": str(out),
-        "search_space": "demo",
-        "num_samples": 2,
-        "max_concurrent": 2,
-        "scheduler": {"name": "fifo"},
-        "ray_num_cpus": 2,
-        "base": tiny_base(optim={"epochs": 1}),
-    }
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump(spec))
-    assert main(["launch", str(tmp_path / "b.yaml")]) == 0
+    spec_path, out = two_trial_spec(tmp_path, "browse", optim={"epochs": 1})
+    assert main(["launch", str(spec_path)]) == 0
     port = free_port()
     assert main(["ui", str(out), "--port", str(port), "--print-only"]) == 0
     (address,) = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if "the study's runs:" in line]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "study", "ui", str(out), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = background([sys.executable, "-m", "study", "ui", str(out), "--port", str(port)])
     try:
         wait_for_health(f"http://127.0.0.1:{port}", server)
         with sync_api.sync_playwright() as playwright:
