@@ -70,28 +70,52 @@ def translate_flip(x: torch.Tensor, config: DataConfig, generator: torch.Generat
 def random_resized_crop(x: torch.Tensor, config: DataConfig, generator: torch.Generator) -> torch.Tensor:
     """torchvision's RandomResizedCrop(image_size, scale=(crop_scale_min, 1), ratio=(3/4, 4/3)) + flip.
 
-    Each crop is cut from the uint8 batch and resized on its own (bilinear, antialiased); on a
-    CPU in uint8 and channels_last (PyTorch's vectorised path, as torchvision's v2 uses), on a
-    GPU in float; the batch is normalised once at the end.
+    On a CPU each crop is cut from the uint8 batch and resized on its own (bilinear, antialiased,
+    in uint8 and channels_last: PyTorch's vectorised path, as torchvision's v2 uses). On a GPU
+    the whole batch is cropped and resized at once (:func:`batched_resized_crops`: one kernel
+    instead of one per image). The boxes and flips are the same draws on either device; the
+    batch is normalised once at the end.
     """
     n, _, h, w = x.shape
     size = config.image_size
-    flips = (torch.rand(n, generator=generator) < 0.5).tolist()
-    on_cpu = x.device.type == "cpu"
-    channels_last = x.is_contiguous(memory_format=torch.channels_last)
-    source = x if not on_cpu or channels_last else x.contiguous(memory_format=torch.channels_last)
-    if on_cpu:  # channels-last uint8 output, allocated as such
-        out = torch.empty((n, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
-    else:
-        out = torch.empty((n, 3, size, size), dtype=torch.float32, device=x.device)
-    for i in range(n):
-        top, left, ch, cw = _crop_box(h, w, config.crop_scale_min, generator)
+    flip_draws = torch.rand(n, generator=generator) < 0.5
+    boxes = [_crop_box(h, w, config.crop_scale_min, generator) for _ in range(n)]
+    if x.device.type != "cpu":
+        return normalize_(batched_resized_crops(x.float(), boxes, flip_draws.to(x.device), size))
+    flips = flip_draws.tolist()
+    source = (
+        x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
+    )
+    out = torch.empty((n, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels-last uint8
+    for i, (top, left, ch, cw) in enumerate(boxes):
         crop = source[i : i + 1, :, top : top + ch, left : left + cw]
-        crop = crop if on_cpu else crop.float()
         if flips[i]:
             crop = crop.flip(-1)
         out[i : i + 1] = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return normalize(out) if on_cpu else normalize_(out)
+    return normalize(out)
+
+
+def batched_resized_crops(
+    x: torch.Tensor, boxes: list[tuple[int, int, int, int]], flips: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Every (top, left, height, width) box of a float batch resized to ``size`` x ``size`` in one
+    ``roi_align`` call, flipped where ``flips`` says.
+
+    With ``aligned=True`` roi_align samples at the same points as ``interpolate(bilinear,
+    align_corners=False)`` of the cut-out crop, so upscaled crops agree with the per-image path
+    except in their outermost pixels (roi_align reads the image beyond the box where the per-crop
+    resize repeats the crop's edge). Downscaling: ``sampling_ratio=0`` averages ceil(box / size)
+    bilinear samples per output pixel along each axis (a box filter), where the per-image path's
+    antialiasing is PyTorch's triangle filter: both suppress aliasing; they differ by a few grey
+    levels (tests/finetune/test_engine.py measures it).
+    """
+    from torchvision.ops import roi_align
+
+    rois = torch.tensor(
+        [[i, left, top, left + cw, top + ch] for i, (top, left, ch, cw) in enumerate(boxes)], dtype=x.dtype
+    ).to(x.device, non_blocking=True)
+    out = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    return torch.where(flips.view(-1, 1, 1, 1), out.flip(-1), out)
 
 
 def _crop_box(h: int, w: int, scale_min: float, generator: torch.Generator) -> tuple[int, int, int, int]:
