@@ -55,7 +55,7 @@ def study_status(path: Path) -> StudyStatus:
     counts = Counter(r.info.status for r in runs)
     metric = str(spec.metric)
     best_val, best_trial = None, None
-    for run in runs:
+    for run in sorted(runs, key=lambda r: r.info.start_time):  # ties go to the earlier trial, as in best.yaml
         value = run.data.metrics.get(metric)
         if value is not None and not math.isnan(value) and (best_val is None or value > best_val):
             best_val, best_trial = value, run.data.tags.get("tune.trial_id")
