@@ -430,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" lines
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables" lines
+    # a clean report: the progress line and the final table, warnings and errors; no INFO lines of
+    # MLflow ("Creating initial MLflow database tables", system metrics), no Tune configuration box
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic reporter, which verbose=0 silences
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except InputError as exc:

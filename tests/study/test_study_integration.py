@@ -107,6 +107,9 @@ def test_two_trial_study_end_to_end(
     assert "study ui" in printed and "best config:" in printed
     assert "] 2/2 ended, best val_acc" in printed and "elapsed" in printed  # the live progress line
     assert "sweep efficiency" in printed
+    # a clean report: no Tune configuration box or status tables, no MLflow INFO lines
+    assert "Configuration for experiment" not in printed and "Trial status" not in printed
+    assert "INFO mlflow" not in printed
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("itest")
