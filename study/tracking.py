@@ -201,7 +201,8 @@ class MlflowTrialLogger(Callback):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"_last_step": {}, "_sized": set(), **state})
+        # a study interrupted under an older version is resumed with this one: new fields get defaults
+        self.__dict__.update({"_last_step": {}, "_sized": set(), "source": {}, **state})
 
     @property
     def client(self) -> MlflowClient:
@@ -386,6 +387,10 @@ class ProgressLine(Callback):
         self.ended: set[str] = set()  # ended while this driver ran
         self.started_here: set[str] = set()
         self.started = time.monotonic()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Tune pickles its callbacks: one saved by an older version lacks the newer fields
+        self.__dict__.update({"ended": set(), "started_here": set(), "started": time.monotonic(), **state})
 
     def line(self, trial_id: str, what: str, ended_before: int) -> str:
         done = ended_before + len(self.ended)

@@ -316,3 +316,21 @@ def test_progress_line_bar_best_and_time_left() -> None:
     line = progress.line("b", "finished", ended_before=2)
     assert line.startswith("[study] [##########..........] 4/8 ended, best test_acc 0.7500, 2m00s elapsed")
     assert "~4m00s left" in line and "(trial b finished)" in line
+
+
+def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
+    """Tune restores its callbacks from the pickled state of an interrupted study: ones saved before
+    a field existed get its default instead of failing the resumed study."""
+    import pickle
+
+    from study.tracking import MlflowTrialLogger, ProgressLine
+
+    progress = ProgressLine(requested=4)
+    for name in ("started_here", "started"):
+        del progress.__dict__[name]
+    restored = pickle.loads(pickle.dumps(progress))
+    restored.on_trial_start(0, [], type("T", (), {"trial_id": "t1"})())
+    assert restored.started_here == {"t1"} and "1/4 ended" in restored.line("t1", "finished", ended_before=1)
+    logger = MlflowTrialLogger("sqlite:///mlflow.db", "1", "parent", {}, 2, optuna_number=len)  # picklable
+    del logger.__dict__["source"]
+    assert pickle.loads(pickle.dumps(logger)).source == {}
