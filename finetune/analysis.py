@@ -17,7 +17,7 @@ from torch import nn
 
 from finetune.backbones import backbone_spec, build_classifier
 from finetune.config import ModelConfig, TrainConfig, load_config
-from finetune.data import DATASETS, check_dataset_name, load_splits
+from finetune.data import check_dataset_name, load_splits
 from finetune.errors import ConfigError
 from finetune.model import Classifier
 from finetune.transforms import center_view
@@ -44,9 +44,9 @@ def load_run(folder: str | Path) -> FinishedRun:
             )
     config = load_config(folder / RUN_CONFIG)
     check_dataset_name(config.data.dataset)
-    classes = len(DATASETS[config.data.dataset](config.data).classes)  # the label lists only, nothing decoded
-    model = build_classifier(_no_download(config), num_classes=classes)
-    model.load_state_dict(torch.load(folder / RUN_WEIGHTS, map_location="cpu", weights_only=True))
+    state = torch.load(folder / RUN_WEIGHTS, map_location="cpu", weights_only=True)
+    model = build_classifier(_no_download(config), num_classes=int(state["head.weight"].shape[0]))
+    model.load_state_dict(state)
     return FinishedRun(folder, config, model.eval())
 
 

@@ -6,23 +6,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from finetune import config_to_yaml, resolve_config
 from study.errors import StudyError
 from study.folder import EXPORT_DIR, StudyFolder, StudyRecord, read_trials, rebase_artifacts
+from study.results import counts_for, row_params
 from study.spec import load_spec
 from trainables import BEST_WEIGHTS
 
 
 def ranked_rows(folder: StudyFolder, metric: str) -> list[dict[str, Any]]:
     """The trials of a finished study, best first by the study's selection metric."""
-    rows = [r for r in read_trials(folder).to_pylist() if r[metric] is not None]
-    if metric == "test_acc":  # a grid: only trials that ran to their last epoch have its test accuracy
-        rows = [r for r in rows if r["status"] == "finished" and not r["early_stopped"]]
-    return sorted(rows, key=lambda r: r[metric], reverse=True)
+    rows = read_trials(folder).to_pylist()
+    ranked = [r for r in rows if r[metric] is not None and counts_for(metric, r["status"], r["early_stopped"])]
+    return sorted(ranked, key=lambda r: r[metric], reverse=True)
 
 
 def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]:
@@ -37,8 +36,7 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for rank, row in enumerate(rows[:top], start=1):
-        params = {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
-        config = resolve_config(spec.base, params)
+        config = resolve_config(spec.base, row_params(row))
         has = row.get("has_weights") and row.get("trial_dir")
         weights = str(folder.path / row["trial_dir"] / BEST_WEIGHTS) if has else "none (stopped early)"
         path = out / f"best-{rank}.yaml"
@@ -65,7 +63,7 @@ def register_best(path: Path, model_name: str | None = None) -> str:
     import torch
 
     import finetune
-    from finetune.backbones import build_classifier
+    from finetune.analysis import load_run
 
     folder = StudyFolder(path)
     folder.require_launched()
@@ -77,12 +75,8 @@ def register_best(path: Path, model_name: str | None = None) -> str:
             f"--register: no trial of {folder.path} ran to its end with saved weights; nothing to register"
         )
     best = candidates[0]
-    params = {k.removeprefix("param."): v for k, v in best.items() if k.startswith("param.") and v is not None}
-    config = resolve_config(spec.base, params)
-    state = torch.load(folder.path / best["trial_dir"] / BEST_WEIGHTS, map_location="cpu", weights_only=True)
-    model = build_classifier(replace(config.model, weights=None), num_classes=int(state["head.weight"].shape[0]))
-    model.load_state_dict(state)
-    model.eval()
+    run = load_run(folder.path / best["trial_dir"])  # the trial's own config.yaml and selected weights
+    model, config = run.model, run.config
     rebase_artifacts(folder, record)
     name = model_name or spec.name
     requirements = [f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from finetune import resolve_config
 from finetune.config import applicable_params
-from study.results import SPECTRUM_COLUMNS
+from study.results import SPECTRUM_COLUMNS, row_params
 
 Key = tuple[tuple[str, str], ...]
 
@@ -140,8 +140,7 @@ def trials_from_table(rows: Sequence[dict[str, Any]], base: dict[str, Any]) -> l
     """Every row of ``trials.parquet`` as a :class:`Trial` (its config resolved as the trial's was)."""
     trials = []
     for row in rows:
-        params = {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
-        config = applicable_params(resolve_config(base, params))
+        config = applicable_params(resolve_config(base, row_params(row)))
         ran = row["status"] == "finished" and not row.get("early_stopped") and row.get("test_acc") is not None
         spectrum = tuple(float(row[c]) for c in SPECTRUM_COLUMNS if row.get(c) is not None) if ran else ()
         trials.append(Trial(str(row["trial_id"]), config, float(row["test_acc"]) if ran else None, spectrum))
@@ -199,22 +198,26 @@ def table2_rows(trials: Sequence[Trial]) -> list[Row]:
     return sorted(rows, key=lambda r: (r.dataset, r.label))
 
 
-def bss_gains(trials: Sequence[Trial]) -> list[Gain]:
-    ran = [t for t in trials if t.test_acc is not None]
-    partners = {t.key(_except("bss.")): t for t in ran if not t.bss}
-    diffs: dict[Key, list[float]] = defaultdict(list)
-    example: dict[Key, Trial] = {}
-    for t in ran:
+def bss_pairs(trials: Sequence[Trial]) -> tuple[dict[Key, list[tuple[Trial, Trial]]], dict[Key, str]]:
+    """Each BSS trial with its partner without BSS (equal but for ``bss.*``, same seed), grouped by
+    configuration but the seed; and each group's row label."""
+    partners = {t.key(_except("bss.")): t for t in trials if not t.bss}
+    pairs: dict[Key, list[tuple[Trial, Trial]]] = defaultdict(list)
+    for t in trials:
         partner = partners.get(t.key(_except("bss."))) if t.bss else None
-        if partner is not None and t.test_acc is not None and partner.test_acc is not None:
-            key = t.key(_except("seed"))
-            diffs[key].append(t.test_acc - partner.test_acc)
-            example[key] = t
-    labels = _labels(((k, example[k]) for k in diffs), lambda t: t.method, shown=("data.sampling_rate",))
-    gains = [
-        Gain(example[k].dataset, labels[k], example[k].rate, statistics.fmean(d), len(d), paired_t_test(d))
-        for k, d in diffs.items()
-    ]
+        if partner is not None:
+            pairs[t.key(_except("seed"))].append((t, partner))
+    example = {key: members[0][0] for key, members in pairs.items()}
+    return pairs, _labels(example.items(), lambda t: t.method, shown=("data.sampling_rate",))
+
+
+def bss_gains(trials: Sequence[Trial]) -> list[Gain]:
+    pairs, labels = bss_pairs([t for t in trials if t.test_acc is not None])
+    gains = []
+    for key, members in pairs.items():
+        d = [float(a.test_acc) - float(b.test_acc) for a, b in members]  # type: ignore[arg-type]
+        t = members[0][0]
+        gains.append(Gain(t.dataset, labels[key], t.rate, statistics.fmean(d), len(d), paired_t_test(d)))
     return sorted(gains, key=lambda g: (g.dataset, g.method, g.rate))
 
 
@@ -260,18 +263,10 @@ class SpectrumShift:
 def spectrum_shifts(trials: Sequence[Trial]) -> list[SpectrumShift]:
     """For every BSS configuration with partners: the change of each reported smallest singular
     value (does BSS shrink more than the k it penalises? Fig. 1c-d, 3b-c)."""
-    ran = [t for t in trials if t.spectrum]
-    partners = {t.key(_except("bss.")): t for t in ran if not t.bss}
-    pairs: dict[Key, list[tuple[Trial, Trial]]] = defaultdict(list)
-    for t in ran:
-        partner = partners.get(t.key(_except("bss."))) if t.bss else None
-        if partner is not None:
-            pairs[t.key(_except("seed"))].append((t, partner))
-    example = {key: members[0][0] for key, members in pairs.items()}
-    labels = _labels(example.items(), lambda t: t.method, shown=("data.sampling_rate",))
+    pairs, labels = bss_pairs([t for t in trials if t.spectrum])
     shifts = []
     for key, members in pairs.items():
-        t = example[key]
+        t = members[0][0]
         for i in range(min(len(a.spectrum) for pair in members for a in pair)):
             diffs = [a.spectrum[i] - b.spectrum[i] for a, b in members]
             ratios = [a.spectrum[i] / b.spectrum[i] - 1 for a, b in members if b.spectrum[i] > 0]

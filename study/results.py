@@ -88,16 +88,23 @@ def write_table(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
+def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The searched parameters of a ``trials.parquet`` row (its non-null ``param.*`` columns)."""
+    return {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
+
+
+def counts_for(metric: str, status: str, early_stopped: bool) -> bool:
+    """Whether a trial's value of ``metric`` can rank it: a grid's test accuracy only from a trial
+    that ran to its last epoch (validation accuracy so far counts from any trial)."""
+    return metric != "test_acc" or (status == "finished" and not early_stopped)
+
+
 def best_row(rows: Sequence[TrialRow], metric: str = "best_val_acc") -> TrialRow | None:
     """Highest ``metric`` (the study's selection metric: validation accuracy for a search; the last
     epoch's test accuracy for a fixed-setting grid, which selects nothing); ties go to the earlier
     trial. Early-stopped trials never reach a final test accuracy, so they never win on it."""
-    final_only = metric == "test_acc"  # a grid's test accuracy counts only from trials that ran to the end
     candidates = [
-        r
-        for r in rows
-        if _clean(r.metrics.get(metric)) is not None
-        and not (final_only and (r.status != "finished" or r.early_stopped))
+        r for r in rows if _clean(r.metrics.get(metric)) is not None and counts_for(metric, r.status, r.early_stopped)
     ]
     if not candidates:
         return None
