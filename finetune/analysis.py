@@ -45,7 +45,9 @@ def load_run(folder: str | Path) -> FinishedRun:
     config = load_config(folder / RUN_CONFIG)
     check_dataset_name(config.data.dataset)
     state = torch.load(folder / RUN_WEIGHTS, map_location="cpu", weights_only=True)
-    model = build_classifier(_no_download(config), num_classes=int(state["head.weight"].shape[0]))
+    model = build_classifier(
+        _no_download(config), num_classes=int(state["head.weight"].shape[0]), image_size=config.data.image_size
+    )
     model.load_state_dict(state)
     return FinishedRun(folder, config, model.eval())
 
@@ -101,7 +103,9 @@ def corresponding_angles(run: FinishedRun, layers: list[str] | None = None) -> p
     """Per layer (default: the backbone's stage-end convs) and singular index: cos(theta) and sigma of W^0."""
     if run.config.model.weights is None:
         raise ConfigError("model.weights: the run started from random weights; angles need a pretrained start")
-    pretrained = build_classifier(run.config.model, num_classes=run.model.head.out_features)
+    pretrained = build_classifier(
+        run.config.model, num_classes=run.model.head.out_features, image_size=run.config.data.image_size
+    )
     names = layers or backbone_spec(run.config.model.backbone).stage_layers(run.model.backbone)
     rows: dict[str, list] = {"layer": [], "index": [], "cos": [], "sigma_pretrained": []}
     for name in names:

@@ -20,14 +20,50 @@ from finetune.weights import file_state_dict, torchvision_state_dict
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """``build`` returns a torchvision model; ``to_features`` turns it into a pooled extractor."""
+    """``build(config, image_size)`` returns the model whose weights ``model.weights`` loads (a
+    torchvision model); ``to_features`` turns it into a pooled extractor of ``feature_dim(config)``
+    features. ``weights``: its torchvision weights names (None: files only)."""
 
     name: str
-    build: Callable[[], nn.Module]
-    weights: type[WeightsEnum]
-    feature_dim: int
+    build: Callable[[ModelConfig, int], nn.Module]
+    weights: type[WeightsEnum] | None
+    feature_dim: Callable[[ModelConfig], int]
     to_features: Callable[[nn.Module], nn.Module]
     stage_layers: Callable[[nn.Module], list[str]]  # last conv of each stage, named inside the extractor
+    description: str = ""
+
+    def weight_names(self) -> list[str]:
+        return list(self.weights.__members__) if self.weights is not None else []
+
+
+def _torchvision(build: Callable[[], nn.Module]) -> Callable[[ModelConfig, int], nn.Module]:
+    return lambda config, image_size: build()
+
+
+def _fixed(dim: int) -> Callable[[ModelConfig], int]:
+    return lambda config: dim
+
+
+class PixelMLP(nn.Module):
+    """Kirkpatrick et al.'s permuted-MNIST network without its output layer (the classifier's head):
+    the image's pixels (the mean over its channels: a greyscale image's own values), then fully
+    connected ReLU layers of ``hidden`` units; the features are the last hidden layer."""
+
+    def __init__(self, image_size: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = image_size * image_size
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.ReLU()]
+            width = units
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images.mean(1).flatten(1))
+
+
+def _no_stages(extractor: nn.Module) -> list[str]:
+    raise ConfigError("regularizer.name: delta needs a convolutional backbone's feature maps; use l2 or l2sp")
 
 
 def last_conv(module: nn.Module, prefix: str) -> str:
@@ -68,12 +104,18 @@ BACKBONES: Registry[BackboneSpec] = Registry("backbone", "model.backbone")
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    return BACKBONES.add(spec.name, spec, f"torchvision {spec.name}, {spec.feature_dim}-d pooled features")
+    description = spec.description or f"torchvision {spec.name}, {spec.feature_dim(ModelConfig())}-d pooled features"
+    return BACKBONES.add(spec.name, spec, description)
 
 
 register_backbone(
     BackboneSpec(
-        "mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights, 1280, _mobilenet_features, _mobilenet_stages
+        "mobilenet_v2",
+        _torchvision(models.mobilenet_v2),
+        models.MobileNet_V2_Weights,
+        _fixed(1280),
+        _mobilenet_features,
+        _mobilenet_stages,
     )
 )
 for _name, _build, _weights, _dim in (
@@ -82,7 +124,21 @@ for _name, _build, _weights, _dim in (
     ("resnet50", models.resnet50, models.ResNet50_Weights, 2048),
     ("resnet101", models.resnet101, models.ResNet101_Weights, 2048),
 ):
-    register_backbone(BackboneSpec(_name, _build, _weights, _dim, _resnet_features, _resnet_stages))
+    register_backbone(
+        BackboneSpec(_name, _torchvision(_build), _weights, _fixed(_dim), _resnet_features, _resnet_stages)
+    )
+register_backbone(
+    BackboneSpec(
+        "mlp",
+        lambda config, image_size: PixelMLP(image_size, config.mlp_hidden),
+        None,
+        lambda config: config.mlp_hidden[-1],
+        lambda model: model,
+        _no_stages,
+        "fully connected ReLU layers on the pixels (model.mlp_hidden; default 400, 400: Kirkpatrick et al.'s "
+        "permuted-MNIST network), trained from scratch (model.weights: null) or from a file",
+    )
+)
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -92,10 +148,10 @@ def backbone_spec(name: str) -> BackboneSpec:
 def check_weights_name(config: ModelConfig) -> None:
     """Fail fast on a weights value that is neither a known torchvision name nor an existing file."""
     spec = backbone_spec(config.backbone)
-    if config.weights is None or config.weights in spec.weights.__members__:
+    if config.weights is None or config.weights in spec.weight_names():
         return
     if not Path(config.weights).is_file():
-        names = ", ".join(spec.weights.__members__)
+        names = ", ".join(spec.weight_names()) or "it has none"
         raise ConfigError(
             f"model.weights: {config.weights!r} is neither a {config.backbone} weights name ({names}) "
             "nor an existing file"
@@ -105,16 +161,17 @@ def check_weights_name(config: ModelConfig) -> None:
 def _pretrained_state(config: ModelConfig, spec: BackboneSpec) -> Mapping[str, torch.Tensor] | None:
     if config.weights is None:
         return None
-    if config.weights in spec.weights.__members__:
+    if spec.weights is not None and config.weights in spec.weight_names():
         return torchvision_state_dict(spec.weights[config.weights])
     return file_state_dict(config.weights)
 
 
-def build_classifier(config: ModelConfig, num_classes: int) -> Classifier:
-    """A :class:`Classifier` with the configured backbone, pretrained weights loaded, and a new head."""
+def build_classifier(config: ModelConfig, num_classes: int, image_size: int = 224) -> Classifier:
+    """A :class:`Classifier` with the configured backbone, pretrained weights loaded, and a new head
+    (``image_size``: the input size, which only a pixel MLP's first layer depends on)."""
     spec = backbone_spec(config.backbone)
     check_weights_name(config)
-    model = spec.build()
+    model = spec.build(config, image_size)
     state = _pretrained_state(config, spec)
     if state is not None:
         try:
@@ -125,4 +182,4 @@ def build_classifier(config: ModelConfig, num_classes: int) -> Classifier:
                 f"model.weights: {config.weights} does not fit {config.backbone} ({first}); "
                 "use weights saved from the same architecture"
             ) from None
-    return Classifier(spec.to_features(model), spec.feature_dim, num_classes, tsvd_r=config.tsvd_r)
+    return Classifier(spec.to_features(model), spec.feature_dim(config), num_classes, tsvd_r=config.tsvd_r)

@@ -28,6 +28,9 @@ class EpochMetrics:
     lr: float
     seconds: float
     test_acc: float | None = None
+    task: int = 0  # the task this epoch trained on, 1.. in a task sequence (0: none)
+    task_accs: list[float] = field(default_factory=list)  # test accuracy on each task seen so far
+    task_learned_accs: list[float] = field(default_factory=list)  # ... at the end of its own training
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,8 +44,12 @@ class EpochMetrics:
         out: dict[str, float] = {
             k: float(v) for k, v in asdict(self).items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        if not self.task:
+            del out["task"]
         out.update({f"loss_{k}": v for k, v in self.terms.items()})
         out.update({f"sv_min_{i + 1}": v for i, v in enumerate(self.smallest_singular_values)})
+        out.update({f"task_acc_{i + 1}": v for i, v in enumerate(self.task_accs)})
+        out.update({f"task_learned_acc_{i + 1}": v for i, v in enumerate(self.task_learned_accs)})
         return out
 
 
@@ -72,6 +79,9 @@ class PrintProgress:
     def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
         terms = " ".join(f"{k}={v:.4f}" for k, v in metrics.terms.items())
         acc = f"val_acc={metrics.val_acc:.4f}" if metrics.val_acc is not None else f"test_acc={metrics.test_acc:.4f}"
+        if metrics.task:
+            accs = ", ".join(f"{a:.4f}" for a in metrics.task_accs)
+            acc = f"task {metrics.task}: {acc} (tasks: {accs})"
         print(
             f"epoch {metrics.epoch}: loss={metrics.train_loss:.4f} ({terms}) {acc} "
             f"sv_min={metrics.smallest_singular_values[0]:.3g} [{metrics.seconds:.1f}s]",

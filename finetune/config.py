@@ -98,15 +98,22 @@ class ModelConfig:
     ``weights`` is a torchvision weights name (``IMAGENET1K_V1``), a path to a state-dict
     file, or ``None`` for random initialisation (tests only: no transfer happens then).
     ``tsvd_r`` > 0 drops the r smallest spectral components of the batch feature matrix
-    before the classifier (the paper's TSVD analysis, Fig. 3a).
+    before the classifier (the paper's TSVD analysis, Fig. 3a). ``mlp_hidden``: the hidden layer
+    widths of the ``mlp`` backbone (the pixels of ``data.image_size`` squared images in).
     """
 
     backbone: str = "resnet50"
     weights: str | None = "IMAGENET1K_V1"
     tsvd_r: int = 0
+    mlp_hidden: tuple[int, ...] = (400, 400)
 
     def __post_init__(self) -> None:
         _check(self.tsvd_r >= 0, "model.tsvd_r", f"must be >= 0 (0 = off), got {self.tsvd_r}")
+        _check(
+            len(self.mlp_hidden) >= 1 and all(units >= 1 for units in self.mlp_hidden),
+            "model.mlp_hidden",
+            f"must list one or more layer widths >= 1, got {list(self.mlp_hidden)}",
+        )
 
 
 # where each default coefficient comes from: (alpha, beta) of the reference implementation
@@ -225,6 +232,65 @@ class BSSConfig:
         )
 
 
+FISHER_KINDS = ("expected", "empirical")
+
+
+@dataclass(frozen=True)
+class EWCConfig:
+    """Elastic Weight Consolidation (Kirkpatrick et al. 2017), used in a task sequence (``tasks``).
+
+    After each task but the last, the diagonal Fisher information F of the task is computed at the
+    task's final weights theta* over ``fisher_samples`` of its (non-augmented) training images; while
+    the later tasks train, the penalty is (lam / 2) sum_tasks sum_i F_i (theta_i - theta*_i)^2 over
+    every trainable weight. ``fisher``: ``expected`` (the Fisher itself: squared per-image gradients
+    of log p(y|x) averaged over y ~ the model's prediction, computed exactly over all classes) or
+    ``empirical`` (y = the image's label). ``lam: 0`` consolidates nothing, which is EWC off: it
+    resolves to ``enabled: false`` (so a grid over lam holds plain fine-tuning, as k = 0 for BSS).
+    """
+
+    enabled: bool = False
+    lam: float = 100.0
+    fisher: str = "expected"
+    fisher_samples: int = 500
+    fisher_batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        _check(math.isfinite(self.lam) and self.lam >= 0, "ewc.lam", f"must be >= 0 (0: EWC off), got {self.lam}")
+        if self.lam == 0:
+            object.__setattr__(self, "enabled", False)
+            object.__setattr__(self, "lam", 100.0)
+        kinds = ", ".join(FISHER_KINDS)
+        _check(self.fisher in FISHER_KINDS, "ewc.fisher", f"must be one of {kinds}, got {self.fisher!r}")
+        _check(self.fisher_samples >= 1, "ewc.fisher_samples", f"must be >= 1, got {self.fisher_samples}")
+        _check(self.fisher_batch_size >= 1, "ewc.fisher_batch_size", f"must be >= 1, got {self.fisher_batch_size}")
+
+
+TASK_KIND_NAMES = ("permuted",)  # implementations in finetune/tasks.py
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """A sequence of tasks (incremental learning, the paper's Section 5.3) or, with ``count: 1``,
+    ordinary fine-tuning on the dataset itself.
+
+    With ``count`` >= 2, task t is the dataset's images with pixel order ``kind`` (``permuted``: a
+    fixed permutation of the pixels, drawn from the run's seed and t, the same for every split; as
+    permuted MNIST) and the same labels; the run trains on task 1 for ``optim.epochs`` epochs, then
+    on task 2, ..., reporting after every epoch the test accuracy on each task seen so far
+    (``task_acc_<t>``) and their mean (``test_acc``). ``permute_first: false`` keeps task 1 in the
+    images' own pixel order.
+    """
+
+    count: int = 1
+    kind: str = "permuted"
+    permute_first: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.count >= 1, "tasks.count", f"must be >= 1 (1: no task sequence), got {self.count}")
+        kinds = ", ".join(TASK_KIND_NAMES)
+        _check(self.kind in TASK_KIND_NAMES, "tasks.kind", f"must be one of {kinds}, got {self.kind!r}")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """SGD with the new head at ``lr`` and the pretrained backbone at ``lr * backbone_lr_ratio``."""
@@ -286,6 +352,8 @@ class TrainConfig:
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     bss: BSSConfig = field(default_factory=BSSConfig)
     delta: DeltaConfig = field(default_factory=DeltaConfig)
+    ewc: EWCConfig = field(default_factory=EWCConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"
@@ -312,10 +380,58 @@ class TrainConfig:
             )
         _check(self.num_threads is None or self.num_threads >= 1, "num_threads", "must be >= 1 or null")
         _check(
+            not (self.regularizer.name == "delta" and self.model.backbone == "mlp"),
+            "regularizer.name",
+            "delta needs a convolutional backbone's feature maps (model.backbone is mlp); use l2 or l2sp",
+        )
+        self._check_tasks()
+        _check(
             DEVICE_PATTERN.fullmatch(self.device) is not None,
             "device",
             f"{self.device!r} is not a device; use auto, cpu, cuda or cuda:N",
         )
+
+    def _check_tasks(self) -> None:
+        sequence = self.tasks.count > 1
+        _check(
+            sequence or not self.ewc.enabled,
+            "ewc.enabled",
+            "EWC consolidates earlier tasks: set tasks.count >= 2 (e.g. 2: task A then task B) or ewc.enabled: false",
+        )
+        if not sequence:
+            return
+        _check(
+            self.data.selection == "last",
+            "data.selection",
+            f"a task sequence reports its last epoch (no early stopping across tasks), got {self.data.selection!r}; "
+            "set selection: last",
+        )
+        _check(
+            self.data.train_transform == "none",
+            "data.train_transform",
+            f"a task's pixels are permuted, so crops, flips and shifts would mix them; got "
+            f"{self.data.train_transform!r}, set data.train_transform: none",
+        )
+        _check(
+            self.data.resize_size in (None, self.data.image_size),
+            "data.resize_size",
+            "a task permutes the pixels of the whole stored image, which must be the input: set data.resize_size: null",
+        )
+        _check(
+            not self.optim.lr_decay_epochs,
+            "optim.lr_decay_epochs",
+            "a task sequence keeps one learning rate for every task; set optim.lr_decay_epochs: []",
+        )
+        _check(
+            self.model.tsvd_r == 0,
+            "model.tsvd_r",
+            "TSVD is not defined for a task sequence (its accuracy is per task); set model.tsvd_r: 0",
+        )
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run: ``optim.epochs`` for each of ``tasks.count`` tasks."""
+        return self.optim.epochs * self.tasks.count
 
 
 T = TypeVar("T")
@@ -429,17 +545,25 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def applicable_params(config: TrainConfig) -> dict[str, Any]:
     """The run's flat config without the settings that do not act on it: ``bss.*`` (but
-    ``bss.enabled``) with BSS off, ``delta.*`` unless the regulariser is DELTA, ``regularizer.beta``
+    ``bss.enabled``) with BSS off, ``ewc.*`` (but ``ewc.enabled``) with EWC off, ``tasks.*`` and ``ewc.*``
+    without a task sequence, ``delta.*`` unless the regulariser is DELTA, ``regularizer.beta``
     for L2. What a tracker records, so a run with BSS off does not show a k or an eta."""
     flat = flatten(config_to_dict(config))
     unused = []
     if not config.bss.enabled:
         unused.append("bss.")
+    if config.tasks.count == 1:
+        unused += ["tasks.", "ewc."]  # EWC acts only in a task sequence
+    elif not config.ewc.enabled:
+        unused.append("ewc.")
     if config.regularizer.name != "delta":
         unused.append("delta.")
     if config.regularizer.name == "l2":
         unused.append("regularizer.beta")
-    return {k: v for k, v in flat.items() if k == "bss.enabled" or not k.startswith(tuple(unused))}
+    if config.model.backbone != "mlp":
+        unused.append("model.mlp_hidden")
+    kept = ("bss.enabled", "ewc.enabled") if config.tasks.count > 1 else ("bss.enabled",)
+    return {k: v for k, v in flat.items() if k in kept or not k.startswith(tuple(unused))}
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:

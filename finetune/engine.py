@@ -22,7 +22,15 @@ from finetune.config import TrainConfig
 from finetune.data import BatchStream, Split, check_batch_fits, eval_batches, load_splits
 from finetune.errors import NonFiniteLossError
 from finetune.model import Classifier, drop_smallest_components
-from finetune.regularizers import BuildContext, StepState, build_regularizers, smallest_singular_values
+from finetune.regularizers import (
+    BuildContext,
+    Regularizer,
+    StepState,
+    TaskEnd,
+    build_regularizers,
+    smallest_singular_values,
+)
+from finetune.tasks import TaskView, task_views
 from finetune.transforms import EvalViews, center_view, eval_views, train_transform
 
 NUM_REPORTED_SINGULAR_VALUES = 4
@@ -122,7 +130,9 @@ class Trainer:
         self.splits = load_splits(config.data, config.seed)
         self.sizes = self.splits.sizes
         check_batch_fits(config.data, self.sizes)
-        self.model = build_classifier(config.model, num_classes=len(self.splits.classes)).to(self.device)
+        self.model = build_classifier(
+            config.model, num_classes=len(self.splits.classes), image_size=config.data.image_size
+        ).to(self.device)
         self.bf16 = use_bf16(config, self.device)
         self.memory_format = torch.channels_last if use_channels_last(config, self.device) else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
@@ -136,6 +146,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.optim.lr_decay_epochs), gamma=config.optim.lr_decay_factor
         )
+        self.task_views = task_views(config)  # a task sequence's pixel orders (none: ordinary fine-tuning)
         self.stream = BatchStream(len(train), config.data.batch_size, config.seed)
         self.augment = train_transform(config.data)
         self.aug_generator = torch.Generator().manual_seed(config.seed + 1)
@@ -149,7 +160,15 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        return self.epoch >= self.config.optim.epochs
+        return self.epoch >= self.config.total_epochs
+
+    @property
+    def task(self) -> int:
+        """The task the current (or last) epoch trains on: 1.. (always 1 without a sequence)."""
+        return min(self.config.tasks.count, max(0, self.epoch - 1) // self.config.optim.epochs + 1)
+
+    def _in_task(self, images: torch.Tensor, task: int) -> torch.Tensor:
+        return self.task_views[task - 1](images) if self.task_views else images
 
     def train_epoch(self) -> EpochMetrics:
         started = time.perf_counter()
@@ -165,7 +184,8 @@ class Trainer:
         features = torch.empty(0)
         for step in range(1, self.steps_per_epoch + 1):
             idx = self.stream.next()
-            x = self.augment(self.splits.train.take(idx).to(device, non_blocking=True), config.data, self.aug_generator)
+            raw = self._in_task(self.splits.train.take(idx).to(device, non_blocking=True), self.task)
+            x = self.augment(raw, config.data, self.aug_generator)
             x = x.contiguous(memory_format=self.memory_format)
             y = self.splits.train.labels[idx].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -189,7 +209,9 @@ class Trainer:
             seen += len(y)
         lr = self.optimizer.param_groups[1]["lr"]
         self.scheduler.step()
-        val_acc, test_acc = self._evaluate()
+        val_acc, test_acc, task_accs = self._evaluate()
+        if self.task_views and self.epoch % config.optim.epochs == 0 and not self.done:
+            self._end_task()
         last = features.detach()
         k = min(NUM_REPORTED_SINGULAR_VALUES, min(last.shape) - 1)
         metrics = EpochMetrics(
@@ -204,27 +226,60 @@ class Trainer:
             lr=lr,
             seconds=time.perf_counter() - started,
             test_acc=test_acc,
+            task=self.task if self.task_views else 0,
+            task_accs=task_accs,
+            task_learned_accs=self._learned_accs(task_accs),
         )
         self.history.append(metrics)
         return metrics
 
-    def _evaluate(self) -> tuple[float | None, float | None]:
-        """(val_acc, test_acc) after an epoch. ``best_val``: validation accuracy, the best epoch's
-        weights kept, the test split evaluated once with them after the last epoch. ``last``: no
-        validation; the test accuracy of the current weights after every epoch (a learning curve
-        from the centre view, cheap; the last epoch with ``data.eval_transform``, which the run
-        reports)."""
+    def _evaluate(self) -> tuple[float | None, float | None, list[float]]:
+        """(val_acc, test_acc, task accuracies) after an epoch. ``best_val``: validation accuracy, the
+        best epoch's weights kept, the test split evaluated once with them after the last epoch.
+        ``last``: no validation; the test accuracy of the current weights after every epoch (a
+        learning curve from the centre view, cheap; the last epoch with ``data.eval_transform``,
+        which the run reports). In a task sequence: the test accuracy on each task seen so far, in
+        its own pixel order; ``test_acc`` is their mean."""
         if self.splits.val is None:
             self.best_epoch = self.epoch
             if self.done:
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             views = eval_views(self.config.data) if self.done else center_view
-            return None, accuracy(self.model, self.splits.test, self.config, self.device, views)
+            if not self.task_views:
+                return None, accuracy(self.model, self.splits.test, self.config, self.device, views), []
+            accs = [
+                accuracy(self.model, self.splits.test, self.config, self.device, _viewed(views, self.task_views[t]))
+                for t in range(self.task)
+            ]
+            return None, sum(accs) / len(accs), accs
         val_acc = accuracy(self.model, self.splits.val, self.config, self.device, center_view)
         if val_acc > self.best_val:
             self.best_val, self.best_epoch = val_acc, self.epoch
             self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return val_acc, self.test() if self.done else None
+        return val_acc, self.test() if self.done else None, []
+
+    def _end_task(self) -> None:
+        """Tell the terms that the current task ended (EWC computes its Fisher at these weights)."""
+        train, task = self.splits.train, self.task
+
+        def take(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            images = self._in_task(train.take(positions).to(self.device), task)
+            x = center_view(images, self.config.data)[0].contiguous(memory_format=self.memory_format)
+            return x, train.labels[positions].to(self.device)
+
+        for term in self.terms.values():
+            assert isinstance(term, Regularizer)
+            term.end_task(TaskEnd(self.model, task, len(train), take))
+
+    def _learned_accs(self, task_accs: list[float]) -> list[float]:
+        """Each seen task's test accuracy at the end of its own training (forgetting = that - now)."""
+        if not self.task_views:
+            return []
+        per_task = self.config.optim.epochs
+        ends = [m.task_accs[m.epoch // per_task - 1] for m in self.history if m.epoch % per_task == 0]
+        if self.epoch % per_task == 0:
+            ends.append(task_accs[self.task - 1])
+        return ends
 
     def _check_finite(self, finite: torch.Tensor, step: int, ce: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
         """Raise if a loss since the last check was not finite (one read-back per ``check_every`` steps)."""
@@ -233,9 +288,10 @@ class Trainer:
         every = self.check_every
         where = f"step {step}" if every == 1 else f"one of steps {max(1, step - every + 1)}-{step}"
         terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
+        knobs = ["optim.lr"] + [knob for term, knob in (("bss", "bss.eta"), ("ewc", "ewc.lam")) if term in values]
         raise NonFiniteLossError(
             f"non-finite loss at epoch {self.epoch}, {where} (ce={float(ce.detach()):.4g}, {terms_text}); "
-            "lower optim.lr or bss.eta"
+            f"lower {' or '.join(knobs)}"
         )
 
     def test(self) -> float:
@@ -281,6 +337,10 @@ class Trainer:
         self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
         self.best_state = state["best_state"]
         self.history = [EpochMetrics.from_dict(m) for m in state["history"]]
+
+
+def _viewed(views: EvalViews, task_view: TaskView) -> EvalViews:
+    return lambda images, data: views(task_view(images), data)
 
 
 def _numpy_state_to_tensors(state: Any) -> tuple[Any, ...]:

@@ -147,6 +147,7 @@ def ten_crop_views(x: torch.Tensor, config: DataConfig) -> list[torch.Tensor]:
 
 
 TRAIN_TRANSFORMS: Registry[TrainTransform] = Registry("training transform", "data.train_transform")
+TRAIN_TRANSFORMS.add("none", lambda x, config, generator: center_view(x, config)[0], "the centre crop, unaugmented")
 TRAIN_TRANSFORMS.add("translate_flip", translate_flip, "random shifts of a few pixels + horizontal flip")
 TRAIN_TRANSFORMS.add("random_resized_crop", random_resized_crop, "RandomResizedCrop (scale crop_scale_min-1) + flip")
 EVAL_TRANSFORMS: Registry[EvalViews] = Registry("evaluation transform", "data.eval_transform")

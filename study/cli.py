@@ -211,10 +211,11 @@ def registries() -> list[Registry[Any]]:
     from finetune.data import DATASETS
     from finetune.protocols import PROTOCOLS
     from finetune.regularizers import REGISTRY
+    from finetune.tasks import TASK_KINDS
     from finetune.transforms import EVAL_TRANSFORMS, TRAIN_TRANSFORMS
     from search_spaces import SPACES
 
-    return [SPACES, PROTOCOLS, DATASETS, BACKBONES, REGISTRY, TRAIN_TRANSFORMS, EVAL_TRANSFORMS]
+    return [SPACES, PROTOCOLS, DATASETS, BACKBONES, REGISTRY, TASK_KINDS, TRAIN_TRANSFORMS, EVAL_TRANSFORMS]
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -175,14 +175,14 @@ def trial_logger(spec: StudySpec, record: StudyRecord) -> MlflowTrialLogger:
         record.experiment_id,
         record.parent_run_id,
         spec.base,
-        spec.base_config.optim.epochs,
+        spec.base_config.total_epochs,
         OptunaNumber(RELATIVE_OPTUNA_URL, spec.name),
     )
 
 
 def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
     """The Tuner of a new study; call it inside the study folder (``inside``)."""
-    max_epochs = spec.base_config.optim.epochs
+    max_epochs = spec.base_config.total_epochs
     searcher = TaggedOptunaSearch(
         space=spec.space.define,
         metric=str(spec.metric),
@@ -280,7 +280,7 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
         if monitor is not None:
             monitor.finish()
     trials = tune_trials(results)
-    max_epochs = spec.base_config.optim.epochs
+    max_epochs = spec.base_config.total_epochs
     logger = trial_logger(spec, record)
     with inside(folder):
         runs = logger.child_runs()

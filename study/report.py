@@ -18,6 +18,8 @@ from study.report_data import (
     report_data,
     spectra_markdown,
     table2_markdown,
+    table3_markdown,
+    task_gains_markdown,
     trials_from_table,
 )
 from study.spec import load_spec
@@ -82,6 +84,32 @@ def optuna_figures(study: Any, folder: Path, marginal_k: bool = False) -> tuple[
         except Exception as exc:
             notes.append(f"{name}: not drawn ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
     return written, notes
+
+
+def table3_section(data: ReportData) -> list[str]:
+    """The paper's Table 3 (incremental learning): each task's test accuracy after the last task,
+    their average, and what task A lost since the end of its own training; the BSS differences."""
+    lines = [
+        "## Table 3 style: task sequences (incremental learning)",
+        "",
+        "Test accuracy (%) on each task after training on the last one, their average, and the points task "
+        "A lost between the end of its own training and the end (forgetting); mean ± std over seeds. "
+        "`fine-tuning` is the task loss alone (L2 with alpha 0).",
+        "",
+        table3_markdown(data),
+        "",
+    ]
+    if data.task_gains:
+        lines += [
+            "BSS minus its partner without BSS (same seed, otherwise equal), in points, with the paired t-test p "
+            "of each column (for `A forgotten`, negative is less forgetting):",
+            "",
+            task_gains_markdown(data),
+            "",
+        ]
+    else:
+        lines += ["No BSS trial of a task sequence has a partner without BSS (same seed).", ""]
+    return lines
 
 
 SELECTION_TEXT = {
@@ -167,6 +195,8 @@ def write_report(path: Path) -> list[Path]:
         ]
     else:
         sections += ["Not shown: no BSS trial has a partner without BSS (same seed) with a recorded spectrum.", ""]
+    if data.table3:
+        sections += table3_section(data)
     figures, notes = [], []
     if data.fig3d:
         draw_fig3d(data, out / "fig3d.png")

@@ -5,7 +5,9 @@ act on it), and trials are grouped by equality of everything but what a summary 
 
 - a Table-2 cell: trials equal except for the seed (a row) at one sampling rate (a column);
 - the BSS gain: a BSS trial paired with the trial equal to it except for ``bss.*`` (same seed);
-- a Fig. 3(d) line: BSS trials equal except for ``bss.k`` and the seed, one line per rate.
+- a Fig. 3(d) line: BSS trials equal except for ``bss.k`` and the seed, one line per rate;
+- a Table-3 row (a task sequence): trials equal except for the seed; its BSS difference per
+  column pairs each BSS trial with its partner without BSS, as the gain does.
 
 A trial that did not run to the end (stopped early, failed) still counts in its cell's expected
 number, so a cell that lost trials says so ("3 of 5").
@@ -35,6 +37,9 @@ class Trial:
     test_acc: float | None  # None: stopped early or failed
     # the smallest singular values of its features at the last epoch (ascending; empty if unknown)
     spectrum: tuple[float, ...] = ()
+    # a task sequence's: the test accuracy on each task at the end, and at the end of its own training
+    task_accs: tuple[float, ...] = ()
+    learned_accs: tuple[float, ...] = ()
 
     @property
     def dataset(self) -> str:
@@ -49,8 +54,12 @@ class Trial:
         return bool(self.config["bss.enabled"])
 
     @property
+    def ewc(self) -> bool:
+        return bool(self.config.get("ewc.enabled", False))
+
+    @property
     def method(self) -> str:
-        return self.base_method + ("+BSS" if self.bss else "")
+        return self.base_method + ("+EWC" if self.ewc else "") + ("+BSS" if self.bss else "")
 
     @property
     def rate(self) -> float:
@@ -74,8 +83,8 @@ class Cell:
     expected: int
 
     @classmethod
-    def of(cls, members: Sequence[Trial]) -> Cell:
-        values = [t.test_acc for t in members if t.test_acc is not None]
+    def of(cls, members: Sequence[Trial], value: Callable[[Trial], float | None] = lambda t: t.test_acc) -> Cell:
+        values = [v for v in (value(t) for t in members) if v is not None]
         mean = statistics.fmean(values) if values else None
         std = statistics.stdev(values) if len(values) > 1 else None
         return cls(mean, std, len(values), len(members))
@@ -127,6 +136,9 @@ class ReportData:
     gains: list[Gain] = field(default_factory=list)
     spectra: list[SpectrumShift] = field(default_factory=list)
     fig3d: dict[tuple[str, str], list[Line]] = field(default_factory=dict)  # (dataset, base method) -> lines
+    task_columns: list[str] = field(default_factory=list)  # Table 3 (task sequences): its columns
+    table3: list[TaskRow] = field(default_factory=list)
+    task_gains: list[TaskGain] = field(default_factory=list)
     n_trials: int = 0  # trials that ran to the end
     n_rows: int = 0  # every trial of the table
 
@@ -143,8 +155,19 @@ def trials_from_table(rows: Sequence[dict[str, Any]], base: dict[str, Any]) -> l
         config = applicable_params(resolve_config(base, row_params(row)))
         ran = row["status"] == "finished" and not row.get("early_stopped") and row.get("test_acc") is not None
         spectrum = tuple(float(row[c]) for c in SPECTRUM_COLUMNS if row.get(c) is not None) if ran else ()
-        trials.append(Trial(str(row["trial_id"]), config, float(row["test_acc"]) if ran else None, spectrum))
+        accs, learned = (_numbered(row, "task_acc_"), _numbered(row, "task_learned_acc_")) if ran else ((), ())
+        trials.append(
+            Trial(str(row["trial_id"]), config, float(row["test_acc"]) if ran else None, spectrum, accs, learned)
+        )
     return trials
+
+
+def _numbered(row: dict[str, Any], prefix: str) -> tuple[float, ...]:
+    """``prefix1``, ``prefix2``, ... of a row, in order, up to the first missing one."""
+    values: list[float] = []
+    while row.get(f"{prefix}{len(values) + 1}") is not None:
+        values.append(float(row[f"{prefix}{len(values) + 1}"]))
+    return tuple(values)
 
 
 def _except(*names: str) -> Callable[[str], bool]:
@@ -198,9 +221,11 @@ def table2_rows(trials: Sequence[Trial]) -> list[Row]:
     return sorted(rows, key=lambda r: (r.dataset, r.label))
 
 
-def bss_pairs(trials: Sequence[Trial]) -> tuple[dict[Key, list[tuple[Trial, Trial]]], dict[Key, str]]:
+def bss_pairs(
+    trials: Sequence[Trial], name: Callable[[Trial], str] = lambda t: t.method
+) -> tuple[dict[Key, list[tuple[Trial, Trial]]], dict[Key, str]]:
     """Each BSS trial with its partner without BSS (equal but for ``bss.*``, same seed), grouped by
-    configuration but the seed; and each group's row label."""
+    configuration but the seed; and each group's row label (``name`` of its BSS trial)."""
     partners = {t.key(_except("bss.")): t for t in trials if not t.bss}
     pairs: dict[Key, list[tuple[Trial, Trial]]] = defaultdict(list)
     for t in trials:
@@ -208,7 +233,7 @@ def bss_pairs(trials: Sequence[Trial]) -> tuple[dict[Key, list[tuple[Trial, Tria
         if partner is not None:
             pairs[t.key(_except("seed"))].append((t, partner))
     example = {key: members[0][0] for key, members in pairs.items()}
-    return pairs, _labels(example.items(), lambda t: t.method, shown=("data.sampling_rate",))
+    return pairs, _labels(example.items(), name, shown=("data.sampling_rate",))
 
 
 def bss_gains(trials: Sequence[Trial]) -> list[Gain]:
@@ -277,13 +302,95 @@ def spectrum_shifts(trials: Sequence[Trial]) -> list[SpectrumShift]:
     return sorted(shifts, key=lambda s: (s.dataset, s.method, s.rate, s.index))
 
 
+def task_name(index: int) -> str:
+    """0 -> "task A", 1 -> "task B", ... (the paper's names)."""
+    return f"task {chr(ord('A') + index)}" if index < 26 else f"task {index + 1}"
+
+
+def task_values(count: int) -> dict[str, Callable[[Trial], float | None]]:
+    """Table 3's columns for a sequence of ``count`` tasks: the test accuracy on each task after the
+    last one, their average (the trial's test_acc), and how much task A lost after its own training."""
+
+    def acc(i: int) -> Callable[[Trial], float | None]:
+        return lambda t: t.task_accs[i] if len(t.task_accs) > i else None
+
+    def forgotten(t: Trial) -> float | None:
+        return t.learned_accs[0] - t.task_accs[0] if t.learned_accs and t.task_accs else None
+
+    return {**{task_name(i): acc(i) for i in range(count)}, "average": lambda t: t.test_acc, "A forgotten": forgotten}
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One Table-3 row: a configuration of a task sequence, each column over its seeds."""
+
+    dataset: str
+    label: str
+    cells: dict[str, Cell]
+
+
+@dataclass(frozen=True)
+class TaskGain:
+    """One Table-3 column's BSS difference: the BSS trial minus its partner without BSS (same
+    seed, otherwise equal), mean and a paired t-test."""
+
+    dataset: str
+    label: str
+    column: str
+    mean_gain: float
+    n_pairs: int
+    p_value: float | None
+
+
+def _sequence_label(t: Trial) -> str:
+    """The method in the paper's words: L2 at alpha 0 is plain fine-tuning."""
+    plain = t.base_method == "l2" and float(t.config.get("regularizer.alpha", 0.0)) == 0.0
+    return ("fine-tuning" if plain else t.base_method) + (" + EWC" if t.ewc else "") + (" + BSS" if t.bss else "")
+
+
+def table3(trials: Sequence[Trial]) -> tuple[list[str], list[TaskRow], list[TaskGain]]:
+    """Table 3 from the trials of task sequences: (columns, rows, BSS differences per column)."""
+    sequences = [t for t in trials if "tasks.count" in t.config]
+    if not sequences:
+        return [], [], []
+    count = max(int(t.config["tasks.count"]) for t in sequences)
+    columns = task_values(count)
+    groups: dict[Key, list[Trial]] = defaultdict(list)
+    for t in sequences:
+        groups[t.key(_except("seed"))].append(t)
+    first = {key: members[0] for key, members in groups.items()}
+    labels = _labels(first.items(), _sequence_label)
+    rows = [
+        TaskRow(first[key].dataset, labels[key], {name: Cell.of(members, value) for name, value in columns.items()})
+        for key, members in groups.items()
+    ]
+    pairs, pair_labels = bss_pairs([t for t in sequences if t.test_acc is not None], _sequence_label)
+    gains = []
+    for key, members in pairs.items():
+        for name, value in columns.items():
+            d = [float(value(a)) - float(value(b)) for a, b in members if value(a) is not None and value(b) is not None]  # type: ignore[arg-type]
+            if d:
+                t = members[0][0]
+                gains.append(TaskGain(t.dataset, pair_labels[key], name, statistics.fmean(d), len(d), paired_t_test(d)))
+    order = {name: i for i, name in enumerate(columns)}
+    return (
+        list(columns),
+        sorted(rows, key=lambda r: (r.dataset, r.label)),
+        sorted(gains, key=lambda g: (g.dataset, g.label, order[g.column])),
+    )
+
+
 def report_data(trials: Sequence[Trial]) -> ReportData:
+    task_columns, task_rows, task_gains = table3(trials)
     return ReportData(
         rates=sorted({t.rate for t in trials}),
         rows=table2_rows(trials),
         gains=bss_gains(trials),
         spectra=spectrum_shifts(trials),
         fig3d=fig3d_lines(trials),
+        task_columns=task_columns,
+        table3=task_rows,
+        task_gains=task_gains,
         n_trials=sum(t.test_acc is not None for t in trials),
         n_rows=len(trials),
     )
@@ -327,4 +434,32 @@ def spectra_markdown(data: ReportData) -> str:
             p = "-" if found is None or found.p_value is None else f"{found.p_value:.2g}"
             cells.append("-" if found is None else f"{100 * found.relative_change:+.0f}% ({p})")
         lines.append(f"| {dataset} | {method} | {100 * rate:g}% | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table3_markdown(data: ReportData) -> str:
+    columns = data.task_columns
+    lines = ["| dataset | method | " + " | ".join(columns) + " |", "|" + " --- |" * (2 + len(columns))]
+    for row in data.table3:
+        lines.append(f"| {row.dataset} | {row.label} | " + " | ".join(row.cells[c].text() for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def task_gains_markdown(data: ReportData) -> str:
+    """One row per BSS configuration: each column's mean difference with BSS (points) and its p."""
+    by_row: dict[tuple[str, str], dict[str, TaskGain]] = defaultdict(dict)
+    for gain in data.task_gains:
+        by_row[(gain.dataset, gain.label)][gain.column] = gain
+    lines = [
+        "| dataset | BSS added to | pairs | " + " | ".join(data.task_columns) + " |",
+        "|" + " --- |" * (3 + len(data.task_columns)),
+    ]
+    for (dataset, label), gains in by_row.items():
+        n = max(g.n_pairs for g in gains.values())
+        cells = []
+        for column in data.task_columns:
+            g = gains.get(column)
+            p = "-" if g is None or g.p_value is None else f"{g.p_value:.2g}"
+            cells.append("-" if g is None else f"{100 * g.mean_gain:+.2f} (p {p})")
+        lines.append(f"| {dataset} | {label} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,22 @@ METRIC_COLUMNS = ("best_val_acc", "best_epoch", "val_acc", "test_acc", "train_lo
 SIZE_COLUMNS = ("n_train", "n_val", "n_test")  # images in each split of the trial
 # the smallest singular values of the last training batch's features at the trial's last epoch
 SPECTRUM_COLUMNS = tuple(f"sv_min_{i}" for i in range(1, NUM_REPORTED_SINGULAR_VALUES + 1))
-INT_COLUMNS = ("best_epoch", "epoch", *SIZE_COLUMNS)
+INT_COLUMNS = ("best_epoch", "epoch", "task", *SIZE_COLUMNS)
+# a task sequence's: the task of the last epoch, each task's test accuracy now and at the end of its own training
+TASK_COLUMN = re.compile(r"task|task_acc_(\d+)|task_learned_acc_(\d+)")
+
+
+def task_columns(rows: Sequence[TrialRow]) -> list[str]:
+    """The task-sequence columns the trials reported (none without a task sequence), tasks in order."""
+    names = {k for r in rows for k in r.metrics if TASK_COLUMN.fullmatch(k)}
+
+    def order(name: str) -> tuple[int, int]:
+        match = TASK_COLUMN.fullmatch(name)
+        assert match is not None
+        now, learned = match.groups()
+        return (0, 0) if name == "task" else (1, int(now)) if now else (2, int(learned))
+
+    return sorted(names, key=order)
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
     }
     for name in param_names:
         columns[f"param.{name}"] = ([r.params.get(name) for r in rows], None)
-    for name in (*METRIC_COLUMNS, *SIZE_COLUMNS, *SPECTRUM_COLUMNS):
+    for name in (*METRIC_COLUMNS, *SIZE_COLUMNS, *SPECTRUM_COLUMNS, *task_columns(rows)):
         values = [_clean(r.metrics.get(name)) for r in rows]
         columns[name] = (values, pa.int64() if name in INT_COLUMNS else pa.float64())
     arrays, names = [], []

@@ -182,7 +182,7 @@ def check_inputs(spec: StudySpec) -> None:
     base = spec.base_config
     try:
         check_batch_fits(base.data, split_sizes(base.data, base.seed))
-        check_weights_file(base.model)
+        check_weights_file(base.model, base.data.image_size)
     except InputError as exc:
         raise StudyError(f"base.{exc}") from None
     for seed in range(8):
@@ -227,11 +227,11 @@ def check_tracking_uri(uri: str | None) -> None:
         )
 
 
-def check_weights_file(model: ModelConfig) -> None:
+def check_weights_file(model: ModelConfig, image_size: int = 224) -> None:
     """A weights file must be a state dict that fits the backbone (a name is checked by torchvision
     when the trial loads it, downloading or verifying the cached copy)."""
     if model.weights is not None and Path(model.weights).is_file():
-        build_classifier(model, num_classes=2)
+        build_classifier(model, num_classes=2, image_size=image_size)
 
 
 def check_output_dir(spec: StudySpec) -> None:

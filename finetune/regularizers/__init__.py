@@ -2,6 +2,7 @@
 
 from finetune.regularizers import bss as _bss  # noqa: F401  (registers)
 from finetune.regularizers import delta as _delta  # noqa: F401
+from finetune.regularizers import ewc as _ewc  # noqa: F401
 from finetune.regularizers import l2 as _l2  # noqa: F401
 from finetune.regularizers import l2sp as _l2sp  # noqa: F401
 from finetune.regularizers.base import (
@@ -9,6 +10,7 @@ from finetune.regularizers.base import (
     BuildContext,
     Regularizer,
     StepState,
+    TaskEnd,
     active_terms,
     base_regularizer_names,
     build_regularizers,
@@ -16,11 +18,13 @@ from finetune.regularizers.base import (
 )
 from finetune.regularizers.bss import BatchSpectralShrinkage, smallest_singular_values
 from finetune.regularizers.delta import DELTA
+from finetune.regularizers.ewc import EWC, diagonal_fisher
 from finetune.regularizers.l2 import L2
 from finetune.regularizers.l2sp import L2SP
 
 __all__ = [
     "DELTA",
+    "EWC",
     "REGISTRY",
     "BuildContext",
     "L2",
@@ -28,9 +32,11 @@ __all__ = [
     "BatchSpectralShrinkage",
     "Regularizer",
     "StepState",
+    "TaskEnd",
     "active_terms",
     "base_regularizer_names",
     "build_regularizers",
     "check_regularizer_name",
+    "diagonal_fisher",
     "smallest_singular_values",
 ]

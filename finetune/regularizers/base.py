@@ -28,6 +28,18 @@ class StepState:
 
 
 @dataclass(frozen=True)
+class TaskEnd:
+    """The end of one task of a sequence (``tasks.count`` >= 2): the model at the task's final
+    weights and the task's training set, ``n`` images; ``take(positions)`` returns those images
+    (normalised, non-augmented, the task's own pixel order, on the model's device) and labels."""
+
+    model: Classifier
+    task: int  # 1-based
+    n: int
+    take: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """What a regulariser may use when it is built: the model at its pretrained starting
     point, the run's config, and the (non-augmented) training images for data-dependent
@@ -45,6 +57,9 @@ class Regularizer(nn.Module):
 
     def forward(self, state: StepState) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def end_task(self, task: TaskEnd) -> None:
+        """Called after each task of a sequence but the last (EWC consolidates there); most terms ignore it."""
 
 
 Factory = Callable[[BuildContext], Regularizer]
@@ -83,7 +98,7 @@ def check_regularizer_name(name: str) -> None:
 def active_terms(config: TrainConfig) -> list[str]:
     """Names of the penalty terms a config asks for (the base regulariser, then add-ons)."""
     check_regularizer_name(config.regularizer.name)
-    return [config.regularizer.name] + (["bss"] if config.bss.enabled else [])
+    return [config.regularizer.name] + (["ewc"] if config.ewc.enabled else []) + (["bss"] if config.bss.enabled else [])
 
 
 def build_regularizers(context: BuildContext) -> nn.ModuleDict:

@@ -17,6 +17,7 @@ from finetune.regularizers import (
     BuildContext,
     Regularizer,
     StepState,
+    TaskEnd,
     active_terms,
     build_regularizers,
 )
@@ -28,6 +29,15 @@ def small_model() -> Classifier:
 
 
 def config_for(name: str) -> TrainConfig:
+    if name == "ewc":  # consolidates the tasks of a sequence
+        return config_from_dict(
+            {
+                "tasks": {"count": 2},
+                "ewc": {"enabled": True, "lam": 1.0, "fisher_samples": 4, "fisher_batch_size": 2},
+                "data": {"selection": "last", "train_transform": "none"},
+                "model": {"backbone": "resnet18", "weights": None},
+            }
+        )
     if REGISTRY[name].base:
         return config_from_dict(
             {
@@ -58,11 +68,16 @@ def name(request: pytest.FixtureRequest) -> str:
 
 
 def build(name: str, model: Classifier) -> Regularizer:
-    return REGISTRY[name].from_config(context(model, config_for(name)))
+    """The term as a run has it while it trains (EWC: after a first task has ended)."""
+    term = REGISTRY[name].from_config(context(model, config_for(name)))
+    if name == "ewc":
+        images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))
+        term.end_task(TaskEnd(model, 1, 4, lambda positions: (images[positions], labels[positions])))
+    return term
 
 
 def test_registry_is_not_empty() -> None:
-    assert {"l2", "l2sp", "bss", "delta"} <= set(NAMES)
+    assert {"l2", "l2sp", "bss", "delta", "ewc"} <= set(NAMES)
 
 
 def test_scalar_and_non_negative(name: str) -> None:
@@ -74,9 +89,9 @@ def test_scalar_and_non_negative(name: str) -> None:
 def test_gradients_reach_the_right_parameters(name: str) -> None:
     model = small_model()
     term = build(name, model)
-    if name in ("l2sp", "delta"):  # move off the starting point, else the backbone term is exactly zero
+    if name in ("l2sp", "delta", "ewc"):  # move off the starting point / theta*, else the term is exactly zero
         with torch.no_grad():
-            for p in model.backbone.parameters():
+            for p in (model if name == "ewc" else model.backbone).parameters():
                 p.add_(0.01 * torch.randn_like(p))
     term(step(model)).backward()
 
@@ -90,6 +105,7 @@ def test_gradients_reach_the_right_parameters(name: str) -> None:
         "l2sp": (True, True),
         "delta": (True, True),
         "bss": (True, False),  # features only: the head is not in the penalty
+        "ewc": (True, True),  # every trainable weight is consolidated
     }[name]
     assert (moved("backbone."), moved("head.")) == expected
     if name == "delta":  # the frozen source copy never receives gradient

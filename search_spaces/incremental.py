@@ -1,0 +1,26 @@
+"""Spaces of the incremental-learning setting (a task sequence, the paper's Table 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from search_spaces.registry import register_space, suggest_grid
+
+TABLE3_GRID: dict[str, list[str | bool | float | int]] = {
+    "ewc.lam": [0.0, 10.0, 30.0, 100.0],  # 0: EWC off (plain fine-tuning from task A to task B)
+    "bss.enabled": [False, True],
+    "seed": [0, 1, 2, 3, 4],
+}
+
+
+@register_space(
+    "table3-small",
+    "Table 3 with plain fine-tuning as the baseline: EWC lambda in {0 (off), 10, 30, 100} x BSS {off, on} x "
+    "5 seeds (40 trials); eta, k, lr and the tasks from the base config (tasks.count >= 2)",
+    TABLE3_GRID,
+)
+def table3_small_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    suggest_grid(trial, TABLE3_GRID)
+    return {"ewc.enabled": True}
