@@ -39,7 +39,7 @@ class DataConfig:
     """Which images, how many of them, at what size, and how they are augmented.
 
     Images are decoded once and resized to ``resize_size`` squares (default: ``image_size``),
-    kept as uint8; ``train_transform`` (``translate_flip``, ``random_resized_crop``) and
+    kept as uint8; ``train_transform`` (``translate_flip``, ``random_resized_crop``, ``none``) and
     ``eval_transform`` (``center``: centre crop; ``ten_crop``: 4 corners + centre, each also
     flipped, logits summed) produce ``image_size`` inputs from them. Datasets without a
     validation split get one carved per class from the sampled training subset

@@ -98,7 +98,7 @@ def _embedded_arrays() -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
-def _array_source(images: np.ndarray, labels: np.ndarray) -> Source:
+def array_source(images: np.ndarray, labels: np.ndarray) -> Source:
     def decode(indices: np.ndarray, size: int) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(images[indices]))
         x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
@@ -111,9 +111,9 @@ def load_embedded_fashion_mnist(config: DataConfig) -> DatasetSources:
     """The small real image set shipped with the package (see README: provenance, licence)."""
     a = _embedded_arrays()
     return DatasetSources(
-        train=_array_source(a["train_x"], a["train_y"]),
-        val=_array_source(a["val_x"], a["val_y"]),
-        test=_array_source(a["test_x"], a["test_y"]),
+        train=array_source(a["train_x"], a["train_y"]),
+        val=array_source(a["val_x"], a["val_y"]),
+        test=array_source(a["test_x"], a["test_y"]),
         classes=tuple(str(c) for c in a["classes"]),
     )
 

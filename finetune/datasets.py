@@ -283,3 +283,77 @@ def load_stanford_cars(config: DataConfig) -> DatasetSources:
         ("train", "test"),
         lambda d: [(Path(p), int(y)) for p, y in d._samples],
     )
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_TYPES = {0x08: np.uint8}  # the IDX type code of unsigned bytes (all MNIST-style files)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format: a 4-byte magic of type code and rank, big-endian sizes, data),
+    plain or gzipped; a file of another shape is a DataError naming it."""
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in IDX_TYPES:
+        raise DataError(f"data.root: {path} is not an IDX file of unsigned bytes (MNIST's format)")
+    rank = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
+    start = 4 + 4 * rank
+    if len(raw) - start != int(np.prod(shape)):
+        raise DataError(f"data.root: {path} holds {len(raw) - start} bytes of data, its header says {shape}")
+    return np.frombuffer(raw, dtype=IDX_TYPES[raw[2]], offset=start).reshape(shape)
+
+
+def _idx_file(root: Path, name: str) -> Path:
+    for candidate in (root / name, root / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"data.root: no {name}[.gz] in {root}; point data.root at the folder of the four IDX files "
+        "(torchvision keeps them in <root>/MNIST/raw)"
+    )
+
+
+def _idx_sources(config: DataConfig, classes: tuple[str, ...]) -> DatasetSources:
+    from finetune.data import array_source
+
+    root = require_root(config)
+    sources = []
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images, labels = read_idx(_idx_file(root, images_name)), read_idx(_idx_file(root, labels_name))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"data.root: the {split} IDX files of {root} are not n images with n labels")
+        if labels.max(initial=0) >= len(classes):
+            raise DataError(
+                f"data.root: a {split} label in {root} is {labels.max()}; {config.dataset} has {len(classes)} classes"
+            )
+        sources.append(array_source(images, labels.astype(np.int64)))
+    return DatasetSources(sources[0], None, sources[1], classes)
+
+
+@register_dataset("mnist", "MNIST from its four IDX files in data.root (60,000 training, 10,000 test digits)")
+def load_mnist(config: DataConfig) -> DatasetSources:
+    return _idx_sources(config, tuple(str(d) for d in range(10)))
+
+
+FASHION_CLASSES = (
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+
+
+@register_dataset("fashion-mnist", "Fashion-MNIST from its four IDX files in data.root (60,000 training, 10,000 test)")
+def load_fashion_mnist(config: DataConfig) -> DatasetSources:
+    return _idx_sources(config, FASHION_CLASSES)

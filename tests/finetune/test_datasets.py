@@ -37,7 +37,48 @@ def test_native_layout_loads(name: str, tmp_path: Path) -> None:
 
 
 def test_every_registered_dataset_has_a_layout_test() -> None:
-    assert set(DATASETS) - {"embedded-fashion-mnist"} == set(LAYOUTS)
+    assert set(DATASETS) - {"embedded-fashion-mnist", *IDX_DATASETS} == set(LAYOUTS)
+
+
+IDX_DATASETS = ("mnist", "fashion-mnist")  # fixed ten classes: tested on IDX files below
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """MNIST's IDX format: 0, 0, type 0x08 (unsigned byte), rank; big-endian sizes; the bytes."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+@pytest.mark.parametrize("name", IDX_DATASETS)
+def test_idx_datasets_read_the_four_files_plain_or_gzipped(name: str, tmp_path: Path) -> None:
+    from finetune.data import _embedded_arrays
+
+    a = _embedded_arrays()
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", a["train_x"][:40])
+    write_idx(tmp_path / "train-labels-idx1-ubyte", a["train_y"][:40].astype(np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", a["test_x"][:20])
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", a["test_y"][:20].astype(np.uint8))
+    config = DataConfig(dataset=name, root=str(tmp_path), sampling_rate=1.0, image_size=28, selection="last")
+    splits = load_splits(config, seed=0)
+    assert len(splits.classes) == 10 and splits.val is None and len(splits.test) == 20
+    test = splits.test.all_images()
+    assert test.shape == (20, 3, 28, 28) and torch.equal(test[:, 0], torch.from_numpy(a["test_x"][:20]))
+    assert torch.equal(splits.test.labels, torch.from_numpy(a["test_y"][:20]))
+    assert split_sizes(config, seed=0).train == len(splits.train) == 40
+
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"^data.root: no t10k-labels-idx1-ubyte\[\.gz\] in "):
+        load_splits(config, seed=0)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", a["test_y"][:19].astype(np.uint8))  # one label short
+    with pytest.raises(DataError, match=r"^data\.root: the test IDX files of .* are not n images with n labels"):
+        load_splits(config, seed=0)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"not an idx file")
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte is not an IDX file"):
+        load_splits(config, seed=0)
 
 
 def test_sampling_applies_to_file_datasets(tmp_path: Path) -> None:

@@ -70,6 +70,57 @@ def test_report_numbers() -> None:
     assert "| embedded-fashion-mnist | l2+BSS(k=4) |" in markdown and "15%" in markdown
 
 
+def sequence_rows() -> list[TrialRow]:
+    """A task sequence: fine-tuning, EWC (lam 10) and each with BSS, 3 seeds; known accuracies."""
+    rows = []
+    for seed in range(3):
+        for lam in (0.0, 10.0):
+            for bss in (False, True):
+                learned = 0.80 + 0.01 * seed
+                task_a = learned - (0.10 if lam == 0 else 0.03) - (0.01 * seed if bss else 0.0)
+                task_b = 0.78 + (0.02 + 0.01 * seed if bss else 0.0)
+                metrics = {
+                    "test_acc": (task_a + task_b) / 2,
+                    "task": 2,
+                    "task_acc_1": task_a,
+                    "task_acc_2": task_b,
+                    "task_learned_acc_1": learned,
+                    "task_learned_acc_2": task_b,
+                    "epoch": 4,
+                }
+                params = {"ewc.lam": lam, "bss.enabled": bss, "seed": seed}
+                rows.append(TrialRow(f"t{len(rows)}", "finished", params, metrics))
+    return rows
+
+
+def test_table3_has_each_task_the_average_and_forgetting_and_pairs_bss_per_column() -> None:
+    from study.report_data import table3_markdown, task_gains_markdown
+    from tests.finetune.test_incremental import sequence_base
+
+    table = trials_table(sequence_rows())
+    assert {"task", "task_acc_1", "task_acc_2", "task_learned_acc_1", "task_learned_acc_2"} <= set(table.column_names)
+    base = sequence_base(ewc={"enabled": True})
+    data = report_data(trials_from_table(table.to_pylist(), base))
+    assert data.task_columns == ["task A", "task B", "average", "A forgotten"]
+    rows = {row.label: row for row in data.table3}
+    assert set(rows) == {"fine-tuning", "fine-tuning + BSS", "fine-tuning + EWC", "fine-tuning + EWC + BSS"}
+    ewc = rows["fine-tuning + EWC"].cells
+    assert ewc["task A"].mean == pytest.approx(statistics.fmean([0.77, 0.78, 0.79]))
+    assert ewc["A forgotten"].mean == pytest.approx(0.03) and rows["fine-tuning"].cells["A forgotten"].mean == (
+        pytest.approx(0.10)
+    )
+    assert ewc["average"].n == 3 and ewc["average"].std is not None
+    gains = {(g.label, g.column): g for g in data.task_gains}
+    b_gain = gains[("fine-tuning + EWC + BSS", "task B")]
+    with_bss, without = [0.80 + 0.01 * s for s in range(3)], [0.78] * 3
+    assert b_gain.n_pairs == 3 and b_gain.mean_gain == pytest.approx(0.03)
+    assert b_gain.p_value == pytest.approx(stats.ttest_rel(with_bss, without).pvalue)
+    assert gains[("fine-tuning + EWC + BSS", "A forgotten")].mean_gain == pytest.approx(0.01)  # more forgetting
+    assert "| fine-tuning + EWC + BSS | 3 | -1.00 (p 0.23) | +3.00 (p 0.035) |" in task_gains_markdown(data)
+    assert "| task A | task B | average | A forgotten |" in table3_markdown(data)
+    assert not report_data(trials_from_table(trials_table(synthetic_rows()).to_pylist(), {})).table3
+
+
 def test_spectrum_shifts_pair_bss_with_its_partner_per_singular_value() -> None:
     """Each BSS trial's smallest singular values against its partner's without BSS (same seed):
     mean relative change and the paired t-test of the differences, per index."""
@@ -127,7 +178,7 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
     write_table(trials_table(rows), folder / TRIALS_FILE)
     assert main(["report", str(folder)]) == 0
     report = (folder / "report" / "report.md").read_text()
-    assert "Table 2 style" in report and "Gain from adding BSS" in report
+    assert "Table 2 style" in report and "Gain from adding BSS" in report and "Table 3" not in report
     for name in ("fig3d.png", "importances.png", "parallel.png"):
         assert (folder / "report" / name).stat().st_size > 1000, name
     record = StudyRecord.load(StudyFolder(folder))
