@@ -192,7 +192,12 @@ class Trainer:
                 logits, features = model(x)
                 ce = F.cross_entropy(logits.float(), y)
                 state = StepState(model=model, images=x, features=features, logits=logits)
-                values = {name: term(state).float() for name, term in self.terms.items()}
+                try:
+                    values = {name: term(state).float() for name, term in self.terms.items()}
+                except torch.linalg.LinAlgError as exc:  # a solver's check: the features are not finite
+                    if bool(torch.isfinite(features).all()):
+                        raise
+                    self._diverged("non-finite features", f"step {step}", str(exc).splitlines()[0])
             loss = ce + sum(values.values(), torch.zeros((), device=device))
             finite &= torch.isfinite(loss)
             if step % self.check_every == 0 or step == self.steps_per_epoch:
@@ -288,11 +293,12 @@ class Trainer:
         every = self.check_every
         where = f"step {step}" if every == 1 else f"one of steps {max(1, step - every + 1)}-{step}"
         terms_text = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in values.items())
-        knobs = ["optim.lr"] + [knob for term, knob in (("bss", "bss.eta"), ("ewc", "ewc.lam")) if term in values]
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {self.epoch}, {where} (ce={float(ce.detach()):.4g}, {terms_text}); "
-            f"lower {' or '.join(knobs)}"
-        )
+        self._diverged("non-finite loss", where, f"ce={float(ce.detach()):.4g}, {terms_text}")
+
+    def _diverged(self, what: str, where: str, detail: str) -> None:
+        """Stop the run: ``what`` went non-finite; name the settings that control the step size."""
+        knobs = ["optim.lr"] + [knob for term, knob in (("bss", "bss.eta"), ("ewc", "ewc.lam")) if term in self.terms]
+        raise NonFiniteLossError(f"{what} at epoch {self.epoch}, {where} ({detail}); lower {' or '.join(knobs)}")
 
     def test(self) -> float:
         """Test accuracy of the selected (best-validation) weights with ``data.eval_transform``."""

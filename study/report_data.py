@@ -362,22 +362,23 @@ def table3(trials: Sequence[Trial]) -> tuple[list[str], list[TaskRow], list[Task
     labels = _labels(first.items(), _sequence_label)
     rows = [
         TaskRow(first[key].dataset, labels[key], {name: Cell.of(members, value) for name, value in columns.items()})
-        for key, members in groups.items()
+        for key, members in sorted(groups.items(), key=lambda item: _sequence_order(first[item[0]], labels[item[0]]))
     ]
     pairs, pair_labels = bss_pairs([t for t in sequences if t.test_acc is not None], _sequence_label)
     gains = []
-    for key, members in pairs.items():
+    for key, members in sorted(pairs.items(), key=lambda item: _sequence_order(item[1][0][0], pair_labels[item[0]])):
         for name, value in columns.items():
             d = [float(value(a)) - float(value(b)) for a, b in members if value(a) is not None and value(b) is not None]  # type: ignore[arg-type]
             if d:
                 t = members[0][0]
                 gains.append(TaskGain(t.dataset, pair_labels[key], name, statistics.fmean(d), len(d), paired_t_test(d)))
-    order = {name: i for i, name in enumerate(columns)}
-    return (
-        list(columns),
-        sorted(rows, key=lambda r: (r.dataset, r.label)),
-        sorted(gains, key=lambda g: (g.dataset, g.label, order[g.column])),
-    )
+    return list(columns), rows, gains
+
+
+def _sequence_order(t: Trial, label: str) -> tuple[Any, ...]:
+    """Table 3's row order: per dataset, without EWC first, then by lambda; without BSS first."""
+    lam = float(t.config["ewc.lam"]) if t.ewc else 0.0
+    return (t.dataset, t.base_method, t.ewc, lam, t.bss, label)
 
 
 def report_data(trials: Sequence[Trial]) -> ReportData:

@@ -285,3 +285,16 @@ def test_the_configs_task_kinds_are_the_registered_ones() -> None:
     from finetune.tasks import TASK_KINDS
 
     assert set(TASK_KIND_NAMES) == set(TASK_KINDS)
+
+
+def test_features_gone_non_finite_stop_bss_with_the_reason_not_a_solver_error() -> None:
+    """Diverged weights make the features NaN before the loss is checked; BSS's solver then fails
+    its own check. The run stops as any divergence does, naming what to lower."""
+    config = config_from_dict(sequence_base(tasks={"count": 1}, bss={"enabled": True}, ewc={}))
+    trainer = Trainer(config)
+    with torch.no_grad():
+        trainer.model.backbone.layers[0].weight.fill_(float("nan"))
+    with pytest.raises(
+        NonFiniteLossError, match=r"^non-finite features at epoch 1, step 1 \(.*\); lower optim\.lr or bss\.eta$"
+    ):
+        trainer.train_epoch()
