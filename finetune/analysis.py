@@ -20,6 +20,7 @@ from finetune.config import ModelConfig, TrainConfig, load_config
 from finetune.data import check_dataset_name, load_splits
 from finetune.errors import ConfigError
 from finetune.model import Classifier
+from finetune.tasks import identity, task_views
 from finetune.transforms import center_view
 
 RUN_CONFIG = "config.yaml"
@@ -60,10 +61,12 @@ def _no_download(config: TrainConfig) -> ModelConfig:
 @torch.no_grad()
 def feature_spectrum(run: FinishedRun, batches: int = 8, seed: int = 0) -> np.ndarray:
     """Singular values (descending) of ``batches`` batch feature matrices of the training subset,
-    in eval mode on non-augmented images; shape (batches, min(batch_size, feature_dim))."""
+    in eval mode on non-augmented images (of a task sequence: the last task's, in its pixel order);
+    shape (batches, min(batch_size, feature_dim))."""
     config = run.config
     splits = load_splits(config.data, config.seed)
-    images = center_view(splits.train.all_images(), config.data)[0]
+    last_task = [identity, *task_views(config)][-1]
+    images = center_view(last_task(splits.train.all_images()), config.data)[0]
     b = config.data.batch_size
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     spectra = []

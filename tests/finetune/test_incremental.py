@@ -298,3 +298,19 @@ def test_features_gone_non_finite_stop_bss_with_the_reason_not_a_solver_error() 
         NonFiniteLossError, match=r"^non-finite features at epoch 1, step 1 \(.*\); lower optim\.lr or bss\.eta$"
     ):
         trainer.train_epoch()
+
+
+def test_the_feature_spectrum_of_a_sequence_run_is_of_its_last_tasks_images(tmp_path: Any) -> None:
+    from finetune.analysis import FinishedRun, feature_spectrum
+    from finetune.transforms import center_view
+
+    config = config_from_dict(sequence_base(optim={"epochs": 1, "steps_per_epoch": 2}))
+    trainer = Trainer(config)
+    train_to_end(trainer)
+    model = trainer.model.eval()
+    spectra = feature_spectrum(FinishedRun(tmp_path, config, model), batches=1, seed=3)
+    images = center_view(task_views(config)[1](trainer.splits.train.all_images()), config.data)[0]
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(3))[: config.data.batch_size]
+    with torch.no_grad():
+        want = torch.linalg.svdvals(model(images[order])[1].double()).numpy()
+    assert spectra.shape == (1, len(want)) and abs(spectra[0] - want).max() < 1e-9

@@ -26,6 +26,9 @@ def test_cluster_yaml_is_valid_for_ray() -> None:
         line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("cluster =")
     ]
     assert '"ray[default,tune]' in cluster_extra and '"boto3' in cluster_extra
+    # GPU workers start NVIDIA MPS before Ray (the setup commands run before the start commands)
+    assert any("nvidia-cuda-mps-control -d" in c for c in config["worker_setup_commands"])
+    assert not any("mps" in c for c in config["head_setup_commands"] + config["setup_commands"])
 
 
 def test_validator_rejects_a_broken_config() -> None:
@@ -50,3 +53,11 @@ def test_kuberay_manifest_keeps_trials_off_the_head_and_ports_private() -> None:
     images = {c["image"] for c in head["template"]["spec"]["containers"] + workers["template"]["spec"]["containers"]}
     assert images == {"registry.example.com/bss-study:0.1.0"} and (REPO / "k8s" / "Dockerfile").is_file()
     assert "0.0.0.0" not in text and "LoadBalancer" not in text and "NodePort" not in text
+    # every container's command is used as written and ends with KubeRay's own `ray start`; the GPU
+    # workers start NVIDIA MPS before it (trials sharing a GPU run concurrently)
+    assert cluster["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
+    worker_cmd = " ".join(workers["template"]["spec"]["containers"][0]["args"])
+    head_cmd = " ".join(head["template"]["spec"]["containers"][0]["args"])
+    assert worker_cmd.index("nvidia-cuda-mps-control -d") < worker_cmd.index("$KUBERAY_GEN_RAY_START_CMD")
+    assert head_cmd.endswith("$KUBERAY_GEN_RAY_START_CMD") and "mps" not in head_cmd
+    assert head["rayStartParams"]["num-gpus"] == "0"

@@ -9,7 +9,7 @@ import yaml
 
 from study.cli import main
 from study.errors import StudyError
-from study.spec import load_spec
+from study.spec import load_spec, spec_from_mapping
 from tests.conftest import REPO
 
 
@@ -334,3 +334,23 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     logger = MlflowTrialLogger("sqlite:///mlflow.db", "1", "parent", {}, 2, optuna_number=len)  # picklable
     del logger.__dict__["source"]
     assert pickle.loads(pickle.dumps(logger)).source == {}
+
+
+@pytest.mark.parametrize("name", ["demo", "fig3d-embedded", "table3-embedded"])
+def test_every_shipped_study_on_the_embedded_data_passes_its_launch_checks(name: str, tmp_path: Path) -> None:
+    from study.spec import check_inputs
+
+    spec = load_spec(REPO / "studies" / f"{name}.yaml", relative_to=tmp_path)
+    check_inputs(spec)
+    assert spec.space.grid_size is None or spec.num_samples == spec.space.grid_size  # a grid runs whole
+
+
+def test_a_search_over_a_task_sequence_must_report_the_last_epoch(tmp_path: Path) -> None:
+    from study.errors import StudyError
+    from tests.finetune.test_incremental import sequence_base
+
+    base = sequence_base()
+    del base["data"]["selection"]
+    values = {"name": "seq", "output_dir": str(tmp_path / "o"), "search_space": "demo", "base": base}
+    with pytest.raises(StudyError, match=r"^base\.data\.selection: a task sequence reports its last epoch"):
+        spec_from_mapping(values, "seq.yaml", tmp_path)

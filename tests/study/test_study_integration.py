@@ -258,6 +258,51 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
     assert "| embedded-fashion-mnist | delta+BSS | 5% | " in report  # paired with delta on its seed
 
 
+def test_a_task_sequence_study_logs_every_task_each_epoch_and_reports_table3(tmp_path: Path) -> None:
+    """EWC + BSS on two permuted tasks through Ray, Optuna and MLflow: each trial's run has the
+    accuracy of every task seen so far at every epoch, trials.parquet has the task columns, and
+    the report has a Table-3 section."""
+    from tests.finetune.test_incremental import sequence_base
+
+    base = sequence_base(
+        model={"mlp_hidden": [32]},
+        optim={"epochs": 2, "steps_per_epoch": 3},
+        ewc={"enabled": True, "lam": 10.0, "fisher_samples": 50},
+        bss={"enabled": True},
+    )
+    spec = {
+        "name": "seq",
+        "output_dir": str(tmp_path / "study"),
+        "search_space": {"ewc.lam": {"type": "categorical", "choices": [0.0, 10.0]}},
+        "selection": "last",
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": base,
+    }
+    spec_path = tmp_path / "seq.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(spec_path)]) == 0
+    table = pq.read_table(tmp_path / "study" / "trials.parquet").to_pylist()
+    assert all(row["status"] == "finished" and row["epoch"] == 4 and row["task"] == 2 for row in table)
+    for row in table:
+        assert row["test_acc"] == pytest.approx((row["task_acc_1"] + row["task_acc_2"]) / 2)
+        assert row["task_learned_acc_1"] is not None and row["task_learned_acc_2"] == row["task_acc_2"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}")
+    for row in table:
+        steps = {
+            name: [m.step for m in client.get_metric_history(row["mlflow_run_id"], name)]
+            for name in ("task_acc_1", "task_acc_2")
+        }
+        assert sorted(steps["task_acc_1"]) == [1, 2, 3, 4] and sorted(steps["task_acc_2"]) == [3, 4]
+        params = client.get_run(row["mlflow_run_id"]).data.params
+        assert params["tasks.count"] == "2" and params["model.backbone"] == "mlp"
+    assert main(["report", str(tmp_path / "study")]) == 0
+    report = (tmp_path / "study" / "report" / "report.md").read_text()
+    assert "## Table 3 style" in report and "| task A | task B | average | A forgotten |" in report
+
+
 def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
     port = free_port()
     server_dir = tmp_path / "server"
