@@ -14,33 +14,15 @@ per class and 50 validation images per class, disjoint, from the official traini
 from __future__ import annotations
 
 import argparse
-import gzip
 from pathlib import Path
 
 import numpy as np
 
-CLASSES = (
-    "t-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-)
+from finetune.datasets import FASHION_CLASSES as CLASSES
+from finetune.datasets import read_idx
+
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 300, 50, 100
 SEED = 20190415
-
-
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def balanced(labels: np.ndarray, counts: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
