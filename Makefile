@@ -44,6 +44,7 @@ clean-demo:
 # minutes on 2 cores); `make bench-full` uses the sizes recorded in docs/benchmarks.md.
 bench: setup
 	$(PY) bench/bss_overhead.py --repeats 4
+	$(PY) bench/regularizer_norms.py --repeats 3
 	$(PY) bench/data_pipeline.py --images 256 --quick
 	$(PY) bench/delta_attention.py --backbone resnet18 --image-size 32 --batch 16 --loop-channels 8
 	$(PY) bench/amp_parity.py --epochs 1 --seeds 0 1
@@ -52,6 +53,7 @@ bench: setup
 
 bench-full: setup
 	$(PY) bench/bss_overhead.py
+	$(PY) bench/regularizer_norms.py
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/delta_attention.py
 	$(PY) bench/amp_parity.py

@@ -137,9 +137,9 @@ class Trainer:
         self.memory_format = torch.channels_last if use_channels_last(config, self.device) else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         train = self.splits.train
-        # regularisers see the non-augmented, centre-cropped training images (DELTA's attention)
+        # regularisers may ask for the non-augmented, centre-cropped training images (DELTA's attention)
         context = BuildContext(
-            self.model, config, center_view(train.all_images(), config.data)[0], train.labels, self.device
+            self.model, config, lambda: center_view(train.all_images(), config.data)[0], train.labels, self.device
         )
         self.terms = build_regularizers(context).to(self.device)
         self.optimizer = make_optimizer(self.model, config)

@@ -45,7 +45,8 @@ class L2SP(Regularizer):
 
     def forward(self, state: StepState) -> torch.Tensor:
         params = dict(state.model.backbone.named_parameters())
-        drift = torch.stack([(params[n] - getattr(self, _buffer_name(n))).pow(2).sum() for n in self.param_names]).sum()
+        names = self.param_names
+        drift = squared_norm([params[n] for n in names], [getattr(self, _buffer_name(n)) for n in names])
         head = squared_norm([p for p in state.model.head.parameters() if p.requires_grad])
         return 0.5 * self.beta * drift + 0.5 * self.alpha * head
 

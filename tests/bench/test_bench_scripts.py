@@ -46,6 +46,14 @@ def run(*args: str) -> str:
     ).stdout
 
 
+def test_regularizer_norms_prints_its_figures() -> None:
+    out = run("bench/regularizer_norms.py", "--repeats", "1")
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+    assert {"norm_ms[loop]", "norm_ms[foreach]", "speedup"} <= set(lines)
+    assert lines["calls[foreach,3]"] == lines["calls[foreach,161]"]  # no loop over the 161 tensors
+    assert int(lines["calls[loop,161]"]) > int(lines["calls[loop,3]"])
+
+
 def test_data_pipeline_prints_its_figures() -> None:
     out = run("bench/data_pipeline.py", "--images", "64", "--batch", "16", "--quick")
     assert "data_speedup[cache/jpeg_pil]" in out and "goal >=5" in out

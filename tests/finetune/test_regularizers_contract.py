@@ -50,7 +50,13 @@ def config_for(name: str) -> TrainConfig:
 
 
 def context(model: Classifier, config: TrainConfig) -> BuildContext:
-    return BuildContext(model, config, torch.randn(16, 3, 32, 32), torch.randint(0, 5, (16,)))
+    """No term here asks for the training images (DELTA's attention is uniform in these configs):
+    only DELTA's supervised attention may make that float copy of the training set."""
+
+    def no_images() -> torch.Tensor:
+        raise AssertionError("a term asked for the training images")
+
+    return BuildContext(model, config, no_images, torch.randint(0, 5, (16,)))
 
 
 def step(model: Classifier, images: torch.Tensor | None = None) -> StepState:
@@ -209,3 +215,41 @@ def test_config_alone_composes_terms() -> None:
             model = small_model()
             terms = build_regularizers(context(model, config))
             assert list(terms) == active_terms(config) == [base] + (["bss"] if enabled else [])
+
+
+def test_the_squared_norms_are_multi_tensor_kernels_with_the_exact_gradient() -> None:
+    """L2 / L2-SP / the heads' L2: sum ||p - r||^2 in a fixed number of kernels however many
+    tensors (no Python loop over parameters), with the plain sum's value and gradient, also for
+    an all-zero tensor (a new head's bias), where autograd of a norm would give NaN."""
+    from torch.autograd.profiler import profile
+
+    from finetune.regularizers.l2 import squared_norm
+
+    def tensors(count: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(count)
+        made = [torch.randn(7, 5, generator=generator, dtype=torch.float64) for _ in range(count - 1)]
+        return [t.requires_grad_() for t in [*made, torch.zeros(3, dtype=torch.float64)]]
+
+    for refs_too in (False, True):
+        params = tensors(6)
+        refs = [torch.randn_like(p) for p in params] if refs_too else []
+        value = squared_norm(params, refs)
+        plain = sum((p - (r if refs_too else 0)).pow(2).sum() for p, r in zip(params, refs or params, strict=True))
+        assert float(value) == pytest.approx(float(plain), rel=1e-12)
+        for got, want in zip(torch.autograd.grad(value, params), torch.autograd.grad(plain, params), strict=True):
+            assert torch.isfinite(got).all() and torch.allclose(got, want, rtol=0, atol=1e-12)
+        fixed = [r.detach() for r in refs]
+        assert torch.autograd.gradcheck(lambda *ps, fixed=fixed: squared_norm(ps, fixed), tuple(params))
+
+    def calls(count: int) -> list[str]:
+        """The operators called from Python and autograd (a CPU runs a multi-tensor op tensor by
+        tensor inside it; a GPU launches fused kernels), but the accumulation of each tensor's
+        gradient into its ``.grad``, which every loss term shares."""
+        params = tensors(count)
+        with profile() as prof:
+            squared_norm(params).backward()
+        shallow = [e for e in prof.function_events if e.cpu_parent is None or e.cpu_parent.cpu_parent is None]
+        return sorted(e.name for e in shallow if "AccumulateGrad" not in e.name)
+
+    assert calls(3) == calls(40)
+    assert "aten::_foreach_norm" in calls(3), calls(3)
