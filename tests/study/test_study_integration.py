@@ -386,6 +386,8 @@ def test_the_printed_address_opens_the_runs_table_in_a_real_browser(
             page.goto(address)
             page.get_by_text("3 matching runs").wait_for(timeout=90_000)  # the parent and its two trials
             page.get_by_text("study-browse", exact=True).first.wait_for(timeout=30_000)  # the parent's row
+            # the side nav lists the runs tab once the UI has learned the experiment has training runs
+            page.get_by_text("Training runs").first.wait_for(timeout=30_000)
             text = page.inner_text("body")
             browser.close()
         assert "Training runs" in text and "Traces" in text  # the model-training runs page, under its tabs
