@@ -31,6 +31,7 @@ class EpochMetrics:
     task: int = 0  # the task this epoch trained on, 1.. in a task sequence (0: none)
     task_accs: list[float] = field(default_factory=list)  # test accuracy on each task seen so far
     task_learned_accs: list[float] = field(default_factory=list)  # ... at the end of its own training
+    diagnostics: dict[str, float] = field(default_factory=dict)  # what terms report of themselves
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,7 @@ class EpochMetrics:
         out.update({f"sv_min_{i + 1}": v for i, v in enumerate(self.smallest_singular_values)})
         out.update({f"task_acc_{i + 1}": v for i, v in enumerate(self.task_accs)})
         out.update({f"task_learned_acc_{i + 1}": v for i, v in enumerate(self.task_learned_accs)})
+        out.update(self.diagnostics)
         return out
 
 
@@ -77,7 +79,10 @@ class PrintProgress:
         self.stream = stream or sys.stdout
 
     def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
-        terms = " ".join(f"{k}={v:.4f}" for k, v in metrics.terms.items())
+        terms = " ".join(
+            [f"{k}={v:.4f}" for k, v in metrics.terms.items()]
+            + [f"{k}={v:.3g}" for k, v in metrics.diagnostics.items()]
+        )
         acc = f"val_acc={metrics.val_acc:.4f}" if metrics.val_acc is not None else f"test_acc={metrics.test_acc:.4f}"
         if metrics.task:
             accs = ", ".join(f"{a:.4f}" for a in metrics.task_accs)

@@ -234,6 +234,7 @@ class Trainer:
             task=self.task if self.task_views else 0,
             task_accs=task_accs,
             task_learned_accs=self._learned_accs(task_accs),
+            diagnostics={k: v for term in self.terms.values() for k, v in _diagnostics(term).items()},
         )
         self.history.append(metrics)
         return metrics
@@ -272,9 +273,10 @@ class Trainer:
             x = center_view(images, self.config.data)[0].contiguous(memory_format=self.memory_format)
             return x, train.labels[positions].to(self.device)
 
+        ending = TaskEnd(self.model, task, len(train), take, curvature_limits(self.model, self.optimizer))
         for term in self.terms.values():
             assert isinstance(term, Regularizer)
-            term.end_task(TaskEnd(self.model, task, len(train), take))
+            term.end_task(ending)
 
     def _learned_accs(self, task_accs: list[float]) -> list[float]:
         """Each seen task's test accuracy at the end of its own training (forgetting = that - now)."""
@@ -343,6 +345,26 @@ class Trainer:
         self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
         self.best_state = state["best_state"]
         self.history = [EpochMetrics.from_dict(m) for m in state["history"]]
+
+
+def _diagnostics(term: torch.nn.Module) -> dict[str, float]:
+    return term.diagnostics() if isinstance(term, Regularizer) else {}
+
+
+def curvature_limits(model: Classifier, optimizer: torch.optim.SGD) -> dict[str, float]:
+    """Per trainable weight, the largest curvature h on which the optimiser's steps at its current
+    learning rate are stable: lr x h < 2 (1 + m) for heavy-ball momentum m, 2 (1 + m) / (1 + 2m)
+    for Nesterov's (the stability limits of those iterations on a quadratic)."""
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    limits = {}
+    for name, p in model.named_parameters():
+        group = group_of.get(id(p))
+        if group is None or group["lr"] <= 0:
+            continue
+        m = group["momentum"]
+        stable = 2 * (1 + m) / (1 + 2 * m) if group["nesterov"] else 2 * (1 + m)
+        limits[name] = stable / group["lr"]
+    return limits
 
 
 def _viewed(views: EvalViews, task_view: TaskView) -> EvalViews:

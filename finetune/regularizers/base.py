@@ -37,6 +37,10 @@ class TaskEnd:
     task: int  # 1-based
     n: int
     take: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    # per trainable weight (by name), the largest curvature the optimiser's steps stay stable on
+    # (gradient descent on a quadratic of curvature h diverges once lr x h passes 2, heavy-ball
+    # momentum m: 2 (1 + m)); empty if unknown
+    curvature_limits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Regularizer(nn.Module):
 
     def end_task(self, task: TaskEnd) -> None:
         """Called after each task of a sequence but the last (EWC consolidates there); most terms ignore it."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Figures the term reports of itself after every epoch (metrics of the run); none by default."""
+        return {}
 
 
 Factory = Callable[[BuildContext], Regularizer]

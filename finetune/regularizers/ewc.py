@@ -3,6 +3,7 @@ quadratic penalty weighted by each weight's diagonal Fisher information."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -85,6 +86,7 @@ class EWC(Regularizer):
 
     fisher: torch.Tensor
     anchor: torch.Tensor
+    curvature_ratio: torch.Tensor
 
     def __init__(
         self,
@@ -101,10 +103,12 @@ class EWC(Regularizer):
         self.lam, self.kind, self.samples, self.batch_size, self.seed = lam, fisher, samples, batch_size, seed
         self.names = trainable_names(model)
         params = dict(model.named_parameters())
-        size = sum(params[n].numel() for n in self.names)
+        self.sizes = [params[n].numel() for n in self.names]
+        size = sum(self.sizes)
         device = next(iter(params.values())).device
         self.register_buffer("fisher", torch.zeros(0, size, device=device))
         self.register_buffer("anchor", torch.zeros(0, size, device=device))
+        self.register_buffer("curvature_ratio", torch.zeros((), device=device))
 
     @property
     def tasks(self) -> int:
@@ -131,6 +135,32 @@ class EWC(Regularizer):
             anchor = self.flat_weights(task.model).detach().to(self.anchor.device)
         self.fisher = torch.cat([self.fisher, row[None]])
         self.anchor = torch.cat([self.anchor, anchor[None]])
+        if task.curvature_limits:
+            ratio = self.worst_curvature(task.curvature_limits)
+            self.curvature_ratio.fill_(ratio)
+            if ratio > 1:
+                warnings.warn(
+                    f"ewc.lam: {self.lam:g} x F reaches {ratio:.3g} x the largest curvature SGD follows stably at "
+                    "these learning rates (lr x curvature < 2 (1 + momentum)); steps on those weights overshoot and "
+                    f"can grow without bound (watch loss_ewc): keep ewc.lam below {self.lam / ratio:.3g} or lower "
+                    "optim.lr",
+                    stacklevel=2,
+                )
+
+    def worst_curvature(self, limits: dict[str, float]) -> float:
+        """max over weights of lam x (sum over tasks of F) / the optimiser's stable curvature for it:
+        above 1, gradient steps on the penalty alone overshoot and grow on that weight."""
+        total = self.fisher.sum(0)
+        worst, offset = 0.0, 0
+        for name, size in zip(self.names, self.sizes, strict=True):
+            if name in limits:
+                worst = max(worst, self.lam * float(total[offset : offset + size].max()) / limits[name])
+            offset += size
+        return worst
+
+    def diagnostics(self) -> dict[str, float]:
+        """``ewc_curvature_ratio`` once a task is consolidated (see :meth:`worst_curvature`)."""
+        return {"ewc_curvature_ratio": float(self.curvature_ratio)} if self.tasks else {}
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         # a saved run may have consolidated more tasks than this fresh module: take its shapes

@@ -184,6 +184,9 @@ def test_a_sequence_reports_every_seen_task_after_every_epoch() -> None:
         assert m.test_acc == pytest.approx(statistics.fmean(m.task_accs))
     assert result.test_acc == record.epochs[-1].test_acc
     assert record.epochs[1].terms["ewc"] == 0.0 and record.epochs[2].terms["ewc"] > 0  # task A consolidated
+    # from task A's end on, how close the penalty's curvature is to what SGD follows stably (lr 0.1)
+    assert "ewc_curvature_ratio" not in record.epochs[0].flat()
+    assert 0 < record.epochs[1].diagnostics["ewc_curvature_ratio"] == record.epochs[3].flat()["ewc_curvature_ratio"]
     flat = record.epochs[-1].flat()
     assert {"task", "task_acc_1", "task_acc_2", "task_learned_acc_1", "task_learned_acc_2"} <= set(flat)
     # task 1's accuracy is that of its own pixel order, computed here by hand
@@ -314,3 +317,54 @@ def test_the_feature_spectrum_of_a_sequence_run_is_of_its_last_tasks_images(tmp_
     with torch.no_grad():
         want = torch.linalg.svdvals(model(images[order])[1].double()).numpy()
     assert spectra.shape == (1, len(want)) and abs(spectra[0] - want).max() < 1e-9
+
+
+def test_the_optimisers_stable_curvature_per_weight() -> None:
+    from finetune.engine import curvature_limits, make_optimizer
+
+    model = tiny_classifier()
+    for nesterov, stable in ((False, 2 * 1.9), (True, 2 * 1.9 / 2.8)):
+        config = config_from_dict(
+            sequence_base(optim={"lr": 0.1, "backbone_lr_ratio": 0.5, "momentum": 0.9, "nesterov": nesterov})
+        )
+        limits = curvature_limits(model, make_optimizer(model, config))
+        assert limits["head.weight"] == pytest.approx(stable / 0.1)
+        assert limits["backbone.layers.0.weight"] == pytest.approx(stable / 0.05)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_ewc_curvature_ratio_says_when_sgd_on_the_penalty_grows(momentum: float) -> None:
+    """Above 1, SGD steps on the penalty alone overshoot theta* and grow; below, they shrink back:
+    the ratio a run reports (``ewc_curvature_ratio``) and warns about."""
+    import contextlib
+    import warnings
+
+    from finetune.engine import curvature_limits
+
+    growth: dict[float, float] = {}
+    for target in (0.8, 1.2):
+        model = tiny_classifier()
+        images, labels = _task_data(seed=0)
+        worst = max(float(f.max()) for f in diagonal_fisher(model, images, labels).values())
+        optimizer = torch.optim.SGD(model.parameters(), lr=target * 2 * (1 + momentum) / worst, momentum=momentum)
+        term = EWC(model, lam=1.0, samples=6)
+        assert term.diagnostics() == {}  # nothing consolidated yet
+        with contextlib.ExitStack() as stack:
+            if target > 1:
+                stack.enter_context(pytest.warns(UserWarning, match=r"^ewc\.lam: 1 x F reaches 1\.2 x "))
+            else:
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("error")
+            limits = curvature_limits(model, optimizer)
+            term.end_task(TaskEnd(model, 1, 6, lambda p, x=images, y=labels: (x[p], y[p]), limits))
+        assert term.diagnostics()["ewc_curvature_ratio"] == pytest.approx(target, rel=1e-4)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-3)
+        before = term(state_of(model)).item()
+        for _ in range(40):
+            optimizer.zero_grad()
+            term(state_of(model)).backward()
+            optimizer.step()
+        growth[target] = term(state_of(model)).item() / before
+    assert growth[0.8] < 1 < growth[1.2], growth
