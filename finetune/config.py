@@ -210,7 +210,8 @@ class BSSConfig:
     """Batch Spectral Shrinkage (Eq. 8): eta * sum of the k smallest squared singular values.
 
     ``k: 0`` shrinks no singular value, which is BSS off: it resolves to ``enabled: false`` (so a
-    grid over k can hold the baseline, e.g. k in {0, 1, 2, 4, 8} for Fig. 3(d) with L2 at k = 0).
+    grid over k can hold the baseline, e.g. k in {0, 1, 2, 4, 8} for Fig. 3(d) with L2 at k = 0);
+    so does ``eta: 0`` (a grid over eta, e.g. {0, 0.001, 0.01, 0.1}).
     """
 
     enabled: bool = False
@@ -222,13 +223,18 @@ class BSSConfig:
         if self.k == 0 and not isinstance(self.k, bool):
             object.__setattr__(self, "enabled", False)
             object.__setattr__(self, "k", 1)
+        if self.eta == 0 and not isinstance(self.eta, bool):
+            object.__setattr__(self, "enabled", False)
+            object.__setattr__(self, "eta", 1e-3)
         names = ", ".join(BSS_METHOD_NAMES)
         _check(self.method in BSS_METHOD_NAMES, "bss.method", f"must be one of {names}, got {self.method!r}")
         _check(
             isinstance(self.k, int) and self.k >= 1, "bss.k", f"must be an integer >= 1 (0: BSS off), got {self.k!r}"
         )
         _check(
-            math.isfinite(self.eta) and self.eta > 0, "bss.eta", f"must be > 0, got {self.eta}; the paper uses 0.001"
+            math.isfinite(self.eta) and self.eta > 0,
+            "bss.eta",
+            f"must be > 0 (0: BSS off), got {self.eta}; the paper uses 0.001",
         )
 
 

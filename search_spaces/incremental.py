@@ -24,3 +24,21 @@ TABLE3_GRID: dict[str, list[str | bool | float | int]] = {
 def table3_small_space(trial: optuna.Trial) -> dict[str, Any] | None:
     suggest_grid(trial, TABLE3_GRID)
     return {"ewc.enabled": True}
+
+
+TABLE3_ETA_GRID: dict[str, list[str | bool | float | int]] = {
+    "bss.eta": [0.0, 0.001, 0.01, 0.1],  # 0: BSS off, the partner of each BSS setting
+    "ewc.lam": [0.0, 30.0],  # 0: EWC off
+    "seed": [0, 1, 2, 3, 4],
+}
+
+
+@register_space(
+    "table3-eta",
+    "Table 3's BSS strength: eta in {0 (off), 0.001 (the paper's), 0.01, 0.1} x EWC lambda {0 (off), 30} x 5 seeds "
+    "(40 trials); k, lr and the tasks from the base config",
+    TABLE3_ETA_GRID,
+)
+def table3_eta_space(trial: optuna.Trial) -> dict[str, Any] | None:
+    suggest_grid(trial, TABLE3_ETA_GRID)
+    return {"ewc.enabled": True, "bss.enabled": True}

@@ -43,7 +43,6 @@ def test_flatten_unflatten_inverse() -> None:
     [
         ({"bss": {"kk": 1}}, "bss.kk"),
         ({"bogus": 1}, "bogus"),
-        ({"bss": {"eta": 0.0, "enabled": True}}, "bss.eta"),
         ({"bss": {"eta": -1.0}}, "bss.eta"),
         ({"bss": {"k": "two"}}, "bss.k"),
         ({"bss": {"enabled": True, "k": 32}, "data": {"batch_size": 32}}, "bss.k"),
@@ -127,3 +126,13 @@ def test_the_l2_term_is_on_the_official_codes_scale() -> None:
     zero = torch.zeros(1)
     state = StepState(model=model, images=zero, features=zero, logits=zero)  # type: ignore[arg-type]
     assert float(L2()(state)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("zero", [{"bss.k": 0}, {"bss.eta": 0.0}, {"bss.eta": 0}])
+def test_k_or_eta_zero_is_bss_off(zero: dict) -> None:
+    """A grid over k or eta holds its own baseline: nothing shrunk is BSS off, whatever else is set."""
+    config = resolve_config({}, {"bss.enabled": True, "bss.k": 2, "bss.eta": 0.01, **zero})
+    assert not config.bss.enabled
+    from finetune.config import applicable_params
+
+    assert not any(k.startswith(("bss.k", "bss.eta")) for k in applicable_params(config))

@@ -336,7 +336,7 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     assert pickle.loads(pickle.dumps(logger)).source == {}
 
 
-@pytest.mark.parametrize("name", ["demo", "fig3d-embedded", "table3-embedded"])
+@pytest.mark.parametrize("name", ["demo", "fig3d-embedded", "table3-embedded", "table3-eta-embedded"])
 def test_every_shipped_study_on_the_embedded_data_passes_its_launch_checks(name: str, tmp_path: Path) -> None:
     from study.spec import check_inputs
 
