@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from search_spaces.registry import register_space, suggest_grid
+from search_spaces.registry import register_grid, register_space
 
 
 @register_space("demo", "regulariser {l2, l2sp} x BSS {on, off}; eta, k if BSS; head learning rate")
@@ -40,14 +40,13 @@ def methods_space(trial: optuna.Trial) -> dict[str, Any] | None:
 METHODS_GRID: dict[str, list[str | bool]] = {"regularizer.name": ["l2", "l2sp", "delta"], "bss.enabled": [False, True]}
 
 
-@register_space(
+# each grid's define function keeps its module-level name: a study's saved searcher refers to it
+methods_grid_space = register_grid(
     "methods-grid", "every one of the six methods once (a grid); all else from the base config", METHODS_GRID
-)
-def methods_grid_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    suggest_grid(trial, METHODS_GRID)
-    return None
+).define
 
 
+BSS_ON = {"bss.enabled": True}  # a grid over k: BSS on unless k is 0
 PAPER_RATES = [0.15, 0.3, 0.5, 1.0]
 PAPER_SEEDS = [0, 1, 2, 3, 4]
 TABLE2_GRID: dict[str, list[str | bool | float | int]] = {
@@ -63,18 +62,12 @@ FIG3D_GRID: dict[str, list[str | bool | float | int]] = {
 }
 
 
-@register_space(
+table2_space = register_grid(
     "paper-table2", "Table 2: rates 15/30/50/100% x six methods x 5 seeds (120 trials per dataset)", TABLE2_GRID
-)
-def table2_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    suggest_grid(trial, TABLE2_GRID)
-    return None
-
-
-@register_space("fig3d", "Fig. 3(d): BSS k in {1, 2, 4, 8, 16} x rates x 5 seeds (100 trials), BSS on", FIG3D_GRID)
-def fig3d_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    suggest_grid(trial, FIG3D_GRID)
-    return {"bss.enabled": True}
+).define
+fig3d_space = register_grid(
+    "fig3d", "Fig. 3(d): BSS k in {1, 2, 4, 8, 16} x rates x 5 seeds (100 trials), BSS on", FIG3D_GRID, BSS_ON
+).define
 
 
 EMBEDDED_FIG3D_GRID: dict[str, list[str | bool | float | int]] = {
@@ -84,12 +77,10 @@ EMBEDDED_FIG3D_GRID: dict[str, list[str | bool | float | int]] = {
 }
 
 
-@register_space(
+fig3d_small_space = register_grid(
     "fig3d-small",
     "Fig. 3(d) with its baseline at a laptop's size: BSS k in {0 (off), 1, 2, 4, 8} x rates 15/30/50/100% x "
     "3 seeds (60 trials)",
     EMBEDDED_FIG3D_GRID,
-)
-def fig3d_small_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    suggest_grid(trial, EMBEDDED_FIG3D_GRID)
-    return {"bss.enabled": True}
+    BSS_ON,
+).define

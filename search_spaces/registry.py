@@ -53,6 +53,27 @@ def register_space(
     return decorator
 
 
+class GridDefine:
+    """The define-by-run function of a grid space: suggests every parameter of the grid (Optuna's
+    GridSampler picks the values) and returns the constants set for every trial (a plain object,
+    so Tune can pickle it)."""
+
+    def __init__(self, grid: Mapping[str, Sequence[Any]], constants: Mapping[str, Any] | None = None) -> None:
+        self.grid = {name: list(values) for name, values in grid.items()}
+        self.constants = dict(constants or {})
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        suggest_grid(trial, self.grid)
+        return dict(self.constants) or None
+
+
+def register_grid(
+    name: str, description: str, grid: Mapping[str, Sequence[Any]], constants: Mapping[str, Any] | None = None
+) -> SearchSpace:
+    """A named grid space: every combination of ``grid`` once, with ``constants`` for every trial."""
+    return SPACES.add(name, SearchSpace(name, description, GridDefine(grid, constants), grid), description)
+
+
 def get_space(name: str) -> SearchSpace:
     return SPACES[name]
 
