@@ -31,11 +31,15 @@ def permuted(side: int, seed: int, task: int, transform: bool) -> TaskView:
     if not transform:
         return identity
     order = pixel_order(side, seed, task)
+    on_device: dict[torch.device, torch.Tensor] = {order.device: order}  # copied to a GPU once, not every step
 
     def view(images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] * images.shape[-2] != len(order):
             raise ValueError(f"task {task}'s permutation is of {len(order)} pixels, the images have {images.shape}")
-        return images.flatten(-2)[..., order.to(images.device)].view(images.shape)
+        if images.device not in on_device:
+            on_device[images.device] = order.to(images.device)
+        index = on_device[images.device]
+        return images.flatten(-2)[..., index].view(images.shape)
 
     return view
 
