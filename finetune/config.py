@@ -339,6 +339,7 @@ class OptimConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
@@ -350,7 +351,9 @@ class TrainConfig:
     singular values and DELTA's distances are still computed in float32), ``fp32`` does not,
     ``auto`` is bf16 on a GPU that supports it and fp32 on a CPU (bf16 training parity on CPUs
     differs from machine to machine; ``bf16`` opts in). ``channels_last``: the model's memory
-    format; ``auto`` is on for a GPU, off on a CPU.
+    format; ``auto`` is on for a GPU, off on a CPU. ``cuda_graph``: the backbone's training forward
+    and backward replayed as CUDA graphs (``finetune.cuda_graph``); ``auto`` graphs it on a GPU
+    unless a term needs its hooks (DELTA), ``on`` requires it, ``off`` never.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -367,6 +370,7 @@ class TrainConfig:
     protocol: str = "custom"
     precision: str = "auto"
     channels_last: str = "auto"
+    cuda_graph: str = "auto"
 
     def __post_init__(self) -> None:
         _check(
@@ -376,6 +380,17 @@ class TrainConfig:
             self.channels_last in ("auto", "on", "off"),
             "channels_last",
             f"must be auto, on or off, got {self.channels_last!r}",
+        )
+        _check(
+            self.cuda_graph in CUDA_GRAPH_MODES,
+            "cuda_graph",
+            f"must be one of {', '.join(CUDA_GRAPH_MODES)}, got {self.cuda_graph!r}",
+        )
+        _check(
+            not (self.cuda_graph == "on" and self.regularizer.name == "delta"),
+            "cuda_graph",
+            "on, but DELTA reads the backbone's feature maps through hooks a CUDA graph does not run; "
+            "set cuda_graph: auto (eager with DELTA) or off",
         )
         if self.bss.enabled:
             _check(

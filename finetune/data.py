@@ -55,16 +55,29 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def take(self, members: torch.Tensor | np.ndarray | range) -> torch.Tensor:
-        """uint8 images of the given members, as a tensor (a copy of just those rows)."""
+    def take(self, members: torch.Tensor | np.ndarray | range, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 images of the given members, as a tensor (a copy of just those rows).
+
+        ``out``: a contiguous uint8 tensor of :meth:`row_shape` rows (a pinned host buffer) to
+        gather into instead of a new tensor; the result is then a view of it."""
         rows = np.asarray(members, dtype=np.int64)
         if self.index is not None:
             rows = self.index[rows]
-        if isinstance(self.images, torch.Tensor):
+        if out is not None:
+            if isinstance(self.images, torch.Tensor):
+                taken = torch.index_select(self.images, 0, torch.from_numpy(rows), out=out)
+            else:
+                np.take(self.images, rows, axis=0, out=out.numpy())
+                taken = out
+        elif isinstance(self.images, torch.Tensor):
             taken = self.images[torch.from_numpy(rows)]
         else:
             taken = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
         return taken.permute(0, 3, 1, 2) if self.hwc else taken
+
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one stored image (what :meth:`take` gathers, before any permutation)."""
+        return tuple(self.images.shape[1:])
 
     def all_images(self) -> torch.Tensor:
         return self.take(range(len(self)))

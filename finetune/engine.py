@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from finetune.backbones import build_classifier
 from finetune.callbacks import Callback, EpochMetrics, FitResult
 from finetune.config import TrainConfig
+from finetune.cuda_graph import announce_fallback, capture_backbone, plan_graph
 from finetune.data import BatchStream, Split, check_batch_fits, eval_batches, load_splits
 from finetune.errors import NonFiniteLossError
 from finetune.model import Classifier, drop_smallest_components
+from finetune.prefetch import BatchPrefetcher
 from finetune.regularizers import (
     BuildContext,
     Regularizer,
@@ -142,12 +144,17 @@ class Trainer:
             self.model, config, lambda: center_view(train.all_images(), config.data)[0], train.labels, self.device
         )
         self.terms = build_regularizers(context).to(self.device)
+        # the backbone's training pass as CUDA graphs: planned now (cuda_graph: on with something that
+        # blocks it is refused here), captured on the first training batch (static shapes from then on)
+        self.graph_plan = plan_graph(config.cuda_graph, self.device, self.terms.items())
+        self.graph_pending, self.graphed = self.graph_plan.use, False
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(config.optim.lr_decay_epochs), gamma=config.optim.lr_decay_factor
         )
         self.task_views = task_views(config)  # a task sequence's pixel orders (none: ordinary fine-tuning)
         self.stream = BatchStream(len(train), config.data.batch_size, config.seed)
+        self.prefetch = BatchPrefetcher(train, config.data.batch_size, self.device)
         self.augment = train_transform(config.data)
         self.aug_generator = torch.Generator().manual_seed(config.seed + 1)
         self.steps_per_epoch = config.optim.steps_per_epoch or self.stream.batches_per_pass()
@@ -167,6 +174,43 @@ class Trainer:
         """The task the current (or last) epoch trains on: 1.. (always 1 without a sequence)."""
         return min(self.config.tasks.count, max(0, self.epoch - 1) // self.config.optim.epochs + 1)
 
+    def losses(
+        self, x: torch.Tensor, y: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training batch's forward pass: (cross-entropy, each term's value, their sum, logits,
+        features)."""
+        with self._autocast():
+            logits, features = self.model(x)
+            ce = F.cross_entropy(logits.float(), y)
+            state = StepState(model=self.model, images=x, features=features, logits=logits)
+            try:
+                values = {name: term(state).float() for name, term in self.terms.items()}
+            except torch.linalg.LinAlgError as exc:  # a solver's check: the features are not finite
+                if bool(torch.isfinite(features).all()):
+                    raise
+                self._diverged("non-finite features", f"step {step}", str(exc).splitlines()[0])
+        loss = ce + sum(values.values(), torch.zeros((), device=self.device))
+        return ce, values, loss, logits, features
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward and one optimiser step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def _autocast(self) -> torch.autocast:
+        # no autocast cache: a graph capture requires that, and each weight is cast once a step anyway
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False)
+
+    def _capture(self, x: torch.Tensor) -> None:
+        """Graph the backbone's training pass on the first batch; stay eager, saying why, if that fails."""
+        self.graph_pending = False
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        why = capture_backbone(self.model.backbone, x, self._autocast, dtype)
+        self.graphed = not why
+        if why:
+            announce_fallback(why)
+
     def _in_task(self, images: torch.Tensor, task: int) -> torch.Tensor:
         return self.task_views[task - 1](images) if self.task_views else images
 
@@ -182,29 +226,20 @@ class Trainer:
         total_loss, correct, seen = zero.clone(), zero.clone(), 0
         finite = torch.ones((), dtype=torch.bool, device=device)
         features = torch.empty(0)
+        self.prefetch.request(self.stream.next())
         for step in range(1, self.steps_per_epoch + 1):
-            idx = self.stream.next()
-            raw = self._in_task(self.splits.train.take(idx).to(device, non_blocking=True), self.task)
-            x = self.augment(raw, config.data, self.aug_generator)
+            images, y = self.prefetch.get()
+            x = self.augment(self._in_task(images, self.task), config.data, self.aug_generator)
             x = x.contiguous(memory_format=self.memory_format)
-            y = self.splits.train.labels[idx].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits, features = model(x)
-                ce = F.cross_entropy(logits.float(), y)
-                state = StepState(model=model, images=x, features=features, logits=logits)
-                try:
-                    values = {name: term(state).float() for name, term in self.terms.items()}
-                except torch.linalg.LinAlgError as exc:  # a solver's check: the features are not finite
-                    if bool(torch.isfinite(features).all()):
-                        raise
-                    self._diverged("non-finite features", f"step {step}", str(exc).splitlines()[0])
-            loss = ce + sum(values.values(), torch.zeros((), device=device))
+            if self.graph_pending:
+                self._capture(x)
+            ce, values, loss, logits, features = self.losses(x, y, step)
             finite &= torch.isfinite(loss)
             if step % self.check_every == 0 or step == self.steps_per_epoch:
                 self._check_finite(finite, step, ce, values)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.update(loss)
+            if step < self.steps_per_epoch:  # the next batch travels while this step's work runs
+                self.prefetch.request(self.stream.next())
             self.step += 1
             sums["ce"] += ce.detach()
             for name, value in values.items():

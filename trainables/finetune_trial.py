@@ -30,9 +30,9 @@ class TrialInputError(InputError):
 
 class TuneReporter:
     """Engine callback: each epoch's state goes to the trial's folder (atomically), then its flat
-    metrics go to ``tune.report``, with what ``auto`` resolved to (``bf16``, ``channels_last``: 1
-    or 0) and the split sizes (``n_train``, ``n_val``, ``n_test``). The last epoch also writes the
-    selected weights (of the best validation epoch, or the last epoch's)."""
+    metrics go to ``tune.report``, with what ``auto`` resolved to (``bf16``, ``channels_last``,
+    ``cuda_graph``: 1 or 0) and the split sizes (``n_train``, ``n_val``, ``n_test``). The last
+    epoch also writes the selected weights (of the best validation epoch, or the last epoch's)."""
 
     def __init__(self, store: TrialStore, start_epoch: int) -> None:
         self.store = store
@@ -43,6 +43,7 @@ class TuneReporter:
             **metrics.flat(),
             "bf16": float(trainer.bf16),
             "channels_last": float(trainer.memory_format == torch.channels_last),
+            "cuda_graph": float(trainer.graphed),
             "n_train": float(trainer.sizes.train),
             "n_val": float(trainer.sizes.val),
             "n_test": float(trainer.sizes.test),

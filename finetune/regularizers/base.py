@@ -58,7 +58,12 @@ class BuildContext:
 
 
 class Regularizer(nn.Module):
-    """A penalty term: ``forward(state) -> scalar tensor``, added to the task loss."""
+    """A penalty term: ``forward(state) -> scalar tensor``, added to the task loss.
+
+    ``graph_unsafe``: why the backbone's training pass cannot run as a CUDA graph with this term
+    ('' : it can; see ``finetune.cuda_graph``)."""
+
+    graph_unsafe: str = ""
 
     def forward(self, state: StepState) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -39,6 +39,9 @@ class DELTA(Regularizer):
         feature maps ``(b, c_l, h_l, w_l)`` per layer -> scalar.
     """
 
+    # a CUDA graph replay runs no Python hooks (see finetune.cuda_graph)
+    graph_unsafe = "reads the backbone's feature maps through forward hooks, which a CUDA graph does not run"
+
     def __init__(
         self,
         backbone: nn.Module,

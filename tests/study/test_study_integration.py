@@ -89,7 +89,7 @@ def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None
         child_runs = [r for r in runs if r["info"]["run_id"] != parent_id]
         for run in child_runs:
             metric_names = {m["key"] for m in run["data"]["metrics"]}
-            assert {"val_acc", "train_loss", "sv_min_1", "bf16", "channels_last"} <= metric_names
+            assert {"val_acc", "train_loss", "sv_min_1", "bf16", "channels_last", "cuda_graph"} <= metric_names
         with urllib.request.urlopen(f"{base}/", timeout=10) as response:
             assert b"MLflow" in response.read()
     finally:

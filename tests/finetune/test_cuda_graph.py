@@ -1,0 +1,141 @@
+"""CUDA graphs of the backbone and the batch prefetcher: the plan, the checks and the fallback on
+any machine; the graphed and pinned paths themselves where a CUDA device is (marked ``gpu``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from finetune import ConfigError, config_from_dict
+from finetune.cuda_graph import capture_backbone, mismatch, plan_graph
+from finetune.data import Split
+from finetune.engine import Trainer
+from finetune.prefetch import BatchPrefetcher
+from tests.conftest import tiny_base
+
+CUDA = torch.device("cuda")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class Hooked(nn.Module):
+    graph_unsafe = "reads feature maps through hooks"
+
+
+def test_the_plan_graphs_only_a_cuda_run_whose_terms_allow_it() -> None:
+    assert plan_graph("auto", CUDA, [("l2", nn.Module()), ("bss", nn.Module())]).use
+    assert plan_graph("on", CUDA, []).use
+    off = plan_graph("off", CUDA, [])
+    assert not off.use and off.reason == "cuda_graph: off"
+    cpu = plan_graph("auto", torch.device("cpu"), [])
+    assert not cpu.use and "the device is cpu" in cpu.reason
+    delta = plan_graph("auto", CUDA, [("delta", Hooked())])
+    assert not delta.use and delta.reason == "delta reads feature maps through hooks"
+    with pytest.raises(ConfigError, match=r"^cuda_graph: on, but the device is cpu.*set cuda_graph: auto"):
+        plan_graph("on", torch.device("cpu"), [])
+
+
+def test_config_refuses_an_unknown_mode_and_on_with_delta() -> None:
+    with pytest.raises(ConfigError, match="cuda_graph: must be one of auto, on, off, got 'yes'"):
+        config_from_dict(tiny_base(cuda_graph="yes"))
+    with pytest.raises(ConfigError, match="cuda_graph: on, but DELTA reads the backbone's feature maps"):
+        config_from_dict(tiny_base(cuda_graph="on", regularizer={"name": "delta"}, delta={"attention": "uniform"}))
+    assert (
+        config_from_dict(tiny_base(regularizer={"name": "delta"}, delta={"attention": "uniform"})).cuda_graph == "auto"
+    )
+
+
+def test_the_delta_term_says_why_it_cannot_be_graphed() -> None:
+    trainer = Trainer(config_from_dict(tiny_base(regularizer={"name": "delta"}, delta={"attention": "uniform"})))
+    assert "forward hooks" in trainer.terms["delta"].graph_unsafe
+    assert "delta reads the backbone's feature maps" in plan_graph("auto", CUDA, trainer.terms.items()).reason
+    bss = Trainer(config_from_dict(tiny_base(regularizer={"name": "l2sp"}, bss={"enabled": True, "k": 1})))
+    assert [term.graph_unsafe for term in bss.terms.values()] == ["", ""]
+
+
+def test_a_cpu_run_stays_eager_and_says_why() -> None:
+    trainer = Trainer(config_from_dict(tiny_base(optim={"epochs": 1})))
+    assert not trainer.graph_plan.use and "the device is cpu" in trainer.graph_plan.reason
+    trainer.train_epoch()
+    assert not trainer.graphed and "forward" not in trainer.model.backbone.__dict__
+
+
+def test_a_failed_capture_leaves_the_backbone_eager_and_its_buffers_as_they_were() -> None:
+    """On a machine without CUDA the capture itself fails: the reason is one line, the module's own
+    forward is back, and BatchNorm's running statistics (moved by the check passes) are restored."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the capture does not fail")
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone.train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    autocast = lambda: torch.autocast("cpu", enabled=False, cache_enabled=False)  # noqa: E731
+    why = capture_backbone(backbone, torch.randn(4, 3, 8, 8), autocast, torch.float32)
+    assert why.startswith("the capture failed: ") and "\n" not in why
+    assert "forward" not in backbone.__dict__
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_mismatch_names_the_first_tensor_off_by_more_than_the_tolerance() -> None:
+    a = [torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.25])]
+    assert mismatch(a, [t.clone() for t in a], 1e-3, ["features", "grad of w"]) == ""
+    near = [a[0] + 1e-4, a[1]]
+    assert mismatch(a, near, 1e-3, ["features", "grad of w"]) == ""
+    off = [a[0], a[1] + torch.tensor([0.0, 0.01])]
+    assert mismatch(a, off, 1e-3, ["features", "grad of w"]).startswith("grad of w differs from the eager pass by 0.01")
+    nan = [a[0] * float("nan"), a[1]]
+    assert mismatch(a, nan, 1e-3, ["features", "grad of w"]).startswith("features differs")
+
+
+@pytest.mark.parametrize("hwc", [False, True])
+def test_take_into_a_buffer_gathers_the_same_images(hwc: bool) -> None:
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 256, size=(10, 6, 6, 3) if hwc else (10, 3, 6, 6), dtype=np.uint8)
+    index = np.array([9, 7, 5, 3, 1, 0])
+    for images in (stored, torch.from_numpy(stored)):
+        split = Split(images, torch.arange(6), index=index, hwc=hwc)
+        members = torch.tensor([4, 0, 2])
+        out = torch.empty((3, *split.row_shape()), dtype=torch.uint8)
+        assert torch.equal(split.take(members, out=out), split.take(members))
+
+
+def test_the_prefetcher_hands_out_the_requested_batches_in_order() -> None:
+    stored = torch.arange(8 * 3 * 2 * 2, dtype=torch.int64).reshape(8, 3, 2, 2).to(torch.uint8)
+    split = Split(stored, torch.arange(8) * 10)
+    fetch = BatchPrefetcher(split, 2, torch.device("cpu"))
+    for idx in (torch.tensor([3, 1]), torch.tensor([0, 7])):
+        fetch.request(idx)
+        images, labels = fetch.get()
+        assert torch.equal(images, stored[idx]) and torch.equal(labels, idx * 10)
+    with pytest.raises(AssertionError, match="request a batch"):
+        fetch.get()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_pinned_prefetch_on_a_gpu_equals_the_host_batches() -> None:
+    stored = torch.randint(0, 256, (64, 8, 8, 3), dtype=torch.uint8)
+    split = Split(stored.numpy(), torch.arange(64), hwc=True)
+    fetch = BatchPrefetcher(split, 16, CUDA)
+    for start in range(0, 64, 16):
+        idx = torch.arange(start, start + 16).flip(0)
+        fetch.request(idx)
+        images, labels = fetch.get()
+        assert torch.equal(images.cpu(), split.take(idx)) and torch.equal(labels.cpu(), idx)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_graphed_run_trains_like_the_eager_one() -> None:
+    """The same run with the backbone graphed and eager: the capture passes its own check, and two
+    epochs of losses agree within bf16's precision."""
+    base = tiny_base(
+        optim={"epochs": 2, "steps_per_epoch": 4}, bss={"enabled": True, "k": 1}, precision="bf16", device="cuda"
+    )
+    graphed = Trainer(config_from_dict({**base, "cuda_graph": "on"}))
+    eager = Trainer(config_from_dict({**base, "cuda_graph": "off"}))
+    for _ in range(2):
+        g, e = graphed.train_epoch(), eager.train_epoch()
+        assert g.train_loss == pytest.approx(e.train_loss, rel=2**-5)
+    assert graphed.graphed and not eager.graphed
