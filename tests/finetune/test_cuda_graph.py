@@ -64,18 +64,63 @@ def test_a_cpu_run_stays_eager_and_says_why() -> None:
     assert not trainer.graphed and "forward" not in trainer.model.backbone.__dict__
 
 
-def test_a_failed_capture_leaves_the_backbone_eager_and_its_buffers_as_they_were() -> None:
-    """On a machine without CUDA the capture itself fails: the reason is one line, the module's own
-    forward is back, and BatchNorm's running statistics (moved by the check passes) are restored."""
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is here: the capture does not fail")
-    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    backbone.train()
+def _batchnorm_net() -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return net.train()
+
+
+def _no_autocast() -> torch.autocast:
+    return torch.autocast("cpu", enabled=False, cache_enabled=False)
+
+
+def _capture_with(monkeypatch: pytest.MonkeyPatch, graph: object) -> tuple[str, nn.Module, dict]:
+    """capture_backbone with ``graph`` standing in for torch.cuda.make_graphed_callables (which
+    needs a CUDA device): (why, the module, its state before)."""
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", graph)
+    backbone = _batchnorm_net()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    autocast = lambda: torch.autocast("cpu", enabled=False, cache_enabled=False)  # noqa: E731
-    why = capture_backbone(backbone, torch.randn(4, 3, 8, 8), autocast, torch.float32)
-    assert why.startswith("the capture failed: ") and "\n" not in why
-    assert "forward" not in backbone.__dict__
+    return capture_backbone(backbone, torch.randn(4, 3, 8, 8), _no_autocast, torch.float32), backbone, before
+
+
+def _assert_eager_as_before(backbone: nn.Module, before: dict) -> None:
+    assert "forward" not in backbone.__dict__  # the module's own forward again
+    for k, v in backbone.state_dict().items():  # BatchNorm's statistics, moved by the check passes, restored
+        assert torch.equal(v, before[k]), k
+
+
+def test_a_capture_that_raises_leaves_the_backbone_eager_and_its_buffers_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(module: nn.Module, sample_args: tuple) -> nn.Module:
+        module.forward = lambda x: x  # half-done, as a capture that raises midway may leave it
+        raise RuntimeError("operation not permitted when stream is capturing\nsecond line")
+
+    why, backbone, before = _capture_with(monkeypatch, fails)
+    assert why == "the capture failed: RuntimeError: operation not permitted when stream is capturing"
+    _assert_eager_as_before(backbone, before)
+
+
+def test_a_capture_that_disagrees_with_the_eager_pass_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    def wrong(module: nn.Module, sample_args: tuple) -> nn.Module:
+        own = type(module).forward
+        module.forward = lambda x: own(module, x) * 1.01  # off by 1%: beyond fp32's tolerance
+        return module
+
+    why, backbone, before = _capture_with(monkeypatch, wrong)
+    assert why.startswith("features differs from the eager pass by ")
+    _assert_eager_as_before(backbone, before)
+
+
+def test_a_capture_that_agrees_is_kept_and_leaves_the_buffers_as_they_were(monkeypatch: pytest.MonkeyPatch) -> None:
+    def faithful(module: nn.Module, sample_args: tuple) -> nn.Module:
+        own = type(module).forward
+        for _ in range(3):  # the real one warms up in training mode: BatchNorm's statistics move
+            own(module, *sample_args)
+        module.forward = lambda x: own(module, x)
+        return module
+
+    why, backbone, before = _capture_with(monkeypatch, faithful)
+    assert why == "" and "forward" in backbone.__dict__
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
 
