@@ -26,11 +26,12 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/study launch studies/demo.yaml
 
+# PYTHONFAULTHANDLER: a crash (in a test, or as the interpreter exits) prints every thread's stack
 test: setup lint
-	$(PY) -m pytest -q
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -67,7 +67,10 @@ class Split:
             if isinstance(self.images, torch.Tensor):
                 taken = torch.index_select(self.images, 0, torch.from_numpy(rows), out=out)
             else:
-                np.take(self.images, rows, axis=0, out=out.numpy())
+                if rows.size and not 0 <= rows.min() <= rows.max() < len(self.images):
+                    raise IndexError(f"rows {rows.min()}..{rows.max()} of a split of {len(self.images)} images")
+                # mode="clip" (the rows are checked): numpy buffers an ``out`` under the default "raise"
+                np.take(self.images, rows, axis=0, out=out.numpy(), mode="clip")
                 taken = out
         elif isinstance(self.images, torch.Tensor):
             taken = self.images[torch.from_numpy(rows)]

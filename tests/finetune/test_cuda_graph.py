@@ -146,6 +146,9 @@ def test_take_into_a_buffer_gathers_the_same_images(hwc: bool) -> None:
         members = torch.tensor([4, 0, 2])
         out = torch.empty((3, *split.row_shape()), dtype=torch.uint8)
         assert torch.equal(split.take(members, out=out), split.take(members))
+    whole = Split(stored, torch.arange(10), hwc=hwc)
+    with pytest.raises(IndexError, match="rows 3..10 of a split of 10 images"):
+        whole.take(torch.tensor([3, 10, 4]), out=torch.empty((3, *whole.row_shape()), dtype=torch.uint8))
 
 
 def test_the_prefetcher_hands_out_the_requested_batches_in_order() -> None:
