@@ -26,12 +26,16 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/study launch studies/demo.yaml
 
-# PYTHONFAULTHANDLER: a crash (in a test, or as the interpreter exits) prints every thread's stack
+# PYTHONFAULTHANDLER: a crash prints every thread's stack. TESTS_SKIP_TEARDOWN: the test process
+# ends with pytest's exit status once it has reported, without the interpreter's teardown of
+# Ray/torch/pyarrow/Playwright native objects (see tests/conftest.py)
+PYTEST := PYTHONFAULTHANDLER=1 TESTS_SKIP_TEARDOWN=1 $(PY) -m pytest -q
+
 test: setup lint
-	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

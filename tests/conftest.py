@@ -1,11 +1,40 @@
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """With ``TESTS_SKIP_TEARDOWN=1`` (``make test``, so CI): once pytest has reported, end the
+    process with pytest's own exit status, skipping the interpreter's teardown.
+
+    This one process has run Ray, MLflow, Optuna, torch, pyarrow and Playwright's driver, and their
+    native objects are destroyed in no set order as the interpreter exits: once, in CI, that
+    teardown crashed (SIGSEGV after "304 passed" was printed), failing a run whose every test had
+    passed; it did not recur in later runs (PYTHONFAULTHANDLER prints the stacks if it does). A
+    crash or failure while tests run still fails the run; only the teardown after the report is
+    skipped, after Ray is shut down and every stream and log handler flushed."""
+    if os.environ.get("TESTS_SKIP_TEARDOWN") != "1" or EXIT_STATUS not in config.stash:
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[EXIT_STATUS])
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -147,7 +147,7 @@ def test_take_into_a_buffer_gathers_the_same_images(hwc: bool) -> None:
         out = torch.empty((3, *split.row_shape()), dtype=torch.uint8)
         assert torch.equal(split.take(members, out=out), split.take(members))
     whole = Split(stored, torch.arange(10), hwc=hwc)
-    with pytest.raises(IndexError, match="rows 3..10 of a split of 10 images"):
+    with pytest.raises(IndexError, match=r"rows 3\.\.10 of a split of 10 images"):
         whole.take(torch.tensor([3, 10, 4]), out=torch.empty((3, *whole.row_shape()), dtype=torch.uint8))
 
 
