@@ -74,12 +74,14 @@ def _pass(
     forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     params: Sequence[torch.Tensor],
-    cotangent: torch.Tensor,
     autocast: Callable[[], torch.autocast],
 ) -> list[torch.Tensor]:
-    """The features and every parameter's gradient for ``cotangent``, as float32 copies."""
+    """The features and every parameter's gradient for a fixed random cotangent (the same draw on
+    every call), as float32 copies."""
     with autocast():
         out = forward(x)
+    generator = torch.Generator(out.device).manual_seed(0)
+    cotangent = torch.randn(out.shape, generator=generator, device=out.device, dtype=torch.float32)
     grads = torch.autograd.grad(out, params, cotangent.to(out.dtype), allow_unused=True)
     return [out.detach().float()] + [
         torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() for p, g in zip(params, grads, strict=True)
@@ -112,19 +114,13 @@ def capture_backbone(
             for b, s in zip(backbone.buffers(), saved, strict=True):
                 b.copy_(s)  # in place: a graph holds these very tensors
 
-    generator = torch.Generator(sample.device).manual_seed(0)
     try:
-        with torch.no_grad(), autocast():
-            shape = backbone(sample).shape
+        eager = _pass(backbone, sample, params, autocast)
         restore()
-        cotangent = torch.randn(shape, generator=generator, device=sample.device)
-        eager = _pass(backbone, sample, params, cotangent, autocast)
-        restore()
-        static = sample.clone()
         with autocast():
-            torch.cuda.make_graphed_callables(backbone, (static,))
+            torch.cuda.make_graphed_callables(backbone, (sample.clone(),))
         restore()
-        graphed = _pass(backbone, sample, params, cotangent, autocast)
+        graphed = _pass(backbone, sample, params, autocast)
         restore()
         why = mismatch(eager, graphed, TOLERANCE.get(dtype, 1e-3), names)
     except Exception as exc:  # any failure of the capture leaves the run eager
