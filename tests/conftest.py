@@ -23,7 +23,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     This one process has run Ray, MLflow, Optuna, torch, pyarrow and Playwright's driver, and their
     native objects are destroyed in no set order as the interpreter exits: once, in CI, that
     teardown crashed (SIGSEGV after "304 passed" was printed), failing a run whose every test had
-    passed; it did not recur in later runs (PYTHONFAULTHANDLER prints the stacks if it does). A
+    passed; it did not recur in later runs (to look at that teardown, run with
+    TESTS_SKIP_TEARDOWN=0 and PYTHONFAULTHANDLER=1, which prints its stacks if it crashes). A
     crash or failure while tests run still fails the run; only the teardown after the report is
     skipped, after Ray is shut down and every stream and log handler flushed."""
     if os.environ.get("TESTS_SKIP_TEARDOWN") != "1" or EXIT_STATUS not in config.stash:
