@@ -21,8 +21,9 @@ from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_ya
 from finetune.engine import use_threads
 from finetune.registry import Registry
 from study.errors import StudyError
-from study.folder import MLFLOW_FILE, TRIALS_FILE, StudyFolder, StudyRecord
+from study.folder import TRIALS_FILE, StudyFolder, open_study
 from study.spec import StudySpec, load_spec
+from study.stores import Stores, has_password, redact
 
 if TYPE_CHECKING:
     from study.driver import StudyOutcome
@@ -69,54 +70,84 @@ def ray_session_dir() -> str | None:
 
 def runs_address(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> str:
     """The study's runs table in the MLflow UI (MLflow 3 opens an experiment on its GenAI
-    overview by default; the runs table is this address)."""
-    experiment_id = StudyRecord.load(StudyFolder(study_dir)).experiment_id
+    overview by default; the runs table is this address): on the study's tracking server when it
+    has one, else where ``study ui`` serves it."""
+    opened = open_study(study_dir)
+    experiment_id = opened.record.experiment_id
+    if opened.stores.tracking_remote:
+        return f"{opened.stores.shown().rstrip('/')}/#/experiments/{experiment_id}/runs"
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/#/experiments/{experiment_id}/runs"
 
 
-def ui_command(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    folder = StudyFolder(study_dir)
-    uri = StudyRecord.load(folder).tracking_uri_in(folder)
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+def ui_command(stores: Stores, host: str = "127.0.0.1", port: int = 5000) -> tuple[list[str], dict[str, str]]:
+    """``mlflow ui`` on the study's tracking store: (the command, extra environment). A store URL
+    that holds a password goes in the environment (``MLFLOW_BACKEND_STORE_URI``), never on the
+    command line, where every user of the machine can read it."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
+    if has_password(stores.tracking_uri):
+        return command, {"MLFLOW_BACKEND_STORE_URI": stores.tracking_uri}
+    return [*command[:4], "--backend-store-uri", stores.tracking_uri, *command[4:]], {}
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
     import torch
 
     from study.driver import StudyOutcome, check_study_dir, run_study
-    from study.spec import check_inputs, check_local_resources, check_output_dir, with_tracking_env
-    from study.tracking import check_reachable
+    from study.lock import driver_lock
+    from study.spec import check_inputs, check_local_resources, check_output_dir
+    from study.stores import choose
+    from study.tracking import check_stores
 
-    spec = with_tracking_env(load_spec(args.spec))
+    spec = load_spec(args.spec)
+    choice = choose(spec.tracking_uri, spec.optuna_storage, spec.study_dir, Path.cwd())
+    stores = choice.open(spec.study_dir)
     check_inputs(spec)
     check_output_dir(spec)
     if check_study_dir(spec):  # already complete: its table, no Ray
         folder = StudyFolder(spec.study_dir)
         return report_outcome(spec, StudyOutcome.complete(folder))
     check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
-    check_reachable(spec.resolved_tracking_uri)
+    check_stores(stores)
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
-    with ray_session(spec):
-        outcome = run_study(spec)
+    with driver_lock(spec.study_dir, stores.optuna_url, spec.name, "output_dir"), ray_session(spec):
+        outcome = run_study(spec, choice)
     return report_outcome(spec, outcome)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.driver import StudyOutcome, check_resumable, resume_study
+    from study.lock import driver_lock
+    from study.outbox import PENDING_FILE
 
     checked = check_resumable(Path(args.study_dir))
     folder, spec = checked.folder, checked.spec
     if checked.complete:
+        if (folder.path / PENDING_FILE).is_file():  # finished, but MLflow missed part of it
+            return cmd_sync(args)
         return report_outcome(spec, StudyOutcome.complete(folder))
+    assert checked.record is not None
+    stores = checked.record.stores(folder)
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
-    with ray_session(spec):
+    with driver_lock(folder.path, stores.optuna_url, spec.name), ray_session(spec):
         outcome = resume_study(checked)
     return report_outcome(spec, outcome)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from study.lock import driver_lock
+    from study.sync import sync_study
+
+    opened = open_study(Path(args.study_dir))
+    with driver_lock(opened.folder.path, "", opened.spec.name):  # not while a driver writes
+        print(sync_study(opened.folder.path).render())
+    return 0
+
+
 def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
     if outcome.interrupted:
+        if outcome.tracking_behind:
+            print(f"error: {outcome.tracking_behind}", file=sys.stderr)
         print(f"interrupted: continue with `study resume {shlex.quote(str(outcome.study_dir))}`", file=sys.stderr)
         return 130
     if outcome.already_complete:
@@ -144,10 +175,16 @@ def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
         print(f"best config: {outcome.best_config_path}")
         print(f"rerun it:    study train --config {shlex.quote(str(outcome.best_config_path))}")
     print(f"results:     {outcome.study_dir / TRIALS_FILE}")
-    if spec.tracking_uri is None:
-        print(f"MLflow UI:   study ui {shlex.quote(str(outcome.study_dir))}   (then {runs_address(outcome.study_dir)})")
+    stores = open_study(outcome.study_dir).stores
+    if stores.tracking_remote:
+        print(f"MLflow:      {runs_address(outcome.study_dir)}")
     else:
-        print(f"MLflow:      {spec.tracking_uri}")
+        where = "" if stores.tracking_local else f" on {stores.shown()}"
+        ui = f"study ui {shlex.quote(str(outcome.study_dir))}"
+        print(f"MLflow UI:   {ui}{where}   (then {runs_address(outcome.study_dir)})")
+    if outcome.tracking_behind:
+        print(f"error: {outcome.tracking_behind}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -264,41 +301,52 @@ def check_server_args(host: str, port: int, what: str) -> None:
         )
 
 
-def serve(command: list[str], print_only: bool) -> int:
+def serve(command: list[str], print_only: bool, env: dict[str, str] | None = None) -> int:
     if print_only:
         return 0
-    os.execv(command[0], command)
+    os.execve(command[0], command, {**os.environ, **(env or {})})
     return 0  # pragma: no cover
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    folder = Path(args.study_dir)
-    if not (folder / MLFLOW_FILE).is_file():
-        raise StudyError(f"STUDY_DIR: no {MLFLOW_FILE} in {folder}; pass the output_dir of a launched study")
+    opened = open_study(Path(args.study_dir))
+    stores = opened.stores
+    if stores.tracking_remote:  # its own server serves it: nothing to start here
+        print(f"the study is tracked by the MLflow server at {stores.shown()}; nothing is served here", flush=True)
+        print(f"the study's runs: {runs_address(opened.folder.path)}", flush=True)
+        return 0
+    if stores.tracking_local and not opened.folder.mlflow_file.is_file():
+        missing = opened.folder.mlflow_file
+        raise StudyError(f"STUDY_DIR: no {missing.name} in {missing.parent}; pass the output_dir of a launched study")
     check_server_args(args.host, args.port, "MLflow")
-    command = ui_command(folder, args.host, args.port)
-    print(" ".join(shlex.quote(c) for c in command), flush=True)
-    print(f"the study's runs: {runs_address(folder, args.host, args.port)}", flush=True)
-    return serve(command, args.print_only)
+    command, env = ui_command(stores, args.host, args.port)
+    print(" ".join(shlex.quote(redact(c)) for c in command), flush=True)
+    print(f"the study's runs: {runs_address(opened.folder.path, args.host, args.port)}", flush=True)
+    return serve(command, args.print_only, env)
 
 
-def dashboard_command(study_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
+def dashboard_command(stores: Stores, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
     """optuna-dashboard (the ``dashboard`` extra) on the study's Optuna storage."""
     executable = Path(sys.executable).parent / "optuna-dashboard"
     found = str(executable) if executable.is_file() else shutil.which("optuna-dashboard")
     if found is None:
         raise StudyError("dashboard: optuna-dashboard is not installed; pip install -e '.[dashboard]'")
-    storage = f"sqlite:///{StudyFolder(study_dir).optuna_file.resolve()}"
-    return [found, storage, "--host", host, "--port", str(port)]
+    return [found, stores.optuna_url, "--host", host, "--port", str(port)]
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    folder = StudyFolder(Path(args.study_dir))
-    if not folder.optuna_file.is_file():
+    opened = open_study(Path(args.study_dir))
+    folder, stores = opened.folder, opened.stores
+    if stores.optuna_local and not folder.optuna_file.is_file():
         raise StudyError(f"STUDY_DIR: no {folder.optuna_file.name} in {folder.path}; pass the output_dir of a study")
     check_server_args(args.host, args.port, "optuna-dashboard")
-    command = dashboard_command(folder.path, args.host, args.port)
-    print(" ".join(shlex.quote(c) for c in command), flush=True)
+    if not stores.optuna_local:
+        from study.tracking import check_database
+
+        if not stores.optuna_url.startswith("sqlite"):
+            check_database(stores.optuna_url, "optuna_storage")
+    command = dashboard_command(stores, args.host, args.port)
+    print(" ".join(shlex.quote(redact(c)) for c in command), flush=True)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"the dashboard: http://{shown}:{args.port}/dashboard", flush=True)
     return serve(command, args.print_only)
@@ -330,6 +378,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Ar
         "continue an interrupted study",
         "Continue a study stopped by Ctrl-C or a killed driver: unfinished trials continue from their last "
         "checkpoint, in their own MLflow runs, up to num_samples trials in all.",
+        [STUDY_DIR],
+    ),
+    "sync": (
+        cmd_sync,
+        "replay into MLflow what it missed while its server did not answer",
+        "Bring MLflow up to date with the study folder: replay the records kept while the tracking server did "
+        "not answer (each once), close runs left open, add missing run ids to trials.parquet.",
         [STUDY_DIR],
     ),
     "list": (
@@ -411,7 +466,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Ar
     "dashboard": (
         cmd_dashboard,
         "open optuna-dashboard on a study's Optuna storage",
-        "Serve optuna-dashboard (pip install -e '.[dashboard]') on the study's optuna.db.",
+        "Serve optuna-dashboard (pip install -e '.[dashboard]') on the study's Optuna storage (its optuna.db, "
+        "or the database named by optuna_storage).",
         server_args(8080),
     ),
 }

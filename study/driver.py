@@ -6,8 +6,7 @@ import importlib.metadata
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,50 +21,39 @@ from ray.tune.search import ConcurrencyLimiter
 
 from finetune import config_to_yaml, resolve_config
 from finetune.config import flatten
+from study.binding import bound
 from study.errors import StudyError
 from study.folder import (
-    MLFLOW_FILE,
-    OPTUNA_FILE,
     SPEC_FILE,
     TUNE_DIR,
+    UID_ATTR,
     StudyFolder,
     StudyRecord,
+    first_line,
     load_optuna_study,
     read_trials,
     rebase_artifacts,
     tracking_client,
     trials_table_state,
 )
+from study.lock import LOCK_FILE, refused, running_driver
+from study.optuna_storage import BoundStorage
+from study.outbox import PENDING_FILE
+from study.progress import ProgressLine
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
-from study.searcher import FolderStorage, TaggedOptunaSearch, close_orphans, optuna_numbers
+from study.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers
 from study.spec import StudySpec, check_inputs, spec_to_yaml
-from study.tracking import (
-    MlflowTrialLogger,
-    ProgressLine,
-    StudyRun,
-    trial_error_message,
-)
+from study.stores import StoreChoice
+from study.tracking import StudyRun, check_stores
+from study.trial_errors import trial_error_message
+from study.trial_logger import MlflowTrialLogger
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.trial_store import BEST_WEIGHTS
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
-# URIs held by objects that Tune pickles (searcher, callbacks) are relative to the study folder,
-# which is the driver's working directory while Tune runs (see ``inside``): a moved or copied
-# study restores them pointing at its own files.
-RELATIVE_OPTUNA_URL = f"sqlite:///{OPTUNA_FILE}"
-RELATIVE_MLFLOW_URI = f"sqlite:///{MLFLOW_FILE}"
 TRAINABLE = finetune_trial  # tests wrap it to inject faults
-
-
-@contextmanager
-def inside(folder: StudyFolder) -> Iterator[None]:
-    """Run with the study folder as the working directory (restored afterwards)."""
-    previous = os.getcwd()
-    os.chdir(folder.path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+BOOKKEEPING = (LOCK_FILE, PENDING_FILE)  # files of the driver's that do not make a folder a study
+TRACKING_WAIT_ENV = "BSS_STUDY_TRACKING_WAIT_S"  # how long a study's end waits for MLflow to answer
 
 
 @dataclass(frozen=True)
@@ -77,6 +65,7 @@ class StudyOutcome:
     parent_run_id: str | None
     already_complete: bool = False
     interrupted: bool = False
+    tracking_behind: str | None = None  # why MLflow lacks part of the record (kept in the folder)
 
     @classmethod
     def complete(cls, folder: StudyFolder) -> StudyOutcome:
@@ -89,16 +78,20 @@ class StudyOutcome:
         return bool(rows) and all(r["status"] == "failed" for r in rows)
 
 
-def check_study_dir(spec: StudySpec) -> bool:
-    """True if the folder already holds this very study, finished; raise if it holds anything else."""
+def check_study_dir(spec: StudySpec, locked: bool = False) -> bool:
+    """True if the folder already holds this very study, finished; raise if it holds anything else
+    (also a live driver's study; ``locked``: this process holds the lock)."""
     folder = spec.study_dir
     if not folder.exists():
         return False
     if not folder.is_dir():
         raise StudyError(f"output_dir: {folder} is a file; choose a folder path")
+    holder = None if locked else running_driver(folder)
+    if holder is not None:
+        raise refused(holder, "output_dir")
     spec_file = folder / SPEC_FILE
     if not spec_file.is_file():
-        if any(folder.iterdir()):
+        if any(p.name not in BOOKKEEPING for p in folder.iterdir()):
             raise StudyError(f"output_dir: {folder} is not empty and holds no study; choose another output_dir")
         return False
     if spec_file.read_text() != spec_to_yaml(spec):
@@ -139,15 +132,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def start_record(spec: StudySpec) -> StudyRecord:
-    """Create the study folder, the MLflow experiment and parent run; write spec.yaml and study.json."""
+def start_record(spec: StudySpec, choice: StoreChoice) -> StudyRecord:
+    """Create the study folder, the MLflow experiment and parent run, and the Optuna study (on a
+    shared database, one of this name must not exist yet); write spec.yaml and study.json."""
+    import optuna
+
     folder = StudyFolder(spec.study_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.spec_file.write_text(spec_to_yaml(spec))
-    record_uri = spec.tracking_uri  # None: the folder's own mlflow.db, found from the folder
+    stores = choice.open(folder.path)
     spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
     experiment_id, parent = StudyRun.create(
-        MlflowClient(spec.tracking_uri or folder.local_tracking_uri),
+        MlflowClient(stores.tracking_uri),
         spec.name,
         folder.path,
         folder.artifacts_dir,
@@ -155,7 +151,21 @@ def start_record(spec: StudySpec) -> StudyRecord:
         params={**spec_values, **{f"base.{k}": v for k, v in flatten(spec.base).items()}},
         texts={SPEC_FILE: spec_to_yaml(spec)},
     )
-    record = StudyRecord(record_uri, experiment_id, parent.run_id)
+    record = StudyRecord(choice.tracking, experiment_id, parent.run_id, choice.optuna, uuid.uuid4().hex)
+    storage = stores.optuna_storage()
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize")  # type: ignore[arg-type]
+    except optuna.exceptions.DuplicatedStudyError:
+        if stores.optuna_local:  # the folder's own file, from a start killed before its record was written
+            study = optuna.load_study(study_name=spec.name, storage=storage)  # type: ignore[arg-type]
+        else:
+            parent.set_status("KILLED")
+            raise StudyError(
+                f"optuna_storage: {stores.shown('optuna')} already holds a study named {spec.name!r}; "
+                "give this study another name (or resume the folder that holds it)"
+            ) from None
+    study.set_user_attr(UID_ATTR, record.uid)
+    study.set_user_attr("bss_study.dir", str(folder.path))
     record.save(folder)
     return record
 
@@ -169,28 +179,29 @@ def _trainable(spec: StudySpec) -> Any:
 
 
 def trial_logger(spec: StudySpec, record: StudyRecord) -> MlflowTrialLogger:
-    """The MLflow callback; its URIs are relative to the study folder (Tune pickles it)."""
+    """The MLflow callback; it finds the study's folder and stores through the binding (Tune pickles it)."""
     return MlflowTrialLogger(
-        record.tracking_uri or RELATIVE_MLFLOW_URI,
+        record.parent_run_id,
         record.experiment_id,
         record.parent_run_id,
         spec.base,
         spec.base_config.total_epochs,
-        OptunaNumber(RELATIVE_OPTUNA_URL, spec.name),
+        spec.name,
     )
 
 
 def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
-    """The Tuner of a new study; call it inside the study folder (``inside``)."""
+    """The Tuner of a new study; call it with the study bound (``_fit`` does)."""
     max_epochs = spec.base_config.total_epochs
     searcher = TaggedOptunaSearch(
         space=spec.space.define,
         metric=str(spec.metric),
         mode="max",
         study_name=spec.name,
-        storage=FolderStorage(RELATIVE_OPTUNA_URL),
+        storage=BoundStorage(record.parent_run_id),
         sampler=spec.space.sampler(spec.seed),
         max_epochs=max_epochs,
+        key=record.parent_run_id,
     )
     return tune.Tuner(
         _trainable(spec),
@@ -221,13 +232,11 @@ def ended(trial: Trial) -> bool:
 
 
 class OptunaNumber:
-    """Picklable lookup of a Tune trial's Optuna trial number (from the Optuna storage)."""
+    """What MLflow loggers pickled by older versions hold; kept so that their state unpickles
+    (the logger now asks the searcher and the storage itself)."""
 
     def __init__(self, storage_url: str, study_name: str) -> None:
         self.storage_url, self.study_name = storage_url, study_name
-
-    def __call__(self, trial_id: str) -> int | None:
-        return optuna_numbers(self.storage_url, self.study_name).get(trial_id)
 
 
 def trial_rows(
@@ -264,59 +273,79 @@ def tune_trials(results: tune.ResultGrid) -> list[Trial]:
 
 
 def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | None) -> StudyOutcome:
-    """Build the tuner and run it inside the study folder; write the results if every trial ended,
-    else leave the study resumable."""
+    """Build the tuner and run it with the study bound; write the results if every trial ended,
+    else leave the study resumable. What MLflow does not take stays in the folder (the outbox)."""
     folder = StudyFolder(spec.study_dir)
-    parent = StudyRun(tracking_client(folder, record), record.parent_run_id)
+    stores = record.stores(folder)
     started = time.monotonic()
-    monitor = system_metrics(record, folder)
-    try:
-        with inside(folder):
+    wait_s = float(os.environ.get(TRACKING_WAIT_ENV, "60"))
+    with bound(record.parent_run_id, folder.path, stores):
+        monitor = system_metrics(record.parent_run_id, stores.tracking_uri)
+        try:
             results = make_tuner().fit()
-    except BaseException:
-        parent.interrupted([])
-        raise
-    finally:
-        if monitor is not None:
-            monitor.finish()
-    trials = tune_trials(results)
-    max_epochs = spec.base_config.total_epochs
-    logger = trial_logger(spec, record)
-    with inside(folder):
+        except BaseException:
+            ending = trial_logger(spec, record)
+            ending.killed([])
+            ending.drain(min(wait_s, 5.0))
+            raise
+        finally:
+            if monitor is not None:
+                monitor.finish()
+        trials = tune_trials(results)
+        max_epochs = spec.base_config.total_epochs
+        logger = trial_logger(spec, record)  # the driver's own: it replays what Tune's copy kept
+        logger.drain(0.0)
         runs = logger.child_runs()
-    complete = len(trials) == spec.num_samples and all(ended(t) for t in trials)
-    if not complete:  # the interrupted trials' runs are continued by `study resume`
-        parent.interrupted([runs[t.trial_id] for t in trials if not ended(t) and t.trial_id in runs])
-        return StudyOutcome(folder.path, None, None, None, record.parent_run_id, interrupted=True)
-    with inside(folder):
+        complete = len(trials) == spec.num_samples and all(ended(t) for t in trials)
+        if not complete:  # the interrupted trials' runs are continued by `study resume`
+            logger.killed([t.trial_id for t in trials if not ended(t)])
+            behind = None if logger.drain(min(wait_s, 10.0)) else behind_message(logger, stores.shown())
+            return StudyOutcome(
+                folder.path, None, None, None, record.parent_run_id, interrupted=True, tracking_behind=behind
+            )
+        open_runs = logger.open_runs()
         for trial in trials:  # a driver killed between a trial's end and its MLflow update left it RUNNING
-            status = parent.run_status(runs[trial.trial_id]) if trial.trial_id in runs else None
-            if status is not None and status not in ("FINISHED", "FAILED"):
+            if trial.trial_id in open_runs:
                 epochs = int((trial.last_result or {}).get("epoch", 0))
                 logger.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
-        logger.remove_orphans({t.trial_id for t in trials})
-    close_orphans(folder.optuna_url, spec.name, {t.trial_id for t in trials})
-    rows = trial_rows(trials, runs, optuna_numbers(folder.optuna_url, spec.name), max_epochs, folder)
-    efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
-    if efficiency is not None:
-        value, overhead = efficiency
-        parent.log_metrics({"sweep_efficiency": value, "overhead_per_trial_s": overhead})
-        print(
-            f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
-            f"overhead {overhead:.2f} s per trial",
-            file=out or sys.stdout,
-        )
-    return write_results(spec, rows, parent, out)
+        if logger.pending == 0:
+            try:
+                logger.remove_orphans({t.trial_id for t in trials})
+            except Exception as exc:  # MLflow went away just now: `study sync` tidies up later
+                print(f"[study] orphaned runs not removed ({first_line(exc)})", file=out or sys.stdout)
+        optuna_storage = stores.optuna_storage()
+        close_orphans(optuna_storage, spec.name, {t.trial_id for t in trials})
+        rows = trial_rows(trials, runs, optuna_numbers(optuna_storage, spec.name), max_epochs, folder)
+        efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
+        if efficiency is not None:
+            value, overhead = efficiency
+            logger.parent_metrics({"sweep_efficiency": value, "overhead_per_trial_s": overhead})
+            print(
+                f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
+                f"overhead {overhead:.2f} s per trial",
+                file=out or sys.stdout,
+            )
+        outcome = write_results(spec, rows, logger, out)
+        if logger.drain(wait_s):
+            return outcome
+        return StudyOutcome(**{**outcome.__dict__, "tracking_behind": behind_message(logger, stores.shown())})
 
 
-def system_metrics(record: StudyRecord, folder: StudyFolder) -> Any:
+def behind_message(logger: MlflowTrialLogger, shown_uri: str) -> str:
+    return (
+        f"tracking_uri: {shown_uri} did not answer ({logger.outbox.failure or 'no answer'}); every trial's result "
+        f"is in the study folder, and the {logger.pending} record(s) MLflow missed are kept in "
+        f"{logger.outbox.path}: `study sync` replays them once it answers"
+    )
+
+
+def system_metrics(parent_run_id: str, tracking_uri: str) -> Any:
     """MLflow's system metrics (CPU, memory, disk, network, GPUs) of the driver's machine on the
     parent run while trials run: on a local study, the machine the trials run on. None without psutil."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        uri = record.tracking_uri_in(folder)
-        monitor = SystemMetricsMonitor(record.parent_run_id, resume_logging=True, tracking_uri=uri)
+        monitor = SystemMetricsMonitor(parent_run_id, resume_logging=True, tracking_uri=tracking_uri)
         monitor.start()
         return monitor
     except ImportError:
@@ -333,7 +362,9 @@ def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[flo
     return sum(busy) / (wall * slots), max(0.0, wall * slots - sum(busy)) / len(rows)
 
 
-def write_results(spec: StudySpec, rows: list[TrialRow], parent: StudyRun, out: IO[str] | None) -> StudyOutcome:
+def write_results(
+    spec: StudySpec, rows: list[TrialRow], logger: MlflowTrialLogger, out: IO[str] | None
+) -> StudyOutcome:
     folder = StudyFolder(spec.study_dir)
     table = trials_table(rows)
     best = best_row(rows, str(spec.metric))
@@ -346,28 +377,31 @@ def write_results(spec: StudySpec, rows: list[TrialRow], parent: StudyRun, out: 
             f"selection: {spec.selection}); "
             f"weights: {weights} (in the study folder)\n" + config_to_yaml(resolve_config(spec.base, best.params))
         )
-        parent.log_file(best_path)
+        logger.parent_file(folder.relative(best_path))
         values = {
             name: float(best.metrics[key])
             for name, key in (("best_val_acc", "best_val_acc"), ("best_test_acc", "test_acc"))
             if best.metrics.get(key) is not None
         }
-        parent.log_metrics(
+        logger.parent_metrics(
             values, tags={"best.trial_id": best.trial_id, "best.mlflow_run_id": best.mlflow_run_id or ""}
         )
     write_table(table, folder.trials_file)  # last: its presence marks the study complete
-    parent.log_file(folder.trials_file)
-    parent.finish(sum(1 for r in rows if r.status == "failed"), len(rows))
+    logger.parent_file(folder.relative(folder.trials_file))
+    failed = sum(1 for r in rows if r.status == "failed")
+    logger.parent_metrics({"trials_failed": failed, "trials_total": len(rows)})
+    logger.parent_status(RunStatus.to_string(RunStatus.FAILED if failed == len(rows) else RunStatus.FINISHED))
     print(format_table(table), file=out or sys.stdout)
-    return StudyOutcome(folder.path, table, best, best_path, parent.run_id)
+    return StudyOutcome(folder.path, table, best, best_path, logger.parent_run_id)
 
 
-def run_study(spec: StudySpec, out: IO[str] | None = None) -> StudyOutcome:
-    """Run a validated spec to the end. Ray must already be initialised (the CLI does it)."""
+def run_study(spec: StudySpec, choice: StoreChoice, out: IO[str] | None = None) -> StudyOutcome:
+    """Run a validated spec to the end with the stores ``choice`` names. Ray must already be
+    initialised and the study's lock held (the CLI does both)."""
     folder = StudyFolder(spec.study_dir)
-    if check_study_dir(spec):
+    if check_study_dir(spec, locked=True):
         return StudyOutcome.complete(folder)
-    record = start_record(spec)
+    record = start_record(spec, choice)
     return _fit(spec, record, lambda: build_tuner(spec, record), out)
 
 
@@ -403,8 +437,10 @@ def check_resumable(path: Path) -> Resumable:
     if table_state == "ok":
         return Resumable(folder, spec, table_state, None)
     record = StudyRecord.load(folder)
+    stores = record.stores(folder)
+    check_stores(stores)
     tracking_client(folder, record)
-    load_optuna_study(folder, spec.name)  # the searcher's history must be there
+    load_optuna_study(folder, record, spec.name)  # the searcher's history must be there
     check_inputs(spec)
     return Resumable(folder, spec, table_state, record)
 
@@ -420,6 +456,10 @@ def resume_study(checked: Resumable, out: IO[str] | None = None) -> StudyOutcome
     record = checked.record
     parent = StudyRun(tracking_client(folder, record), record.parent_run_id)
     rebase_artifacts(folder, record)
+    if folder.path.joinpath(PENDING_FILE).is_file():  # what MLflow missed last time comes first
+        from study.sync import replay_pending
+
+        replay_pending(spec, record, out)
     if table_state == "damaged":
         folder.trials_file.replace(folder.path / f"{folder.trials_file.name}.damaged")
     parent.set_status(RunStatus.to_string(RunStatus.RUNNING))

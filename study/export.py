@@ -80,7 +80,7 @@ def register_best(path: Path, model_name: str | None = None) -> str:
     rebase_artifacts(folder, record)
     name = model_name or spec.name
     requirements = [f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}"]
-    with mlflow_uris(record.tracking_uri_in(folder)), mlflow.start_run(run_id=best["mlflow_run_id"]):
+    with mlflow_uris(record.stores(folder).tracking_uri), mlflow.start_run(run_id=best["mlflow_run_id"]):
         info = mlflow.pytorch.log_model(
             model,
             name="model",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import StudyError
+from study.stores import StoreChoice, Stores, sqlite_path
 from trainables.trial_store import TRIALS_DIR, TrialStore
 
 if TYPE_CHECKING:
@@ -91,12 +92,24 @@ class StudyFolder:
 class StudyRecord:
     """What a study folder needs to be continued: where its runs and trials live.
 
-    ``tracking_uri`` is None for the folder's own ``mlflow.db`` (the default), so the record
-    holds no absolute path; an explicit server URI is kept as given."""
+    ``tracking_uri`` / ``optuna_storage`` are None for the folder's own ``mlflow.db`` /
+    ``optuna.db`` (the default), so the record holds no absolute path; any other store is kept as
+    :func:`study.stores.choose` decided it at launch (never with a password). ``uid`` tells this
+    study from another of the same name in a shared database."""
 
     tracking_uri: str | None
     experiment_id: str
     parent_run_id: str
+    optuna_storage: str | None = None
+    uid: str = ""
+
+    @property
+    def choice(self) -> StoreChoice:
+        return StoreChoice(self.tracking_uri, self.optuna_storage)
+
+    def stores(self, folder: StudyFolder) -> Stores:
+        """The study's live stores: the one place every command gets its URIs from."""
+        return self.choice.open(folder.path)
 
     def save(self, folder: StudyFolder) -> None:
         tmp = folder.path / f"{RECORD_FILE}.partial"
@@ -114,23 +127,10 @@ class StudyRecord:
             raise StudyError(
                 f"STUDY_DIR: {folder.record_file} is damaged; restore it from a backup of the study folder"
             ) from None
-        if record.tracking_uri is not None and record.tracking_uri.startswith("sqlite:"):
+        legacy = "optuna_storage" not in values  # written before stores were chosen in one place
+        if legacy and record.tracking_uri is not None and record.tracking_uri.startswith("sqlite:"):
             record = cls(None, record.experiment_id, record.parent_run_id)  # a folder-local store (older records)
         return record
-
-    def tracking_uri_in(self, folder: StudyFolder) -> str:
-        return self.tracking_uri or folder.local_tracking_uri
-
-
-def absolute_sqlite(uri: str) -> str:
-    """A ``sqlite:///relative.db`` URI made absolute against the working directory (the study
-    folder while the driver runs Tune); any other URI unchanged. Objects that Tune pickles keep
-    the relative form and call this when they connect, so a moved study restores onto its own
-    files, while every live connection names its file absolutely (MLflow caches stores by URI)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return f"{prefix}{Path(uri[len(prefix) :]).resolve()}"
-    return uri
 
 
 def check_sqlite(path: Path, table: str, what: str, fix: str) -> None:
@@ -145,13 +145,16 @@ def check_sqlite(path: Path, table: str, what: str, fix: str) -> None:
 
 
 def tracking_client(folder: StudyFolder, record: StudyRecord) -> MlflowClient:
-    """The study's MLflow client; its folder-local database must exist and be one."""
+    """The study's MLflow client; a folder-local database must exist and be one, an external
+    SQLite file must exist (MLflow would create an empty one)."""
     from mlflow.tracking import MlflowClient
 
-    uri = record.tracking_uri_in(folder)
-    if record.tracking_uri is None:
+    stores = record.stores(folder)
+    if stores.tracking_local:
         check_sqlite(folder.mlflow_file, "runs", "MLflow database", "restore it from a backup of the study folder")
-    return MlflowClient(uri)
+    elif (path := sqlite_path(stores.tracking_uri)) is not None:
+        check_sqlite(path, "runs", "MLflow database", "restore it, or point the study at its database")
+    return MlflowClient(stores.tracking_uri)
 
 
 def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
@@ -231,17 +234,63 @@ def trials_table_state(folder: StudyFolder) -> str:
     return "ok"
 
 
-def load_optuna_study(folder: StudyFolder, study_name: str) -> Any:
-    """The study's Optuna study, without creating ``optuna.db`` when it is missing."""
+UID_ATTR = "bss_study.uid"  # the Optuna study's user attribute naming the study folder's record
+
+
+def load_optuna_study(folder: StudyFolder, record: StudyRecord, study_name: str) -> Any:
+    """The study's Optuna study, without creating ``optuna.db`` when it is missing; on a shared
+    database, the one this folder created (not another study's of the same name)."""
     import optuna
 
-    check_sqlite(
-        folder.optuna_file,
-        "trials",
-        "Optuna database",
-        "restore it from a backup (trials.parquet and MLflow keep every trial's parameters and results)",
-    )
+    stores = record.stores(folder)
+    fix = "restore it from a backup (trials.parquet and MLflow keep every trial's parameters and results)"
+    path = folder.optuna_file if stores.optuna_local else sqlite_path(stores.optuna_url)
+    if path is not None:
+        check_sqlite(path, "trials", "Optuna database", fix)
+    where = folder.optuna_file if stores.optuna_local else stores.shown("optuna")
     try:
-        return optuna.load_study(study_name=study_name, storage=folder.optuna_url)
+        study = optuna.load_study(study_name=study_name, storage=stores.optuna_storage())  # type: ignore[arg-type]
     except KeyError:
-        raise StudyError(f"STUDY_DIR: {folder.optuna_file} holds no study named {study_name!r}") from None
+        raise StudyError(f"STUDY_DIR: {where} holds no study named {study_name!r}") from None
+    except Exception as exc:  # a database server that does not answer
+        raise StudyError(
+            f"optuna_storage: {where} cannot be read ({first_line(exc)}); start it or fix the URL"
+        ) from None
+    uid = study.user_attrs.get(UID_ATTR)
+    if record.uid and uid is not None and uid != record.uid:
+        raise StudyError(
+            f"optuna_storage: the study {study_name!r} in {where} belongs to another study folder "
+            f"({study.user_attrs.get('bss_study.dir', '?')}); this folder's record names another"
+        )
+    return study
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, any password in it redacted."""
+    text = str(exc).strip().splitlines()
+    return redact_text(text[0] if text else type(exc).__name__)
+
+
+def redact_text(text: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+def open_study(path: Path) -> OpenStudy:
+    """A launched study folder opened for a command: its spec, record and live stores."""
+    from study.spec import load_spec
+
+    folder = StudyFolder(path)
+    folder.require_launched()
+    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    record = StudyRecord.load(folder)
+    return OpenStudy(folder, spec, record, record.stores(folder))
+
+
+@dataclass(frozen=True)
+class OpenStudy:
+    folder: StudyFolder
+    spec: Any  # study.spec.StudySpec (not imported here: the spec module imports the core)
+    record: StudyRecord
+    stores: Stores

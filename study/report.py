@@ -130,7 +130,7 @@ def write_report(path: Path) -> list[Path]:
     rows = read_trials(folder).to_pylist()
     record = StudyRecord.load(folder)
     client = open_tracking(folder, record)
-    optuna_study = load_optuna_study(folder, spec.name)
+    optuna_study = load_optuna_study(folder, record, spec.name)
     trials = trials_from_table(rows, spec.base)
     data = report_data(trials)
     if not data.n_trials:

@@ -14,14 +14,14 @@ for either); ``tests/study/test_searcher.py`` fails loudly if Ray renames them.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from study.folder import absolute_sqlite
+from study import binding
+from study.optuna_storage import RetryingStorage
 from trainables.finetune_trial import REPLAYED
 from trainables.trial_store import TRIALS_DIR
 
@@ -29,14 +29,14 @@ TUNE_TRIAL_ATTR = "tune_trial_id"
 TAKEN_OVER_ATTR = "taken_over_from"
 
 
-class FolderStorage(optuna.storages.RDBStorage):
-    """Optuna's RDB storage of a study-folder-relative SQLite URL: it connects to the file in the
-    working directory of its creation, and unpickles (Tune restores the searcher) by resolving
-    the relative URL again, in the folder that is then the working directory."""
+class FolderStorage(RetryingStorage):
+    """What searchers pickled by older versions hold (a folder-relative ``sqlite:///optuna.db``):
+    it unpickles onto the bound study's storage. New searchers hold a ``BoundStorage``."""
 
     def __init__(self, relative_url: str) -> None:
         self.relative_url = relative_url
-        super().__init__(absolute_sqlite(relative_url))
+        stores = binding.only().stores
+        super().__init__(stores.optuna_url, retry=not stores.optuna_local)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FolderStorage, (self.relative_url,))
@@ -53,9 +53,15 @@ class TaggedOptunaSearch(OptunaSearch):
     ``max_epochs`` is PRUNED, not COMPLETE.
     """
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, key: str | None = None, **kwargs: Any) -> None:
         self.max_epochs = max_epochs
+        self.key = key  # the study's key in the driver's binding (its folder and stores)
         super().__init__(*args, **kwargs)
+
+    @property
+    def bound(self) -> binding.Binding:
+        key = getattr(self, "key", None)  # a searcher pickled by an older version has none
+        return binding.lookup(key) if key else binding.only()
 
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)
@@ -85,6 +91,7 @@ class TaggedOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and isinstance(config, dict):
             ot_trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+            self.bound.numbers[trial_id] = ot_trial.number  # the MLflow logger's lookup, in memory
         return config
 
     def _take_over_orphan(self, trial_id: str) -> None:
@@ -97,26 +104,27 @@ class TaggedOptunaSearch(OptunaSearch):
             previous = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
             if previous:
                 trial.set_user_attr(TAKEN_OVER_ATTR, previous)
-                lost, new = Path(TRIALS_DIR) / str(previous), Path(TRIALS_DIR) / trial_id
+                root = self.bound.folder / TRIALS_DIR
+                lost, new = root / str(previous), root / trial_id
                 if lost.is_dir() and not new.exists():
                     lost.replace(new)  # its saved epochs continue under the new trial id
             self._ot_trials[trial_id] = trial
             return
 
 
-def optuna_numbers(storage_url: str, study_name: str) -> dict[str, int]:
-    """Tune trial id -> Optuna trial number, read from the storage."""
+def optuna_numbers(storage: Any, study_name: str) -> dict[str, int]:
+    """Tune trial id -> Optuna trial number, read from the storage (a URL or a storage object)."""
     try:
-        study = optuna.load_study(study_name=study_name, storage=absolute_sqlite(storage_url))
+        study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return {}
     return {str(t.user_attrs[TUNE_TRIAL_ATTR]): t.number for t in study.trials if TUNE_TRIAL_ATTR in t.user_attrs}
 
 
-def close_orphans(storage_url: str, study_name: str, trial_ids: set[str]) -> list[int]:
+def close_orphans(storage: Any, study_name: str, trial_ids: set[str]) -> list[int]:
     """Mark FAIL (user attribute ``orphaned``) the Optuna trials still RUNNING at the end of a
     study that belong to no Tune trial of it; returns their numbers."""
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     closed = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.user_attrs.get(TUNE_TRIAL_ATTR) not in trial_ids:

@@ -18,6 +18,7 @@ from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
 from search_spaces.declarative import SpaceError, parse_space
 from study.errors import StudyError
+from study.stores import OPTUNA_SCHEMES, TRACKING_SCHEMES, check_uri
 
 SCHEDULERS = ("asha", "hyperband", "fifo")
 
@@ -54,7 +55,8 @@ class StudySpec:
     metric: str | None = None  # what Optuna, ASHA, best.yaml and status use; null: the selection's metric
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    tracking_uri: str | None = None
+    tracking_uri: str | None = None  # null: MLFLOW_TRACKING_URI if set, else the folder's mlflow.db
+    optuna_storage: str | None = None  # null: the folder's optuna.db; or postgresql://..., mysql://...
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     base: dict[str, Any] = field(default_factory=dict)
@@ -78,10 +80,6 @@ class StudySpec:
         """The Ray cluster to join: ``ray_address``, else ``RAY_ADDRESS`` (set by ``ray job submit``
         for the job's driver); None starts a local Ray in the driver's process."""
         return self.ray_address or os.environ.get("RAY_ADDRESS") or None
-
-    @property
-    def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.study_dir / 'mlflow.db'}"
 
 
 def _fail(field_name: str, message: str) -> StudyError:
@@ -143,7 +141,8 @@ def validate(spec: StudySpec) -> None:
         raise _fail("resources.gpu", f"must be >= 0 (GPUs or a fraction of one per trial), got {spec.resources.gpu:g}")
     if spec.ray_num_cpus is not None and spec.ray_num_cpus < 1:
         raise _fail("ray_num_cpus", f"must be >= 1 (CPUs of the local Ray cluster) or null, got {spec.ray_num_cpus}")
-    check_tracking_uri(spec.tracking_uri)
+    check_uri(spec.tracking_uri, "tracking_uri", TRACKING_SCHEMES, "an MLflow tracking URI")
+    check_uri(spec.optuna_storage, "optuna_storage", OPTUNA_SCHEMES, "an Optuna storage URL")
     try:
         base = config_from_dict(spec.base)
         check_regularizer_name(base.regularizer.name)
@@ -194,37 +193,6 @@ def check_inputs(spec: StudySpec) -> None:
             raise StudyError(
                 f"search_space: {spec.space.name!r} proposes {params}, which the base config rejects ({exc})"
             ) from None
-
-
-TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
-
-
-def with_tracking_env(spec: StudySpec, cwd: Path | None = None) -> StudySpec:
-    """A spec without ``tracking_uri`` takes ``MLFLOW_TRACKING_URI`` (MLflow's own convention) when it
-    is set: the spec's value wins, then the environment, then the study folder's ``mlflow.db``. A
-    relative SQLite path is resolved against ``cwd``. Applied at launch; the study folder records it."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if spec.tracking_uri is not None or not uri:
-        return spec
-    try:
-        check_tracking_uri(uri)
-    except StudyError as exc:
-        raise StudyError(f"MLFLOW_TRACKING_URI (environment): {str(exc).split(': ', 1)[1]}") from None
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{((cwd or Path.cwd()) / uri.removeprefix('sqlite:///')).resolve()}"
-    return StudySpec(**{**spec.__dict__, "tracking_uri": uri})
-
-
-def check_tracking_uri(uri: str | None) -> None:
-    if uri is None:
-        return
-    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
-    if scheme not in TRACKING_SCHEMES:
-        raise _fail(
-            "tracking_uri",
-            f"{uri!r} is not an MLflow tracking URI; use http(s)://host:port, a database URI "
-            "(sqlite:///path.db, postgresql://...) or null (the study folder's own mlflow.db)",
-        )
 
 
 def check_weights_file(model: ModelConfig, image_size: int = 224) -> None:

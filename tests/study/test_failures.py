@@ -17,7 +17,7 @@ from ray import cloudpickle, tune
 import study.driver
 from search_spaces import register_space
 from study.cli import main
-from study.tracking import failure_reason
+from study.trial_errors import failure_reason
 from tests.conftest import tiny_base
 from trainables.finetune_trial import run_trial
 from trainables.trial_store import TrialStore

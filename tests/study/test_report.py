@@ -16,6 +16,7 @@ from study.folder import TRIALS_FILE, StudyFolder, StudyRecord
 from study.report_data import report_data, spectra_markdown, table2_markdown, trials_from_table
 from study.results import TrialRow, trials_table, write_table
 from study.spec import spec_from_mapping
+from study.stores import StoreChoice
 from tests.conftest import tiny_base
 
 
@@ -162,9 +163,9 @@ def test_a_search_is_not_pooled_into_table_cells_or_fig3d() -> None:
 
 def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = spec_from_mapping({"name": "rep", "output_dir": str(tmp_path / "rep"), "base": tiny_base()}, "x", tmp_path)
-    start_record(spec)
+    start_record(spec, StoreChoice())
     folder = tmp_path / "rep"
-    study = optuna.create_study(study_name="rep", storage=StudyFolder(folder).optuna_url, direction="maximize")
+    study = optuna.load_study(study_name="rep", storage=StudyFolder(folder).optuna_url)
     rows = [r for r in synthetic_rows() if r.status == "finished"]
     for row in rows:
         distributions = {
@@ -182,7 +183,7 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
     for name in ("fig3d.png", "importances.png", "parallel.png"):
         assert (folder / "report" / name).stat().st_size > 1000, name
     record = StudyRecord.load(StudyFolder(folder))
-    client = MlflowClient(record.tracking_uri_in(StudyFolder(folder)))
+    client = MlflowClient(record.stores(StudyFolder(folder)).tracking_uri)
     logged = {a.path for a in client.list_artifacts(record.parent_run_id, "report")}
     assert {"report/report.md", "report/fig3d.png"} <= logged
     assert "report.md" in capsys.readouterr().out
@@ -190,6 +191,6 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_report_needs_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = spec_from_mapping({"name": "rep2", "output_dir": str(tmp_path / "r"), "base": tiny_base()}, "x", tmp_path)
-    start_record(spec)
+    start_record(spec, StoreChoice())
     assert main(["report", str(tmp_path / "r")]) == 2
     assert "no trials.parquet yet" in capsys.readouterr().err

@@ -4,14 +4,17 @@ the Optuna trials of Tune trials lost with a killed driver (it uses OptunaSearch
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.searcher import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, FolderStorage, TaggedOptunaSearch
+from study.binding import bound
+from study.optuna_storage import BoundStorage
+from study.searcher import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, TaggedOptunaSearch
+from study.stores import StoreChoice
 
 
 def space(trial: optuna.Trial) -> None:
@@ -24,18 +27,18 @@ def searcher(max_epochs: int = 4) -> TaggedOptunaSearch:
         metric="best_val_acc",
         mode="max",
         study_name="s",
-        storage=FolderStorage("sqlite:///optuna.db"),
+        storage=BoundStorage("key"),
         sampler=optuna.samplers.TPESampler(seed=0),
         max_epochs=max_epochs,
+        key="key",
     )
 
 
 @pytest.fixture
-def in_study_folder(tmp_path: Path) -> Path:
-    previous = os.getcwd()
-    os.chdir(tmp_path)
-    yield tmp_path
-    os.chdir(previous)
+def in_study_folder(tmp_path: Path) -> Iterator[Path]:
+    """A study bound as the driver binds it (its folder's own optuna.db); the working directory stays."""
+    with bound("key", tmp_path, StoreChoice().open(tmp_path)):
+        yield tmp_path
 
 
 def test_optuna_sees_the_selection_metric_per_epoch_and_early_stops_as_pruned(in_study_folder: Path) -> None:
@@ -63,7 +66,7 @@ def test_a_lost_trial_is_taken_over_with_its_parameters_and_folder(in_study_fold
     restarted = searcher()  # a driver that restored no searcher state knows nothing of "lost"
     assert restarted.suggest("new") == lost_params
     assert (in_study_folder / "trials" / "new" / "epoch_000001.pt").read_bytes() == b"state"
-    study = optuna.load_study(study_name="s", storage="sqlite:///optuna.db")
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{in_study_folder / 'optuna.db'}")
     assert len(study.trials) == 1
     assert study.trials[0].user_attrs[TUNE_TRIAL_ATTR] == "new"
     assert study.trials[0].user_attrs[TAKEN_OVER_ATTR] == "lost"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,10 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
     spec = load_spec(REPO / "studies" / "demo.yaml", relative_to=tmp_path)
     assert spec.num_samples >= 8 and spec.max_concurrent == 2 and spec.base_config.data.sampling_rate == 0.15
     assert Path(spec.output_dir).is_absolute()
-    assert spec.resolved_tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'demo' / 'mlflow.db'}"
+    from study.stores import choose
+
+    stores = choose(spec.tracking_uri, spec.optuna_storage, spec.study_dir, tmp_path, environ={}).open(spec.study_dir)
+    assert stores.tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'demo' / 'mlflow.db'}" and stores.tracking_local
 
 
 def test_selection_follows_the_space_and_reaches_the_trials(tmp_path: Path) -> None:
@@ -164,27 +168,66 @@ def test_train_missing_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().err.startswith("error: --config: no file")
 
 
+def launched_folder(tmp_path: Path, record: dict) -> Path:
+    """A study folder as launch leaves it (spec.yaml, study.json), without running anything."""
+    from study.spec import spec_to_yaml
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    spec = load_spec(write_spec(tmp_path, tracking_uri=record.get("tracking_uri")))
+    (folder / "spec.yaml").write_text(spec_to_yaml(spec))
+    (folder / "study.json").write_text(json.dumps({"experiment_id": "1", "parent_run_id": "x", **record}))
+    return folder
+
+
 def test_ui_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ui", str(tmp_path)]) == 2
-    (tmp_path / "mlflow.db").write_bytes(b"")
-    (tmp_path / "study.json").write_text('{"tracking_uri": null, "experiment_id": "1", "parent_run_id": "x"}')
-    assert main(["ui", str(tmp_path), "--print-only"]) == 0
+    folder = launched_folder(tmp_path, {"tracking_uri": None, "optuna_storage": None})
+    assert main(["ui", str(folder)]) == 2
+    assert "no mlflow.db in" in capsys.readouterr().err
+    (folder / "mlflow.db").write_bytes(b"")
+    assert main(["ui", str(folder), "--print-only"]) == 0
     out = capsys.readouterr().out
-    assert "--host 127.0.0.1" in out and f"sqlite:///{tmp_path.resolve()}/mlflow.db" in out
+    assert "--host 127.0.0.1" in out and f"sqlite:///{folder.resolve()}/mlflow.db" in out
     assert "the study's runs: http://127.0.0.1:5000/#/experiments/1/runs" in out  # not MLflow 3's GenAI overview
-    assert main(["ui", str(tmp_path), "--port", "99999"]) == 2
+    assert main(["ui", str(folder), "--port", "99999"]) == 2
     assert capsys.readouterr().err.startswith("error: --port: 99999 is not a TCP port")
+
+
+def test_ui_of_a_study_on_a_tracking_server_names_the_server_and_serves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = launched_folder(tmp_path, {"tracking_uri": "http://10.1.2.3:5000", "optuna_storage": None})
+    assert main(["ui", str(folder)]) == 0  # returns: no server was exec'd
+    out = capsys.readouterr().out
+    assert "tracked by the MLflow server at http://10.1.2.3:5000; nothing is served here" in out
+    assert "the study's runs: http://10.1.2.3:5000/#/experiments/1/runs" in out and "mlflow ui" not in out
+
+
+def test_ui_of_an_external_sqlite_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """749f745 answered "mlflow.db is missing" for every sqlite: URI that was not the folder's own."""
+    from mlflow.tracking import MlflowClient
+
+    external = tmp_path / "shared" / "mlflow.db"
+    external.parent.mkdir()
+    MlflowClient(f"sqlite:///{external}").search_experiments()  # creates the database
+    folder = launched_folder(tmp_path, {"tracking_uri": f"sqlite:///{external}", "optuna_storage": None})
+    assert main(["ui", str(folder), "--print-only"]) == 0
+    assert f"--backend-store-uri sqlite:///{external}" in capsys.readouterr().out
 
 
 def test_dashboard_prints_loopback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dashboard", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: STUDY_DIR: ")
+    folder = launched_folder(tmp_path, {"tracking_uri": None, "optuna_storage": None})
+    assert main(["dashboard", str(folder)]) == 2
     assert capsys.readouterr().err.startswith("error: STUDY_DIR: no optuna.db in")
-    (tmp_path / "optuna.db").write_bytes(b"")
-    assert main(["dashboard", str(tmp_path), "--print-only"]) == 0
+    (folder / "optuna.db").write_bytes(b"")
+    assert main(["dashboard", str(folder), "--print-only"]) == 0
     out = capsys.readouterr().out
-    assert f"sqlite:///{tmp_path.resolve()}/optuna.db --host 127.0.0.1 --port 8080" in out
+    assert f"sqlite:///{folder.resolve()}/optuna.db --host 127.0.0.1 --port 8080" in out
     assert "http://127.0.0.1:8080/dashboard" in out
-    assert main(["dashboard", str(tmp_path), "--port", "0"]) == 2
+    assert main(["dashboard", str(folder), "--port", "0"]) == 2
 
 
 @pytest.mark.parametrize("verb", ["launch", "train", "ui", "dashboard"])
@@ -230,25 +273,6 @@ def test_gpus_asked_but_absent_fail_before_anything_is_written(tmp_path: Path) -
     with pytest.raises(StudyError, match=r"^resources\.cpu: each trial asks for 4 CPUs but the local Ray cluster"):
         check_local_resources(cpu_hungry, cpus=64, gpus=0)  # ray_num_cpus: 2 in the spec
     assert not (tmp_path / "out").exists()
-
-
-def test_mlflow_tracking_uri_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow's convention: the spec's tracking_uri wins, then MLFLOW_TRACKING_URI, then the folder's
-    own mlflow.db. A relative SQLite path is taken from where the command runs; a bad one is refused."""
-    from study.spec import with_tracking_env
-
-    spec = load_spec(write_spec(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert with_tracking_env(spec).tracking_uri is None
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///shared/mlflow.db")
-    assert with_tracking_env(spec, cwd=tmp_path).tracking_uri == f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert with_tracking_env(spec).tracking_uri == "http://127.0.0.1:5000"
-    explicit = load_spec(write_spec(tmp_path, tracking_uri="http://10.0.0.1:5000"))
-    assert with_tracking_env(explicit).tracking_uri == "http://10.0.0.1:5000"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
-    with pytest.raises(StudyError, match=r"^MLFLOW_TRACKING_URI \(environment\): './mlruns' is not an MLflow"):
-        with_tracking_env(spec)
 
 
 def test_ray_address_from_ray_job_submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,7 +331,7 @@ def test_sweep_efficiency() -> None:
 
 
 def test_progress_line_bar_best_and_time_left() -> None:
-    from study.tracking import ProgressLine
+    from study.progress import ProgressLine
 
     progress = ProgressLine(requested=8, metric="test_acc")
     progress.ended = {"a", "b"}
@@ -323,7 +347,8 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     a field existed get its default instead of failing the resumed study."""
     import pickle
 
-    from study.tracking import MlflowTrialLogger, ProgressLine
+    from study.driver import OptunaNumber
+    from study.tracking import MlflowTrialLogger, ProgressLine  # where older versions pickled them from
 
     progress = ProgressLine(requested=4)
     for name in ("started_here", "started"):
@@ -331,9 +356,20 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     restored = pickle.loads(pickle.dumps(progress))
     restored.on_trial_start(0, [], type("T", (), {"trial_id": "t1"})())
     assert restored.started_here == {"t1"} and "1/4 ended" in restored.line("t1", "finished", ended_before=1)
-    logger = MlflowTrialLogger("sqlite:///mlflow.db", "1", "parent", {}, 2, optuna_number=len)  # picklable
-    del logger.__dict__["source"]
-    assert pickle.loads(pickle.dumps(logger)).source == {}
+    # an older logger held a folder-relative URI and an Optuna lookup: it unpickles onto the binding's
+    # study, keyed by its parent run id, and keeps nothing of the URI
+    logger = MlflowTrialLogger("parent", "1", "parent", {}, 2, "name")
+    old_state = {
+        "tracking_uri": "sqlite:///mlflow.db",
+        "experiment_id": "1",
+        "parent_run_id": "parent",
+        "base": {},
+        "max_epochs": 2,
+        "optuna_number": OptunaNumber("sqlite:///optuna.db", "name"),
+    }
+    logger.__setstate__(old_state)
+    assert (logger.key, logger.study_name) == ("parent", "name")
+    assert "tracking_uri" not in pickle.loads(pickle.dumps(logger)).__dict__
 
 
 @pytest.mark.parametrize("name", ["demo", "fig3d-embedded", "table3-embedded", "table3-eta-embedded"])
