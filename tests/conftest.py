@@ -78,3 +78,36 @@ def run_in_processes(target: object, args: tuple, count: int, timeout: float = 1
     for p in procs:
         p.join(timeout)
         assert p.exitcode == 0
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL 15 cluster on a loopback port, for the whole session (never skipped:
+    without PostgreSQL's programs this fails, naming what to install)."""
+    import shutil
+
+    from tests.servers import Postgres, postgres_root
+
+    root = postgres_root()
+    server = Postgres(root / "cluster").init()
+    server.start()
+    os.environ["PGPASSWORD"] = server.password  # libpq's convention, as a user would give it
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real ``mlflow server`` with its backend store on the throwaway PostgreSQL."""
+    from tests.servers import MlflowServer
+
+    database = postgres.create_database("mlflow")
+    server = MlflowServer(postgres.url(database), tmp_path_factory.mktemp("mlflow-artifacts"), postgres.env())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
