@@ -491,6 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow ("Creating initial MLflow database tables", system metrics), no Tune configuration box
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic reporter, which verbose=0 silences
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per trial
+    # a tracking server that does not answer fails a call in seconds, not after MLflow's minutes of
+    # retries: the study keeps the record in its folder meanwhile (study.outbox) and goes on
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         return int(args.func(args))

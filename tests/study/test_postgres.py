@@ -168,6 +168,7 @@ def test_two_studies_in_one_database_at_once_and_one_name_once(
     drivers = {name: start_driver(["launch", str(spec)], tmp_path / f"{name}.log") for name, (spec, _) in specs.items()}
     wait_for(lambda: list(specs["sa"][1].glob("trials/*/epoch_*.pt")), "study sa's first checkpoint", drivers["sa"])
     # the same study name from another folder (another machine): refused while sa's driver runs
+    (tmp_path / "elsewhere").mkdir()
     clash, clash_out = write_spec(tmp_path / "elsewhere", "sa", mlflow_server.url, storage, trials=4)
     refused = subprocess.run(
         [sys.executable, "-m", "study", "launch", str(clash)], cwd=REPO, capture_output=True, text=True, timeout=120,
