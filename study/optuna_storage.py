@@ -23,6 +23,7 @@ import optuna
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 
 RETRY_ENV = "BSS_STUDY_DB_RETRY_S"
+TUNE_TRIAL_ATTR = "tune_trial_id"  # the user attribute linking an Optuna trial to its Tune trial
 RETRIED = (
     *("_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param", "create_new_study"),
     *("get_all_studies", "get_study_directions", "get_study_id_from_name", "get_study_name_from_id"),

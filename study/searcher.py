@@ -21,11 +21,10 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from study import binding
-from study.optuna_storage import RetryingStorage
+from study.optuna_storage import TUNE_TRIAL_ATTR, RetryingStorage
 from trainables.finetune_trial import REPLAYED
 from trainables.trial_store import TRIALS_DIR
 
-TUNE_TRIAL_ATTR = "tune_trial_id"
 TAKEN_OVER_ATTR = "taken_over_from"
 
 

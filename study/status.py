@@ -1,4 +1,4 @@
-"""`study status`: a study's progress read from its MLflow runs (safe while the study runs)."""
+"""`study status`: a study's progress read from its Optuna storage (safe while the study runs)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.trial import FrozenTrial, TrialState
 
-from study.folder import StudyFolder, StudyRecord, tracking_client, trials_table_state
+from study.folder import StudyFolder, StudyRecord, load_optuna_study, tracking_client, trials_table_state
+from study.lock import running_driver
+from study.optuna_storage import TUNE_TRIAL_ATTR
 from study.spec import load_spec
 
 
@@ -17,7 +19,7 @@ from study.spec import load_spec
 class StudyStatus:
     name: str
     requested: int
-    counts: dict[str, int]  # MLflow run status -> number of trials
+    counts: dict[str, int]  # FINISHED / FAILED / RUNNING / INTERRUPTED -> number of trials
     metric: str  # the study's selection metric (best_val_acc, or test_acc for a grid of fixed settings)
     best: float | None
     best_trial: str | None
@@ -42,23 +44,28 @@ class StudyStatus:
 
 
 def study_status(path: Path) -> StudyStatus:
+    """The study's progress from its Optuna storage (one read of every trial, whatever the number
+    of trials: the searcher's own record, written as each trial starts, reports and ends); a
+    trial RUNNING there while no driver holds the study's lock was interrupted. The MLflow store is
+    only checked, not read (a tracking server that is down does not stop ``status``)."""
     folder = StudyFolder(path)
     folder.require_launched()
     spec = load_spec(folder.spec_file, output_dir=folder.path)
     record = StudyRecord.load(folder)
-    client = tracking_client(folder, record)
-    runs = client.search_runs(
-        [record.experiment_id],
-        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{record.parent_run_id}'",
-        max_results=50000,
-    )
-    counts = Counter(r.info.status for r in runs)
+    if record.stores(folder).tracking_local:
+        tracking_client(folder, record)  # a missing or damaged mlflow.db is one line, as everywhere
+    study = load_optuna_study(folder, record, spec.name)
+    live = running_driver(folder.path) is not None
     metric = str(spec.metric)
+    counts: Counter[str] = Counter()
     best_val, best_trial = None, None
-    for run in sorted(runs, key=lambda r: r.info.start_time):  # ties go to the earlier trial, as in best.yaml
-        value = run.data.metrics.get(metric)
+    for trial in study.get_trials(deepcopy=False):  # in trial-number order: ties go to the earlier trial
+        if TUNE_TRIAL_ATTR not in trial.user_attrs or trial.user_attrs.get("orphaned"):
+            continue  # asked for but never run (a driver killed in between), or closed as an orphan
+        counts[state_name(trial.state, live)] += 1
+        value = trial_value(trial, metric)
         if value is not None and not math.isnan(value) and (best_val is None or value > best_val):
-            best_val, best_trial = value, run.data.tags.get("tune.trial_id")
+            best_val, best_trial = value, str(trial.user_attrs[TUNE_TRIAL_ATTR])
     return StudyStatus(
         spec.name,
         spec.num_samples,
@@ -69,3 +76,22 @@ def study_status(path: Path) -> StudyStatus:
         trials_table_state(folder),
         str(folder.path),
     )
+
+
+def state_name(state: TrialState, driver_alive: bool) -> str:
+    if state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return "FINISHED"
+    if state == TrialState.FAIL:
+        return "FAILED"
+    return "RUNNING" if driver_alive else "INTERRUPTED"
+
+
+def trial_value(trial: FrozenTrial, metric: str) -> float | None:
+    """The trial's selection metric so far: its value once complete; before that (and for a trial
+    stopped early) its best reported validation accuracy. A grid's test accuracy counts only from a
+    trial that ran to its end (as in best.yaml)."""
+    if trial.state == TrialState.COMPLETE and trial.value is not None:
+        return float(trial.value)
+    if metric == "test_acc" or not trial.intermediate_values:
+        return None
+    return float(max(trial.intermediate_values.values()))

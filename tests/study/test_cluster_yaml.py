@@ -20,8 +20,16 @@ def test_cluster_yaml_is_valid_for_ray() -> None:
     # a node whose shared file system does not mount fails its setup, loudly
     assert not any("|| true" in c for c in config["setup_commands"])
     assert any("mountpoint -q /mnt/shared ||" in c and "exit 1" in c for c in config["setup_commands"])
-    # the head has Ray's dashboard and job server (ray[default]) and the AWS autoscaler's boto3
-    assert any(".[cluster]" in c for c in config["head_setup_commands"])
+    # the head has Ray's dashboard and job server (ray[default]), the AWS autoscaler's boto3 and psycopg
+    assert any(".[cluster,postgres]" in c for c in config["head_setup_commands"])
+    # the record lives in PostgreSQL on the head's own disk, behind the MLflow server: no SQLite on EFS,
+    # and the database's password only in ~/.pgpass (mode 600 through umask 077)
+    text = (REPO / "cluster.yaml").read_text()
+    assert "sqlite" not in text
+    assert any("install -y -q postgresql" in c for c in config["head_setup_commands"])
+    (server,) = [c for c in config["head_setup_commands"] if "mlflow server" in c]
+    assert "--backend-store-uri postgresql://bss@127.0.0.1:5432/mlflow" in server and "--host 127.0.0.1" in server
+    assert any("umask 077" in c and "~/.pgpass" in c for c in config["head_setup_commands"])
     (cluster_extra,) = [
         line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("cluster =")
     ]
@@ -61,3 +69,19 @@ def test_kuberay_manifest_keeps_trials_off_the_head_and_ports_private() -> None:
     assert worker_cmd.index("nvidia-cuda-mps-control -d") < worker_cmd.index("$KUBERAY_GEN_RAY_START_CMD")
     assert head_cmd.endswith("$KUBERAY_GEN_RAY_START_CMD") and "mps" not in head_cmd
     assert head["rayStartParams"]["num-gpus"] == "0"
+    # the record: PostgreSQL in a pod of its own on a volume of its own (not the shared one), inside the
+    # cluster only; its password from a Secret; the MLflow server's backend store on it; no SQLite
+    assert "sqlite" not in text
+    service = next(d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "bss-study-postgres")
+    assert service["spec"]["type"] == "ClusterIP"
+    database = next(d for d in documents if d["kind"] == "StatefulSet")
+    (claim,) = database["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    (container,) = database["spec"]["template"]["spec"]["containers"]
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert secret_env == {"POSTGRES_PASSWORD": "bss-study-postgres"}
+    head_env = {e["name"] for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert (
+        "PGPASSWORD" in head_env and "--backend-store-uri postgresql://bss@bss-study-postgres:5432/mlflow" in head_cmd
+    )
+    assert "[postgres]" in (REPO / "k8s" / "Dockerfile").read_text()
