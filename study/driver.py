@@ -459,7 +459,8 @@ def resume_study(checked: Resumable, out: IO[str] | None = None) -> StudyOutcome
     if folder.path.joinpath(PENDING_FILE).is_file():  # what MLflow missed last time comes first
         from study.sync import replay_pending
 
-        replay_pending(spec, record, out)
+        with bound(record.parent_run_id, folder.path, record.stores(folder)):
+            replay_pending(spec, record, out)
     if table_state == "damaged":
         folder.trials_file.replace(folder.path / f"{folder.trials_file.name}.damaged")
     parent.set_status(RunStatus.to_string(RunStatus.RUNNING))

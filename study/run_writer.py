@@ -150,10 +150,9 @@ class RunWriter:
         elif self.status.get(run_id) != "RUNNING":  # a resumed or retried trial continues its own run
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             self.status[run_id] = "RUNNING"
-        if run_id not in self.set_up:
+        if run_id not in self.set_up:  # the config first: the set-up tag goes with the last batch of params
             self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
-            log_params(self.client, run_id, applicable_params(config))
-            self.client.log_batch(run_id, tags=[RunTag(SETUP_TAG, "done")])
+            log_params(self.client, run_id, applicable_params(config), tags={SETUP_TAG: "done"})
             self.set_up.add(run_id)
 
     def last_logged_step(self, run_id: str) -> int:

@@ -102,10 +102,15 @@ def _params(values: Mapping[str, Any]) -> list[Param]:
     return [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
 
 
-def log_params(client: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None:
+def log_params(
+    client: MlflowClient, run_id: str, values: Mapping[str, Any], tags: Mapping[str, str] | None = None
+) -> None:
+    """Params in batches of 100 (MLflow's limit); ``tags`` go with the last batch."""
     params = _params(values)
-    for start in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[start : start + 100])
+    starts = range(0, max(1, len(params)), 100)
+    for start in starts:
+        last = [RunTag(k, v) for k, v in (tags or {}).items()] if start == starts[-1] else []
+        client.log_batch(run_id, params=params[start : start + 100], tags=last)
 
 
 class StudyRun:

@@ -30,6 +30,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_health(base: str, server: subprocess.Popen, seconds: float = 90, log: Path | None = None) -> None:
+    """Wait until an MLflow server answers /health, or fail if it exits or times out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            shown = log.read_text()[-3000:] if log is not None and log.is_file() else ""
+            raise AssertionError(f"no MLflow server answered at {base} {shown}")
+        time.sleep(0.5)
+
+
 def postgres_bin(name: str) -> str:
     """A PostgreSQL program: on PATH, else Debian's versioned folder (the package puts them there)."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
@@ -139,17 +155,7 @@ class MlflowServer:
                 command, cwd=self.artifacts.parent, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_for_health(self.url, self.process, timeout, self.log)
 
     def kill(self) -> None:
         """SIGKILL the server and every process it started (a crash, not a shutdown)."""

@@ -188,10 +188,16 @@ def test_two_studies_in_one_database_at_once_and_one_name_once(
     assert not (clash_out / "trials").exists()
 
 
-def test_mlflow_server_killed_mid_study_then_back(tmp_path: Path, postgres: Postgres) -> None:
-    server = MlflowServer(postgres.url(postgres.create_database("mlflow_kill")), tmp_path / "art", postgres.env())
+def own_server(tmp_path: Path, postgres: Postgres, database: str) -> MlflowServer:
+    """An MLflow server of the test's own (it is killed), on a database of its own."""
+    server = MlflowServer(postgres.url(postgres.create_database(database)), tmp_path / "art", postgres.env())
     server.artifacts.mkdir()
     server.start()
+    return server
+
+
+def test_mlflow_server_killed_mid_study_then_back(tmp_path: Path, postgres: Postgres) -> None:
+    server = own_server(tmp_path, postgres, "mlflow_kill")
     storage = postgres.url(postgres.create_database("optuna_kill"))
     spec, out = write_spec(tmp_path, "pgkill", server.url, storage, steps=6)
     try:
@@ -212,9 +218,7 @@ def test_mlflow_server_killed_mid_study_then_back(tmp_path: Path, postgres: Post
 def test_mlflow_server_gone_for_good_then_study_sync(
     tmp_path: Path, postgres: Postgres, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = MlflowServer(postgres.url(postgres.create_database("mlflow_gone")), tmp_path / "art", postgres.env())
-    server.artifacts.mkdir()
-    server.start()
+    server = own_server(tmp_path, postgres, "mlflow_gone")
     storage = postgres.url(postgres.create_database("optuna_gone"))
     spec, out = write_spec(tmp_path, "pggone", server.url, storage, steps=4)
     try:

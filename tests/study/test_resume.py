@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -100,8 +101,17 @@ def test_resume_finishes_the_study(tmp_path: Path, sig: int, capsys: pytest.Capt
     assert f"study {name}:" in capsys.readouterr().out
     assert main(["launch", str(spec_path)]) == 2  # the folder holds an unfinished run: resume, not relaunch
     assert "study resume" in capsys.readouterr().err
+    if sig == signal.SIGKILL:  # a record MLflow had not taken when the driver died: resume replays it first
+        (out / "mlflow-pending.jsonl").write_text('{"op": "parent_metrics", "metrics": {"kept_record": 1.0}}\n')
     assert main(["resume", str(out)]) == 0
+    printed = capsys.readouterr().out
     assert_complete(out, name)
+    if sig == signal.SIGKILL:  # its lock was free (the kernel let go of it) and is taken over, saying whose
+        assert "taking over the lock of a driver that is gone: pid" in printed
+        assert not (out / "mlflow-pending.jsonl").exists()
+        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        parent_id = json.loads((out / "study.json").read_text())["parent_run_id"]
+        assert client.get_run(parent_id).data.metrics["kept_record"] == 1.0
     assert main(["export-best", str(out), "--top", "2"]) == 0
     exported = sorted((out / "export").glob("best-*.yaml"))
     assert len(exported) == 2 and "# weights: " in exported[0].read_text()

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from finetune import load_config
 from study.cli import main
 from tests.conftest import REPO, tiny_base
+from tests.servers import wait_for_health
 
 pytestmark = pytest.mark.slow
 
@@ -60,20 +61,6 @@ def post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
-
-
-def wait_for_health(base: str, server: subprocess.Popen, seconds: float = 90) -> None:
-    """Wait until an MLflow server answers /health, or fail if it exits or times out."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline and server.poll() is None, f"no MLflow server answered at {base}"
-        time.sleep(0.5)
 
 
 def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None:
