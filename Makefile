@@ -54,6 +54,7 @@ bench: setup
 	$(PY) bench/delta_attention.py --backbone resnet18 --image-size 32 --batch 16 --loop-channels 8
 	$(PY) bench/amp_parity.py --epochs 1 --seeds 0 1
 	$(PY) bench/sweep_overhead.py --trials 6 --epochs 4
+	$(PY) bench/study_overhead.py --sizes 10 50 --backends folder
 	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-full: setup
@@ -63,6 +64,7 @@ bench-full: setup
 	$(PY) bench/delta_attention.py
 	$(PY) bench/amp_parity.py
 	$(PY) bench/sweep_overhead.py
+	$(PY) bench/study_overhead.py
 	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-bss: setup

@@ -149,3 +149,13 @@ def test_gpu_throughput_lists_its_figures_as_not_measured_without_a_gpu() -> Non
     out = run("bench/gpu_throughput.py", "--if-gpu")
     assert "aggregate_images_per_s[l2+bss, 4 trials]" in out and "not measured" in out and "goal >=0.8" in out
     assert "bare_images_per_s[cuda graph]" in out and "step_ms" not in out
+
+
+def test_study_overhead_prints_its_figures_and_the_ratio_last() -> None:
+    out = run("bench/study_overhead.py", "--sizes", "4", "8", "--backends", "folder", "--repeats", "1")
+    lines = [line for line in out.splitlines() if line.strip()]
+    for size in (4, 8):
+        (row,) = [line for line in lines if line.startswith(f"folder   N={size} ")]
+        for figure in ("overhead_per_trial_s", "overhead_last_tenth_s", "status_s", "report_s"):
+            assert f" {figure} " in row
+    assert lines[-1].startswith("overhead ratio 8/4: ") and float(lines[-1].split()[-1]) > 0

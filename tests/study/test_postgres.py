@@ -113,6 +113,35 @@ def assert_no_password(postgres: Postgres, out: Path, *databases: str) -> None:
         assert postgres.password not in postgres.dump(database), database
 
 
+def assert_dashboard_lists(out: Path, name: str, trials: int) -> None:
+    """`study dashboard` really serves optuna-dashboard on the PostgreSQL storage."""
+    import urllib.request
+
+    from tests.servers import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "study", "dashboard", str(out), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not answer"
+                time.sleep(0.5)
+        (listed,) = [s for s in studies if s["study_name"] == name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}", timeout=30) as r:
+            assert len(json.loads(r.read())["trials"]) == trials
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def test_a_study_on_postgres_behind_an_mlflow_server(
     tmp_path: Path, postgres: Postgres, mlflow_server: MlflowServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,6 +167,7 @@ def test_a_study_on_postgres_behind_an_mlflow_server(
     )
     assert main(["dashboard", str(out), "--print-only"]) == 0
     assert f"optuna-dashboard {storage} --host 127.0.0.1" in capsys.readouterr().out
+    assert_dashboard_lists(out, "pgmain", TRIALS)
     client = MlflowClient(mlflow_server.url)
     logged = {a.path for a in client.list_artifacts(record["parent_run_id"], "report")}
     assert "report/report.md" in logged  # through the server's proxied artifact store
