@@ -46,6 +46,20 @@ def wait_for_health(base: str, server: subprocess.Popen, seconds: float = 90, lo
         time.sleep(0.5)
 
 
+def dashboard_studies(port: int, server: subprocess.Popen, seconds: float = 90) -> list[dict]:
+    """The study summaries optuna-dashboard serves on ``port``, once it answers."""
+    import json
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                return list(json.loads(response.read())["study_summaries"])
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not answer"
+            time.sleep(0.5)
+
+
 def postgres_bin(name: str) -> str:
     """A PostgreSQL program: on PATH, else Debian's versioned folder (the package puts them there)."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)

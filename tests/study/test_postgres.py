@@ -117,7 +117,7 @@ def assert_dashboard_lists(out: Path, name: str, trials: int) -> None:
     """`study dashboard` really serves optuna-dashboard on the PostgreSQL storage."""
     import urllib.request
 
-    from tests.servers import free_port
+    from tests.servers import dashboard_studies, free_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -125,16 +125,7 @@ def assert_dashboard_lists(out: Path, name: str, trials: int) -> None:
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
-                    studies = json.loads(response.read())["study_summaries"]
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not answer"
-                time.sleep(0.5)
-        (listed,) = [s for s in studies if s["study_name"] == name]
+        (listed,) = [s for s in dashboard_studies(port, server) if s["study_name"] == name]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}", timeout=30) as r:
             assert len(json.loads(r.read())["trials"]) == trials
     finally:

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from finetune import load_config
 from study.cli import main
 from tests.conftest import REPO, tiny_base
-from tests.servers import wait_for_health
+from tests.servers import dashboard_studies, wait_for_health
 
 pytestmark = pytest.mark.slow
 
@@ -175,16 +174,7 @@ def test_two_trial_study_end_to_end(
     port = free_port()
     dashboard = background([sys.executable, "-m", "study", "dashboard", str(out), "--port", str(port)])
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
-                    studies = json.loads(response.read())["study_summaries"]
-                break
-            except OSError:
-                assert dashboard.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
-                time.sleep(0.5)
-        (served,) = [s for s in studies if s["study_name"] == "itest"]
+        (served,) = [s for s in dashboard_studies(port, dashboard) if s["study_name"] == "itest"]
         assert served["directions"] == ["maximize"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{served['study_id']}", timeout=10) as r:
             detail = json.loads(r.read())
