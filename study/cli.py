@@ -23,7 +23,7 @@ from finetune.registry import Registry
 from study.errors import StudyError
 from study.folder import TRIALS_FILE, StudyFolder, open_study
 from study.spec import StudySpec, load_spec
-from study.stores import Stores, has_password, redact
+from study.stores import Stores, has_password, is_server_database, redact
 
 if TYPE_CHECKING:
     from study.driver import StudyOutcome
@@ -340,11 +340,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if stores.optuna_local and not folder.optuna_file.is_file():
         raise StudyError(f"STUDY_DIR: no {folder.optuna_file.name} in {folder.path}; pass the output_dir of a study")
     check_server_args(args.host, args.port, "optuna-dashboard")
-    if not stores.optuna_local:
+    if is_server_database(stores.optuna_url):
         from study.tracking import check_database
 
-        if not stores.optuna_url.startswith("sqlite"):
-            check_database(stores.optuna_url, "optuna_storage")
+        check_database(stores.optuna_url, "optuna_storage")
     command = dashboard_command(stores, args.host, args.port)
     print(" ".join(shlex.quote(redact(c)) for c in command), flush=True)
     shown = f"[{args.host}]" if ":" in args.host else args.host

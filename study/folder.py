@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import StudyError
-from study.stores import StoreChoice, Stores, sqlite_path
+from study.stores import StoreChoice, Stores, redact_text, sqlite_path
 from trainables.trial_store import TRIALS_DIR, TrialStore
 
 if TYPE_CHECKING:
@@ -66,10 +66,6 @@ class StudyFolder:
     @property
     def optuna_url(self) -> str:
         return f"sqlite:///{self.optuna_file}"
-
-    @property
-    def local_tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_file}"
 
     def trial_store(self, trial_id: str) -> TrialStore:
         return TrialStore.of(self.path, trial_id)
@@ -269,12 +265,6 @@ def first_line(exc: BaseException) -> str:
     """An exception's first line, any password in it redacted."""
     text = str(exc).strip().splitlines()
     return redact_text(text[0] if text else type(exc).__name__)
-
-
-def redact_text(text: str) -> str:
-    import re
-
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
 def open_study(path: Path) -> OpenStudy:

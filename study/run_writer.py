@@ -32,7 +32,6 @@ NOT_METRICS = {
 }
 SIZE_PARAMS = ("n_train", "n_val", "n_test")  # reported by the trial, logged as params
 SETUP_TAG = "bss.setup"  # "done" once a run has its params and config.yaml
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 def result_event(trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:

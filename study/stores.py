@@ -49,6 +49,11 @@ def redact(uri: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def redact_text(text: str) -> str:
+    """Free text (an error message) with the password of any URL in it replaced by ``***``."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
 def has_password(uri: str) -> bool:
     try:
         return urlsplit(uri).password is not None

@@ -156,7 +156,8 @@ class MlflowTrialLogger(Callback):
         return dict(self.writer.runs)
 
     def open_runs(self) -> dict[str, str]:
-        """Tune trial id -> run id of the runs not FINISHED, FAILED or KILLED as far as known here."""
+        """Tune trial id -> run id of the runs not FINISHED or FAILED as far as known here (a KILLED
+        run of a trial that has since ended is closed by the caller)."""
         runs = self.child_runs()
         return {t: r for t, r in runs.items() if self.writer.status.get(r) not in ("FINISHED", "FAILED")}
 
