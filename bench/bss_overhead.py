@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from finetune.backbones import build_classifier
-from finetune.config import BSS_METHOD_NAMES, ModelConfig
+from finetune.config import ModelConfig
 from finetune.regularizers.bss import BSS_METHODS, BatchSpectralShrinkage
+from finetune.regularizers.bss import METHOD_NAMES as BSS_METHOD_NAMES
 
 
 def sync(device: torch.device) -> None:

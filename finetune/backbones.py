@@ -63,7 +63,10 @@ class PixelMLP(nn.Module):
 
 
 def _no_stages(extractor: nn.Module) -> list[str]:
-    raise ConfigError("regularizer.name: delta needs a convolutional backbone's feature maps; use l2 or l2sp")
+    raise ConfigError(
+        "model.backbone: mlp has no convolutional stages, and the regulariser reads their feature maps; "
+        "choose a convolutional backbone or another regulariser"
+    )
 
 
 def last_conv(module: nn.Module, prefix: str) -> str:

@@ -98,7 +98,9 @@ def supervised_attention(
     device: torch.device,
 ) -> Attention:
     """Per hooked layer, softmax(z-scored loss increase from zeroing each channel / 5)."""
-    d = config.delta
+    from finetune.regularizers.delta import DeltaConfig
+
+    d = DeltaConfig.of(config)
     probe = copy.deepcopy(model).to(device).eval()
     for p in probe.backbone.parameters():
         p.requires_grad_(False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from finetune.errors import NonFiniteLossError
 from finetune.model import Classifier, drop_smallest_components
 from finetune.prefetch import BatchPrefetcher
 from finetune.regularizers import (
+    REGISTRY,
     BuildContext,
     Regularizer,
     StepState,
@@ -93,8 +95,10 @@ def accuracy(model: Classifier, split: Split, config: TrainConfig, device: torch
     """Top-1 accuracy; with several views (ten-crop) the logits of the views are summed.
 
     With TSVD (``model.tsvd_r`` > 0, Eq. 10) the r smallest spectral components are removed from
-    the feature matrix of the whole evaluated split (one per view), not of each evaluation batch,
-    so the accuracy does not depend on ``eval_batch_size`` or on which images share a batch.
+    a feature matrix per view: of each batch of ``data.batch_size`` images of a fixed, seeded
+    permutation of the split (``model.tsvd_eval: batch``, Eq. 10's batch of b) or of the whole
+    split (``split``); either way the accuracy depends neither on ``eval_batch_size`` nor on the
+    loader's order.
     """
     was_training = model.training
     model.eval()
@@ -114,12 +118,61 @@ def accuracy(model: Classifier, split: Split, config: TrainConfig, device: torch
     model.train(was_training)
     if not labels:
         return 0.0
+    targets = torch.cat(labels)
     if model.tsvd_r:
-        logits = sum(model.head(drop_smallest_components(torch.cat(f), model.tsvd_r)).float() for f in per_view)
+        groups = tsvd_batches(len(targets), config)
+        logits = sum(
+            torch.cat(
+                [model.head(drop_smallest_components(torch.cat(f)[g.to(device)], model.tsvd_r)).float() for g in groups]
+            )
+            for f in per_view
+        )
+        targets = targets[torch.cat(groups)]
     else:
         logits = sum(torch.cat(view) for view in per_view)
     assert isinstance(logits, torch.Tensor)
-    return int((logits.argmax(1).cpu() == torch.cat(labels)).sum()) / max(1, len(split))
+    return int((logits.argmax(1).cpu() == targets).sum()) / max(1, len(split))
+
+
+def tsvd_batches(n: int, config: TrainConfig) -> list[torch.Tensor]:
+    """The index groups whose feature matrices TSVD truncates at evaluation: one group of all ``n``
+    (``split``), or batches of ``data.batch_size`` of a permutation seeded by the run's seed
+    (``batch``; the last holds the remainder)."""
+    if config.model.tsvd_eval == "split":
+        return [torch.arange(n)]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 7919 + 17))
+    return list(order.split(config.data.batch_size))
+
+
+@dataclass
+class _Running:
+    """One epoch's running sums, on the device: each term's loss, the total, correct predictions."""
+
+    terms: dict[str, torch.Tensor]
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    features: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    @classmethod
+    def zeros(cls, names: Sequence[str], device: torch.device) -> _Running:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return cls({name: zero.clone() for name in names}, zero.clone(), zero.clone())
+
+    def add(
+        self,
+        values: dict[str, torch.Tensor],
+        loss: torch.Tensor,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        features: torch.Tensor,
+    ) -> None:
+        for name, value in values.items():
+            self.terms[name] += value.detach()
+        self.loss += loss.detach()
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+        self.features = features
 
 
 class Trainer:
@@ -216,49 +269,21 @@ class Trainer:
 
     def train_epoch(self) -> EpochMetrics:
         started = time.perf_counter()
-        config, device, model = self.config, self.device, self.model
         self.epoch += 1
-        model.train()
-        # running sums stay on the device: reading a value back synchronises a GPU, so the
-        # finite-loss check (and any read) happens every ``check_every`` steps, not every step
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        sums = {"ce": zero.clone(), **{name: zero.clone() for name in self.terms}}
-        total_loss, correct, seen = zero.clone(), zero.clone(), 0
-        finite = torch.ones((), dtype=torch.bool, device=device)
-        features = torch.empty(0)
-        self.prefetch.request(self.stream.next())
-        for step in range(1, self.steps_per_epoch + 1):
-            images, y = self.prefetch.get()
-            x = self.augment(self._in_task(images, self.task), config.data, self.aug_generator)
-            x = x.contiguous(memory_format=self.memory_format)
-            if self.graph_pending:
-                self._capture(x)
-            ce, values, loss, logits, features = self.losses(x, y, step)
-            finite &= torch.isfinite(loss)
-            if step % self.check_every == 0 or step == self.steps_per_epoch:
-                self._check_finite(finite, step, ce, values)
-            self.update(loss)
-            if step < self.steps_per_epoch:  # the next batch travels while this step's work runs
-                self.prefetch.request(self.stream.next())
-            self.step += 1
-            sums["ce"] += ce.detach()
-            for name, value in values.items():
-                sums[name] += value.detach()
-            total_loss += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+        self.model.train()
+        running = self._train_steps()
         lr = self.optimizer.param_groups[1]["lr"]
         self.scheduler.step()
         val_acc, test_acc, task_accs = self._evaluate()
-        if self.task_views and self.epoch % config.optim.epochs == 0 and not self.done:
+        if self.task_views and self.epoch % self.config.optim.epochs == 0 and not self.done:
             self._end_task()
-        last = features.detach()
+        last = running.features.detach()
         k = min(NUM_REPORTED_SINGULAR_VALUES, min(last.shape) - 1)
         metrics = EpochMetrics(
             epoch=self.epoch,
-            train_loss=float(total_loss) / self.steps_per_epoch,
-            train_acc=int(correct) / max(1, seen),
-            terms={name: float(value) / self.steps_per_epoch for name, value in sums.items()},
+            train_loss=float(running.loss) / self.steps_per_epoch,
+            train_acc=int(running.correct) / max(1, running.seen),
+            terms={name: float(value) / self.steps_per_epoch for name, value in running.terms.items()},
             val_acc=val_acc,
             best_val_acc=self.best_val if val_acc is not None else None,
             best_epoch=self.best_epoch,
@@ -273,6 +298,31 @@ class Trainer:
         )
         self.history.append(metrics)
         return metrics
+
+    def _train_steps(self) -> _Running:
+        """One epoch's optimiser steps. Running sums stay on the device: reading a value back
+        synchronises a GPU, so the finite-loss check (and any read) happens every ``check_every``
+        steps, not every step; the next batch travels while a step's work runs."""
+        config, device = self.config, self.device
+        running = _Running.zeros(("ce", *self.terms), device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        self.prefetch.request(self.stream.next())
+        for step in range(1, self.steps_per_epoch + 1):
+            images, y = self.prefetch.get()
+            x = self.augment(self._in_task(images, self.task), config.data, self.aug_generator)
+            x = x.contiguous(memory_format=self.memory_format)
+            if self.graph_pending:
+                self._capture(x)
+            ce, values, loss, logits, features = self.losses(x, y, step)
+            finite &= torch.isfinite(loss)
+            if step % self.check_every == 0 or step == self.steps_per_epoch:
+                self._check_finite(finite, step, ce, values)
+            self.update(loss)
+            if step < self.steps_per_epoch:
+                self.prefetch.request(self.stream.next())
+            self.step += 1
+            running.add({"ce": ce, **values}, loss, logits, y, features)
+        return running
 
     def _evaluate(self) -> tuple[float | None, float | None, list[float]]:
         """(val_acc, test_acc, task accuracies) after an epoch. ``best_val``: validation accuracy, the
@@ -334,7 +384,7 @@ class Trainer:
 
     def _diverged(self, what: str, where: str, detail: str) -> None:
         """Stop the run: ``what`` went non-finite; name the settings that control the step size."""
-        knobs = ["optim.lr"] + [knob for term, knob in (("bss", "bss.eta"), ("ewc", "ewc.lam")) if term in self.terms]
+        knobs = ["optim.lr"] + [knob for term in self.terms if (knob := REGISTRY[term].knob)]
         raise NonFiniteLossError(f"{what} at epoch {self.epoch}, {where} ({detail}); lower {' or '.join(knobs)}")
 
     def test(self) -> float:

@@ -58,8 +58,8 @@ _preset(
     "square resize 256 + RandomResizedCrop 224 + flip, ten-crop evaluation",
     data={"crop_scale_min": 0.08, "eval_transform": "ten_crop"},
     optim={"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "epochs": 18},
-    # its SGD weight decay 5e-4 on all weights is the L2 term (alpha/2)||w||^2, applied once, here
-    regularizer={"alpha": 5e-4},
+    # its SGD weight decay 5e-4 on all weights is the L2 term (alpha/2)||w||^2, applied once: each
+    # term maps the protocol's numbers to its own coefficients (Method.protocol_coefficients)
 )
 _preset(
     "tllib",
@@ -67,7 +67,7 @@ _preset(
     "RandomResizedCrop scale 0.2-1 + flip, Resize 256 + centre crop evaluation (selection on validation, not test)",
     data={"crop_scale_min": 0.2, "eval_transform": "center"},
     optim={"momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "epochs": 20},
-    # tllib's coefficients on tllib's scale: L2-SP and DELTA alpha = beta = 0.01, DELTA summed over the batch
-    regularizer={"alpha": 0.01, "beta": 0.01},
+    # tllib's coefficients on tllib's scale, per term (Method.protocol_coefficients): L2 alpha 5e-4 (its
+    # bss.py's weight decay), L2-SP and DELTA alpha = beta = 0.01; DELTA summed over the batch
     delta={"batch_reduction": "sum"},
 )

@@ -37,6 +37,11 @@ class Registry(Mapping[str, T], Generic[T]):
         self._descriptions[name] = description
         return entry
 
+    def remove(self, name: str) -> None:
+        """Take an entry out (a plug-in being unloaded; tests). Unknown names are ignored."""
+        self._entries.pop(name, None)
+        self._descriptions.pop(name, None)
+
     def register(self, name: str, description: str = "") -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
         return lambda entry: self.add(name, entry, description)

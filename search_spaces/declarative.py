@@ -7,6 +7,11 @@
 
 Types: ``loguniform``, ``uniform`` (floats), ``int`` (``log: true`` allowed), ``categorical``.
 ``when`` makes a parameter conditional on the values of parameters declared before it.
+
+A grid of fixed settings (every combination, once, no early stopping; e.g. seeds):
+
+    search_space:
+      grid: {seed: [0, 1, 2], bss.enabled: [true, false]}
 """
 
 from __future__ import annotations
@@ -86,10 +91,40 @@ class DeclaredSpace:
         return None
 
 
+class DeclaredGrid:
+    """The define-by-run function of a declared grid: one categorical per parameter (GridSampler
+    walks the combinations)."""
+
+    def __init__(self, grid: Mapping[str, list[Any]]) -> None:
+        self.grid = {name: list(values) for name, values in grid.items()}
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        for name, values in self.grid.items():
+            trial.suggest_categorical(name, values)
+        return None
+
+
+def _parse_grid(grid: Any, where: str) -> SearchSpace:
+    if not isinstance(grid, Mapping) or not grid:
+        raise SpaceError(f"{where}: expected a mapping of parameter -> list of values")
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"{where}.{name}: expected a non-empty list of values")
+        if len({repr(v) for v in values}) != len(values):
+            raise SpaceError(f"{where}.{name}: a value is listed twice; list each once")
+    return SearchSpace(
+        "declared-grid", f"a grid declared in the spec: {', '.join(grid)}", DeclaredGrid(grid), dict(grid)
+    )
+
+
 def parse_space(declaration: Mapping[str, Any], where: str = "search_space") -> SearchSpace:
     """A :class:`SearchSpace` from its YAML form; every error names the parameter and key."""
     if not declaration:
         raise SpaceError(f"{where}: declare at least one parameter")
+    if "grid" in declaration:
+        if len(declaration) > 1:
+            raise SpaceError(f"{where}: a grid is declared alone (grid: {{param: [values], ...}})")
+        return _parse_grid(declaration["grid"], f"{where}.grid")
     declared: list[str] = []
     for name, spec in declaration.items():
         here = f"{where}.{name}"

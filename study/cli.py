@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+import compat
 from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_yaml, fit, load_config
 from finetune.engine import use_threads
 from finetune.registry import Registry
@@ -61,10 +62,8 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
 def ray_session_dir() -> str | None:
     """The local Ray session's folder (its processes name it on their command lines)."""
     try:
-        import ray._private.worker as ray_worker
-
-        return str(ray_worker.global_worker.node.get_session_dir_path())
-    except (ImportError, AttributeError):  # a private API: without it the watchdog still ends the driver's tree
+        return compat.ray_session_dir()
+    except compat.CompatError:  # without it the watchdog still ends the driver's own process tree
         return None
 
 
@@ -104,15 +103,39 @@ def cmd_launch(args: argparse.Namespace) -> int:
     stores = choice.open(spec.study_dir)
     check_inputs(spec)
     check_output_dir(spec)
-    if check_study_dir(spec):  # already complete: its table, no Ray
+    if check_study_dir(spec):  # already complete: its table (no Ray unless its confirmation is left)
         folder = StudyFolder(spec.study_dir)
-        return report_outcome(spec, StudyOutcome.complete(folder))
+        return confirm_then_report(spec, StudyOutcome.complete(folder))
     check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     check_stores(stores)
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
     with driver_lock(spec.study_dir, stores.optuna_url, spec.name, "output_dir"), ray_session(spec):
         outcome = run_study(spec, choice)
-    return report_outcome(spec, outcome)
+        return confirm_then_report(spec, outcome, ray_started=True)
+
+
+def confirm_then_report(spec: StudySpec, outcome: StudyOutcome, ray_started: bool = False) -> int:
+    """The search's outcome, then its confirmation on fresh seeds where the spec asks for one and
+    the search ran to its end (``study.confirm``)."""
+    from study import confirm
+
+    code = report_outcome(spec, outcome)
+    if code != 0 or outcome.interrupted or not confirm.pending(spec):
+        return code
+    if ray_started:
+        done = confirm.run_confirmation(spec)
+    else:
+        with ray_session(spec):
+            done = confirm.run_confirmation(spec)
+    if not done:
+        print(f"interrupted: continue with `study resume {shlex.quote(str(spec.study_dir))}`", file=sys.stderr)
+        return 130
+    where = spec.study_dir / confirm.CONFIRM_DIR
+    print(
+        f"confirmed:   the top {spec.confirm.top} on {spec.confirm.seeds} fresh seeds in {where}; "
+        f"`study report {shlex.quote(str(spec.study_dir))}` gives the headline numbers"
+    )
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -125,13 +148,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if checked.complete:
         if (folder.path / PENDING_FILE).is_file():  # finished, but MLflow missed part of it
             return cmd_sync(args)
-        return report_outcome(spec, StudyOutcome.complete(folder))
+        return confirm_then_report(spec, StudyOutcome.complete(folder))
     assert checked.record is not None
     stores = checked.record.stores(folder)
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
     with driver_lock(folder.path, stores.optuna_url, spec.name), ray_session(spec):
         outcome = resume_study(checked)
-    return report_outcome(spec, outcome)
+        return confirm_then_report(spec, outcome, ray_started=True)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -189,10 +212,13 @@ def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from finetune.regularizers import BSSConfig
+
     config = load_config(args.config)
+    bss = BSSConfig.of(config)
     print(
         f"training {config.model.backbone} with {config.regularizer.name}"
-        + (f" + BSS(k={config.bss.k}, eta={config.bss.eta})" if config.bss.enabled else ""),
+        + (f" + BSS(k={bss.k}, eta={bss.eta})" if bss.enabled else ""),
         flush=True,
     )
     use_threads(config)
@@ -286,8 +312,10 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from study.report import write_report
+    from study.report_data import ReportOptions
 
-    for path in write_report(Path(args.study_dir).resolve()):
+    options = ReportOptions(correction=args.correction, interval=args.interval, seed=args.seed)
+    for path in write_report(Path(args.study_dir).resolve(), options):
         print(path)
     return 0
 
@@ -428,8 +456,28 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Ar
     "report": (
         cmd_report,
         "Table-2 style table, BSS gains, Fig. 3(d) sensitivity, importances, parallel coordinates",
-        "Write STUDY_DIR/report (Markdown + PNG) and log it to the study's parent MLflow run.",
-        [STUDY_DIR],
+        "Write STUDY_DIR/report (Markdown + PNG + summary.parquet) and log it to the study's parent MLflow run.",
+        [
+            STUDY_DIR,
+            (
+                ("--correction",),
+                {
+                    "choices": ["holm", "bh"],
+                    "default": "holm",
+                    "help": "each table's p adjusted for its family: holm (family-wise error, default) or bh "
+                    "(Benjamini-Hochberg, false discovery rate)",
+                },
+            ),
+            (
+                ("--interval",),
+                {
+                    "choices": ["t", "bootstrap"],
+                    "default": "t",
+                    "help": "95%% intervals of means: t (default) or a seeded bootstrap percentile interval",
+                },
+            ),
+            (("--seed",), {"type": int, "default": 0, "help": "seed of the bootstrap and Monte-Carlo resampling"}),
+        ],
     ),
     "train": (
         cmd_train,

@@ -19,7 +19,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from finetune import config_to_yaml, resolve_config
+import compat
+from finetune import config_to_yaml
 from finetune.config import flatten
 from study.binding import bound
 from study.errors import StudyError
@@ -29,7 +30,6 @@ from study.folder import (
     UID_ATTR,
     StudyFolder,
     StudyRecord,
-    first_line,
     load_optuna_study,
     read_trials,
     rebase_artifacts,
@@ -45,6 +45,7 @@ from study.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers
 from study.spec import StudySpec, check_inputs, spec_to_yaml
 from study.stores import StoreChoice
 from study.tracking import StudyRun, check_stores
+from study.trial_config import trial_config
 from study.trial_errors import trial_error_message
 from study.trial_logger import MlflowTrialLogger
 from trainables.finetune_trial import START_EPOCH, finetune_trial
@@ -78,6 +79,17 @@ class StudyOutcome:
         return bool(rows) and all(r["status"] == "failed" for r in rows)
 
 
+def _same_spec(spec: StudySpec, folder: Path) -> bool:
+    """Whether the folder's spec.yaml, read by this version (its defaults and resolved fields
+    filled in), is ``spec``: a folder written by an older version lacks fields added since."""
+    from study.spec import load_spec
+
+    try:
+        return load_spec(folder / SPEC_FILE, output_dir=folder) == spec
+    except StudyError:
+        return False
+
+
 def check_study_dir(spec: StudySpec, locked: bool = False) -> bool:
     """True if the folder already holds this very study, finished; raise if it holds anything else
     (also a live driver's study; ``locked``: this process holds the lock)."""
@@ -94,7 +106,7 @@ def check_study_dir(spec: StudySpec, locked: bool = False) -> bool:
         if any(p.name not in BOOKKEEPING for p in folder.iterdir()):
             raise StudyError(f"output_dir: {folder} is not empty and holds no study; choose another output_dir")
         return False
-    if spec_file.read_text() != spec_to_yaml(spec):
+    if spec_file.read_text() != spec_to_yaml(spec) and not _same_spec(spec, folder):
         raise StudyError(
             f"output_dir: {folder} already holds a different study; choose another output_dir or delete it"
         )
@@ -267,9 +279,8 @@ def trial_rows(
 
 def tune_trials(results: tune.ResultGrid) -> list[Trial]:
     """Every Tune trial of a finished or interrupted ``fit`` (status, failures, error files, last
-    result). Ray's public ResultGrid has Results, not Trials: this is the one place that reaches
-    into its private ``_experiment_analysis`` (``tests/study/test_searcher.py`` fails when Ray changes it)."""
-    return list(results._experiment_analysis.trials)
+    result). Ray's public ResultGrid has Results, not Trials (``compat.tune_result_trials``)."""
+    return compat.tune_result_trials(results)
 
 
 def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | None) -> StudyOutcome:
@@ -280,55 +291,57 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     started = time.monotonic()
     wait_s = float(os.environ.get(TRACKING_WAIT_ENV, "60"))
     with bound(record.parent_run_id, folder.path, stores):
-        monitor = system_metrics(record.parent_run_id, stores.tracking_uri)
-        try:
-            results = make_tuner().fit()
-        except BaseException:
-            ending = trial_logger(spec, record)
-            ending.killed([])
-            ending.drain(min(wait_s, 5.0))
-            raise
-        finally:
-            if monitor is not None:
-                monitor.finish()
-        trials = tune_trials(results)
-        max_epochs = spec.base_config.total_epochs
+        trials = _tune(spec, record, make_tuner, wait_s)
         logger = trial_logger(spec, record)  # the driver's own: it replays what Tune's copy kept
         logger.drain(0.0)
         runs = logger.child_runs()
-        complete = len(trials) == spec.num_samples and all(ended(t) for t in trials)
-        if not complete:  # the interrupted trials' runs are continued by `study resume`
+        if len(trials) != spec.num_samples or not all(ended(t) for t in trials):
+            # the interrupted trials' runs are continued by `study resume`
             logger.killed([t.trial_id for t in trials if not ended(t)])
             behind = None if logger.drain(min(wait_s, 10.0)) else behind_message(logger, stores.shown())
             return StudyOutcome(
                 folder.path, None, None, None, record.parent_run_id, interrupted=True, tracking_behind=behind
             )
-        open_runs = logger.open_runs()
-        for trial in trials:  # a driver killed between a trial's end and its MLflow update left it RUNNING
-            if trial.trial_id in open_runs:
-                epochs = int((trial.last_result or {}).get("epoch", 0))
-                logger.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
-        if logger.pending == 0:
-            try:
-                logger.remove_orphans({t.trial_id for t in trials})
-            except Exception as exc:  # MLflow went away just now: `study sync` tidies up later
-                print(f"[study] orphaned runs not removed ({first_line(exc)})", file=out or sys.stdout)
+        logger.settle(trials, out)
         optuna_storage = stores.optuna_storage()
         close_orphans(optuna_storage, spec.name, {t.trial_id for t in trials})
-        rows = trial_rows(trials, runs, optuna_numbers(optuna_storage, spec.name), max_epochs, folder)
-        efficiency = sweep_efficiency(rows, time.monotonic() - started, spec.max_concurrent)
-        if efficiency is not None:
-            value, overhead = efficiency
-            logger.parent_metrics({"sweep_efficiency": value, "overhead_per_trial_s": overhead})
-            print(
-                f"sweep efficiency {value:.3f} (trial time / (wall time x {spec.max_concurrent} slots)); "
-                f"overhead {overhead:.2f} s per trial",
-                file=out or sys.stdout,
-            )
+        numbers = optuna_numbers(optuna_storage, spec.name)
+        rows = trial_rows(trials, runs, numbers, spec.base_config.total_epochs, folder)
+        report_efficiency(rows, time.monotonic() - started, spec.max_concurrent, logger, out)
         outcome = write_results(spec, rows, logger, out)
         if logger.drain(wait_s):
             return outcome
         return StudyOutcome(**{**outcome.__dict__, "tracking_behind": behind_message(logger, stores.shown())})
+
+
+def _tune(spec: StudySpec, record: StudyRecord, make_tuner: Any, wait_s: float) -> list[Trial]:
+    """Run the tuner with the machine's system metrics on the parent run; a driver stopped mid-way
+    (SIGINT, an error) marks the parent run KILLED before the stop goes on."""
+    monitor = system_metrics(record.parent_run_id, record.stores(StudyFolder(spec.study_dir)).tracking_uri)
+    try:
+        return tune_trials(make_tuner().fit())
+    except BaseException:
+        ending = trial_logger(spec, record)
+        ending.killed([])
+        ending.drain(min(wait_s, 5.0))
+        raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
+def report_efficiency(
+    rows: list[TrialRow], wall: float, slots: int, logger: MlflowTrialLogger, out: IO[str] | None
+) -> None:
+    efficiency = sweep_efficiency(rows, wall, slots)
+    if efficiency is None:
+        return
+    value, overhead = efficiency
+    logger.parent_metrics({"sweep_efficiency": value, "overhead_per_trial_s": overhead})
+    print(
+        f"sweep efficiency {value:.3f} (trial time / (wall time x {slots} slots)); overhead {overhead:.2f} s per trial",
+        file=out or sys.stdout,
+    )
 
 
 def behind_message(logger: MlflowTrialLogger, shown_uri: str) -> str:
@@ -343,13 +356,12 @@ def system_metrics(parent_run_id: str, tracking_uri: str) -> Any:
     """MLflow's system metrics (CPU, memory, disk, network, GPUs) of the driver's machine on the
     parent run while trials run: on a local study, the machine the trials run on. None without psutil."""
     try:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        monitor = SystemMetricsMonitor(parent_run_id, resume_logging=True, tracking_uri=tracking_uri)
-        monitor.start()
-        return monitor
-    except ImportError:
+        monitor = compat.system_metrics_monitor(parent_run_id, tracking_uri)
+    except compat.CompatError as exc:  # the study goes on without them
+        print(f"[study] no system metrics on the parent run: {exc}", file=sys.stderr)
         return None
+    monitor.start()
+    return monitor
 
 
 def sweep_efficiency(rows: list[TrialRow], wall: float, slots: int) -> tuple[float, float] | None:
@@ -375,7 +387,10 @@ def write_results(
         best_path.write_text(
             f"# best trial {best.trial_id} by {spec.metric} ({best.metrics[str(spec.metric)]:.4f}; "
             f"selection: {spec.selection}); "
-            f"weights: {weights} (in the study folder)\n" + config_to_yaml(resolve_config(spec.base, best.params))
+            f"weights: {weights} (in the study folder)\n"
+            + config_to_yaml(
+                trial_config(folder.path / best.trial_dir if best.trial_dir else None, best.params, spec.base)
+            )
         )
         logger.parent_file(folder.relative(best_path))
         values = {

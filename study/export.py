@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from finetune import config_to_yaml, resolve_config
+from finetune import config_to_yaml
 from study.errors import StudyError
 from study.folder import EXPORT_DIR, StudyFolder, StudyRecord, read_trials, rebase_artifacts
-from study.results import counts_for, row_params
+from study.results import counts_for
 from study.spec import load_spec
+from study.trial_config import row_config
 from trainables import BEST_WEIGHTS
 
 
@@ -36,7 +37,7 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for rank, row in enumerate(rows[:top], start=1):
-        config = resolve_config(spec.base, row_params(row))
+        config = row_config(folder.path, row, spec.base)
         has = row.get("has_weights") and row.get("trial_dir")
         weights = str(folder.path / row["trial_dir"] / BEST_WEIGHTS) if has else "none (stopped early)"
         path = out / f"best-{rank}.yaml"

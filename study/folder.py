@@ -8,12 +8,14 @@ here imports Ray; opening a file never creates it (a missing or damaged file is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import compat
 from study.errors import StudyError
 from study.stores import StoreChoice, Stores, redact_text, sqlite_path
 from trainables.trial_store import TRIALS_DIR, TrialStore
@@ -191,14 +193,8 @@ def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
 def forget_artifact_locations(run_ids: list[str]) -> None:
     """MLflow caches each run's artifact repository for the life of the process (by run id): drop
     the relocated runs' entries, so a process that used the original folder logs into the copy."""
-    try:
-        from mlflow.tracking._tracking_service import utils
-    except ImportError:  # moved in a later MLflow: nothing cached there to drop
-        return
-    cache = getattr(utils, "_artifact_repos_cache", None)
-    if cache is not None:
-        for run_id in run_ids:
-            cache.pop(run_id, None)
+    with contextlib.suppress(compat.CompatError):  # gone in a later MLflow: nothing cached there to drop
+        compat.forget_artifact_repos(run_ids)
 
 
 def read_trials(folder: StudyFolder) -> pa.Table:

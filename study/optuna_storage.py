@@ -22,10 +22,13 @@ from typing import Any
 import optuna
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 
+import compat
+
 RETRY_ENV = "BSS_STUDY_DB_RETRY_S"
 TUNE_TRIAL_ATTR = "tune_trial_id"  # the user attribute linking an Optuna trial to its Tune trial
 RETRIED = (
-    *("_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param", "create_new_study"),
+    *compat.OPTUNA_RDB_PRIVATE,
+    "create_new_study",
     *("get_all_studies", "get_study_directions", "get_study_id_from_name", "get_study_name_from_id"),
     *("get_study_system_attrs", "get_study_user_attrs", "get_trial", "get_trial_id_from_study_id_trial_number"),
     *("set_study_system_attr", "set_study_user_attr", "set_trial_intermediate_value", "set_trial_state_values"),
@@ -76,9 +79,9 @@ class RetryingStorage(optuna.storages.RDBStorage):
         super().__init__(url, engine_kwargs=engine_kwargs)
 
 
-for _name in RETRIED:
-    if hasattr(optuna.storages.RDBStorage, _name):
-        setattr(RetryingStorage, _name, _retrying(_name, getattr(optuna.storages.RDBStorage, _name)))
+for _name in RETRIED:  # every call that reaches the database (the private ones through compat)
+    _method = compat.rdb_storage_method(_name) if _name.startswith("_") else getattr(optuna.storages.RDBStorage, _name)
+    setattr(RetryingStorage, _name, _retrying(_name, _method))
 
 
 def open_storage(url: str, retry: bool = True) -> RetryingStorage:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 from finetune.engine import NUM_REPORTED_SINGULAR_VALUES
 
 METRIC_COLUMNS = ("best_val_acc", "best_epoch", "val_acc", "test_acc", "train_loss", "epoch", "time_total_s")
+COST_COLUMNS = ("wall_s", "device_s", "device_gpu")  # what a trial cost (trainables.finetune_trial.TuneReporter.cost)
 SIZE_COLUMNS = ("n_train", "n_val", "n_test")  # images in each split of the trial
 # the smallest singular values of the last training batch's features at the trial's last epoch
 SPECTRUM_COLUMNS = tuple(f"sv_min_{i}" for i in range(1, NUM_REPORTED_SINGULAR_VALUES + 1))
@@ -62,6 +64,27 @@ def _arrow_type(values: Sequence[Any]) -> pa.DataType:
     return pa.string()
 
 
+DIGEST_COLUMNS = {"training": "digest_train", "validation": "digest_val", "test": "digest_test"}
+
+
+def _digest(metrics: Mapping[str, Any], context: str) -> str | None:
+    """A split's digest from a trial's reported ``data_inputs`` (None when it reported none)."""
+    raw = metrics.get("data_inputs")
+    if not isinstance(raw, str) or not raw:
+        return None
+    found = json.loads(raw).get(context)
+    return str(found["digest"]) if found else None
+
+
+def tsvd_text(metrics: Mapping[str, Any]) -> str | None:
+    """How a trial's TSVD evaluated (``model.tsvd_eval``), from its reported ``tsvd_r`` and
+    ``tsvd_per_batch``: ``r=2, per batch`` or ``r=2, whole split``; None without TSVD."""
+    r = metrics.get("tsvd_r")
+    if not r:
+        return None
+    return f"r={int(r)}, " + ("per batch" if metrics.get("tsvd_per_batch") else "whole split")
+
+
 def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -83,9 +106,12 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
     }
     for name in param_names:
         columns[f"param.{name}"] = ([r.params.get(name) for r in rows], None)
-    for name in (*METRIC_COLUMNS, *SIZE_COLUMNS, *SPECTRUM_COLUMNS, *task_columns(rows)):
+    for name in (*METRIC_COLUMNS, *COST_COLUMNS, *SIZE_COLUMNS, *SPECTRUM_COLUMNS, *task_columns(rows)):
         values = [_clean(r.metrics.get(name)) for r in rows]
         columns[name] = (values, pa.int64() if name in INT_COLUMNS else pa.float64())
+    columns["tsvd"] = ([tsvd_text(r.metrics) for r in rows], pa.string())
+    for context, column in DIGEST_COLUMNS.items():  # which images each split held (finetune.digests)
+        columns[column] = ([_digest(r.metrics, context) for r in rows], pa.string())
     arrays, names = [], []
     for name, (values, dtype) in columns.items():
         dtype = dtype or _arrow_type(values)
@@ -107,6 +133,11 @@ def write_table(table: pa.Table, path: Path) -> None:
 def row_params(row: Mapping[str, Any]) -> dict[str, Any]:
     """The searched parameters of a ``trials.parquet`` row (its non-null ``param.*`` columns)."""
     return {k.removeprefix("param."): v for k, v in row.items() if k.startswith("param.") and v is not None}
+
+
+def params_text(params: Mapping[str, Any], name: Callable[[str], str] = lambda k: k) -> str:
+    """``name=value, ...`` of searched parameters, floats to 3 significant digits."""
+    return ", ".join(f"{name(k)}={v:.3g}" if isinstance(v, float) else f"{name(k)}={v}" for k, v in params.items())
 
 
 def counts_for(metric: str, status: str, early_stopped: bool) -> bool:

@@ -13,23 +13,27 @@ run's last logged epoch is read once.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from finetune import config_to_yaml, resolve_config
+from finetune import config_to_yaml
 from finetune.config import applicable_params
 from study.tracking import log_params, source_tags
+from study.trial_config import trial_config
 
 NOT_METRICS = {
     *("epoch", "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "done"),
     *("replayed", "start_epoch"),  # bookkeeping of restarted trials
 }
+DATA_INPUTS = "data_inputs"  # the trial's split digests (JSON; trainables.finetune_trial.DATA_INPUTS)
+MLFLOW_DATASET_CONTEXT = "mlflow.data.context"
 SIZE_PARAMS = ("n_train", "n_val", "n_test")  # reported by the trial, logged as params
 SETUP_TAG = "bss.setup"  # "done" once a run has its params and config.yaml
 
@@ -44,7 +48,9 @@ def result_event(trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
     }
     sizes = {k: int(result[k]) for k in SIZE_PARAMS if k in result}
     now = int(time.time() * 1000)
-    return {"op": "result", "trial": trial_id, "step": step, "metrics": metrics, "sizes": sizes, "time": now}
+    inputs = result.get(DATA_INPUTS) or ""
+    event = {"op": "result", "trial": trial_id, "step": step, "metrics": metrics, "sizes": sizes, "time": now}
+    return {**event, "inputs": inputs} if isinstance(inputs, str) and inputs else event
 
 
 class RunWriter:
@@ -69,6 +75,7 @@ class RunWriter:
         self.set_up: set[str] = set()
         self.last_step: dict[str, int] = {}
         self.sized: set[str] = set()
+        self.with_inputs: set[str] = set()  # runs whose datasets are logged
         self.loaded = False
 
     @property
@@ -127,7 +134,7 @@ class RunWriter:
         trial_id, number = str(event["trial"]), event.get("number")
         failure = [RunTag(k, v) for k, v in (event.get("failure") or {}).items()]
         run_id = self.run_id(trial_id) or self._adopt(trial_id, number)
-        config = resolve_config(self.base, event["config"])
+        config = trial_config(self.folder / "trials" / trial_id, event["config"], self.base)
         if run_id is None:
             tags = {
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id,
@@ -170,6 +177,26 @@ class RunWriter:
         self.client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in sizes.items()])
         self.last_step[run_id] = step
         self.sized.add(run_id)
+        if event.get("inputs") and run_id not in self.with_inputs:
+            self._log_inputs(run_id, json.loads(str(event["inputs"])))
+
+    def _log_inputs(self, run_id: str, inputs: Mapping[str, Mapping[str, Any]]) -> None:
+        """The run's training / validation / test images as MLflow datasets (name, source, digest),
+        once: a run that has datasets already (a restarted trial, a resumed driver) is left as it is."""
+        logged = self.client.get_run(run_id).inputs
+        if logged is None or not logged.dataset_inputs:
+            datasets = [
+                DatasetInput(
+                    Dataset(
+                        str(d["name"]), str(d["digest"]), "local", json.dumps({"source": d["source"]}),
+                        profile=json.dumps({"num_rows": d["rows"]}),
+                    ),
+                    [InputTag(MLFLOW_DATASET_CONTEXT, context)],
+                )
+                for context, d in inputs.items()
+            ]  # fmt: skip
+            self.client.log_inputs(run_id, datasets)
+        self.with_inputs.add(run_id)
 
     def _recover(self, event: Mapping[str, Any]) -> None:
         run_id = self.run_id(str(event["trial"]))

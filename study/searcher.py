@@ -7,8 +7,8 @@ searcher asks for new trials: the first ones take over such orphans (same Optuna
 parameters, a grid point kept), and the lost trial's saved epochs move to the new Tune trial's
 folder, so the study ends with exactly ``num_samples`` Optuna trials and no training lost.
 
-This module reaches into ``OptunaSearch._ot_trials`` / ``_ot_study`` (Ray has no public hook
-for either); ``tests/study/test_searcher.py`` fails loudly if Ray renames them.
+This module reaches into ``OptunaSearch``'s private state (Ray has no public hook for it) through
+:mod:`compat` only (``ray-optuna-search``); ``tests/test_compat.py`` fails loudly if Ray renames it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+import compat
 from study import binding
 from study.optuna_storage import TUNE_TRIAL_ATTR, RetryingStorage
 from trainables.finetune_trial import REPLAYED
@@ -64,42 +65,46 @@ class TaggedOptunaSearch(OptunaSearch):
 
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)
-        if self._ot_study is not None and self._metric:
+        study, metric = compat.ot_study(self), compat.search_metric(self)
+        if study is not None and metric:
             with warnings.catch_warnings():  # set_metric_names is marked experimental
                 warnings.simplefilter("ignore")
-                self._ot_study.set_metric_names([self._metric])
+                study.set_metric_names([metric])
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if result.get(REPLAYED) or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials = compat.ot_trials(self)
+        if result.get(REPLAYED) or trial_id in compat.completed_trials(self) or trial_id not in trials:
             return
-        self._ot_trials[trial_id].report(float(result[str(self._metric)]), int(result["epoch"]))
+        trials[trial_id].report(float(result[str(compat.search_metric(self))]), int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         stopped_early = bool(result) and not error and int((result or {}).get("epoch", 0)) < self.max_epochs
-        if not stopped_early or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials, completed = compat.ot_trials(self), compat.completed_trials(self)
+        if not stopped_early or trial_id in completed or trial_id not in trials:
             super().on_trial_complete(trial_id, result, error)
             return
-        study: optuna.Study = self._ot_study  # type: ignore[assignment]
-        study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        study: optuna.Study = compat.ot_study(self)
+        study.tell(trials[trial_id], state=TrialState.PRUNED)
+        completed.add(trial_id)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if trial_id not in self._ot_trials:
+        if trial_id not in compat.ot_trials(self):
             self._take_over_orphan(trial_id)
         config = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = compat.ot_trials(self).get(trial_id)
         if ot_trial is not None and isinstance(config, dict):
             ot_trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
             self.bound.numbers[trial_id] = ot_trial.number  # the MLflow logger's lookup, in memory
         return config
 
     def _take_over_orphan(self, trial_id: str) -> None:
-        study: optuna.Study = self._ot_study  # type: ignore[assignment]
-        known = {t.number for t in self._ot_trials.values()}
+        study: optuna.Study = compat.ot_study(self)
+        trials = compat.ot_trials(self)
+        known = {t.number for t in trials.values()}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in known:
                 continue
-            trial = optuna.Trial(study, frozen._trial_id)
+            trial = optuna.Trial(study, compat.frozen_trial_id(frozen))
             previous = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
             if previous:
                 trial.set_user_attr(TAKEN_OVER_ATTR, previous)
@@ -107,7 +112,7 @@ class TaggedOptunaSearch(OptunaSearch):
                 lost, new = root / str(previous), root / trial_id
                 if lost.is_dir() and not new.exists():
                     lost.replace(new)  # its saved epochs continue under the new trial id
-            self._ot_trials[trial_id] = trial
+            trials[trial_id] = trial
             return
 
 
@@ -127,7 +132,7 @@ def close_orphans(storage: Any, study_name: str, trial_ids: set[str]) -> list[in
     closed = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.user_attrs.get(TUNE_TRIAL_ATTR) not in trial_ids:
-            optuna.Trial(study, frozen._trial_id).set_user_attr("orphaned", True)
+            optuna.Trial(study, compat.frozen_trial_id(frozen)).set_user_attr("orphaned", True)
             study.tell(frozen.number, state=TrialState.FAIL)
             closed.append(frozen.number)
     return closed

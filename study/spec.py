@@ -41,6 +41,15 @@ class ResourcesSpec:
 
 
 @dataclass(frozen=True)
+class ConfirmSpec:
+    """After a search: its ``top`` configurations (by the selection metric) run again on ``seeds``
+    fresh seeds, each with its partner without BSS (``study.confirm``); 0: no confirmation."""
+
+    top: int = 0
+    seeds: int = 5
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     output_dir: str
@@ -59,6 +68,11 @@ class StudySpec:
     optuna_storage: str | None = None  # null: the folder's optuna.db; or postgresql://..., mysql://...
     ray_address: str | None = None
     ray_num_cpus: int | None = None
+    # what stays the same across sampling rates: "steps" (optimiser steps: optim.steps_per_epoch
+    # set; a rate changes the data only) or "epochs" (passes over each rate's data: steps_per_epoch
+    # null; a higher rate trains longer); null: as the base config says
+    held_fixed: str | None = None
+    confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
     base: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,6 +104,68 @@ def validate(spec: StudySpec) -> None:
     """Every check that can be made before Ray starts; raises StudyError naming the field."""
     if not spec.name or not spec.name.replace("-", "").replace("_", "").isalnum():
         raise _fail("name", f"{spec.name!r} must be letters, digits, '-' or '_'")
+    _check_space(spec)
+    _check_selection(spec)
+    _check_scheduling(spec)
+    check_uri(spec.tracking_uri, "tracking_uri", TRACKING_SCHEMES, "an MLflow tracking URI")
+    check_uri(spec.optuna_storage, "optuna_storage", OPTUNA_SCHEMES, "an Optuna storage URL")
+    _check_base(spec)
+    _check_held_fixed(spec)
+    _check_confirm(spec)
+    _check_proposals(spec)
+
+
+def _check_confirm(spec: StudySpec) -> None:
+    if spec.confirm.top < 0:
+        raise _fail("confirm.top", f"must be >= 0 (0: no confirmation), got {spec.confirm.top}")
+    if not spec.confirm.top:
+        return
+    if spec.space.grid is not None:
+        raise _fail(
+            "confirm",
+            f"{spec.space.name!r} is a grid, which selects nothing: its cells are already the numbers; "
+            "confirm re-runs a search's selected configurations (set confirm.top: 0)",
+        )
+    if spec.confirm.seeds < 3:
+        raise _fail(
+            "confirm.seeds",
+            f"must be >= 3 (a 95% interval needs 3 values), got {spec.confirm.seeds}; the example is 5",
+        )
+    if spec.confirm.top > spec.num_samples:
+        raise _fail("confirm.top", f"{spec.confirm.top} is more than the {spec.num_samples} trials of the search")
+
+
+HELD_FIXED = {
+    "steps": "the number of optimiser steps (optim.epochs x optim.steps_per_epoch): a higher sampling rate "
+    "changes the data only, not the training length",
+    "epochs": "the number of epochs (passes over each rate's own data, optim.steps_per_epoch null): a higher "
+    "sampling rate also trains for more steps",
+}
+
+
+def held_fixed(base: TrainConfig) -> str:
+    """What a base config holds fixed across sampling rates."""
+    return "steps" if base.optim.steps_per_epoch is not None else "epochs"
+
+
+def _check_held_fixed(spec: StudySpec) -> None:
+    if spec.held_fixed not in HELD_FIXED:
+        raise _fail("held_fixed", f"must be steps or epochs, got {spec.held_fixed!r}")
+    actual = held_fixed(spec.base_config)
+    if actual != spec.held_fixed:
+        fix = "set base.optim.steps_per_epoch" if spec.held_fixed == "steps" else "set base.optim.steps_per_epoch: null"
+        raise _fail("held_fixed", f"{spec.held_fixed}, but the base config holds {actual} fixed; {fix}")
+    for seed in range(8):
+        params = sample_params(spec.space, seed=seed)
+        if "optim.steps_per_epoch" in params and (params["optim.steps_per_epoch"] is None) != (actual == "epochs"):
+            raise _fail(
+                "search_space",
+                f"proposes optim.steps_per_epoch {params['optim.steps_per_epoch']}: held_fixed is {actual}",
+            )
+
+
+def _check_space(spec: StudySpec) -> None:
+    """The search space exists (or parses), and a grid has at least ``num_samples`` points."""
     if isinstance(spec.search_space, dict):
         try:
             parse_space(spec.search_space)
@@ -103,12 +179,10 @@ def validate(spec: StudySpec) -> None:
     grid = spec.space.grid_size
     if grid is not None and spec.num_samples > grid:
         raise _fail("num_samples", f"{spec.search_space!r} is a grid of {grid} points; set num_samples <= {grid}")
-    if spec.max_concurrent < 1:
-        raise _fail("max_concurrent", f"must be >= 1, got {spec.max_concurrent}")
-    if spec.max_failures < 0:
-        raise _fail(
-            "max_failures", f"must be >= 0 (retries of a crashed trial from its checkpoint), got {spec.max_failures}"
-        )
+
+
+def _check_selection(spec: StudySpec) -> None:
+    """What a trial reports fits the space: test accuracy only from a grid, and the metric follows."""
     if spec.selection not in SELECTION_METRICS:
         raise _fail("selection", f"must be one of {', '.join(SELECTION_METRICS)}, got {spec.selection!r}")
     if spec.selection == "last" and spec.space.grid is None:
@@ -122,6 +196,16 @@ def validate(spec: StudySpec) -> None:
             "metric",
             f"selection {spec.selection} reports {SELECTION_METRICS[spec.selection]}, got {spec.metric!r}; "
             "leave metric out",
+        )
+
+
+def _check_scheduling(spec: StudySpec) -> None:
+    """Concurrency, retries, the scheduler and what each trial reserves."""
+    if spec.max_concurrent < 1:
+        raise _fail("max_concurrent", f"must be >= 1, got {spec.max_concurrent}")
+    if spec.max_failures < 0:
+        raise _fail(
+            "max_failures", f"must be >= 0 (retries of a crashed trial from its checkpoint), got {spec.max_failures}"
         )
     if spec.scheduler.name not in SCHEDULERS:
         raise _fail(
@@ -141,8 +225,11 @@ def validate(spec: StudySpec) -> None:
         raise _fail("resources.gpu", f"must be >= 0 (GPUs or a fraction of one per trial), got {spec.resources.gpu:g}")
     if spec.ray_num_cpus is not None and spec.ray_num_cpus < 1:
         raise _fail("ray_num_cpus", f"must be >= 1 (CPUs of the local Ray cluster) or null, got {spec.ray_num_cpus}")
-    check_uri(spec.tracking_uri, "tracking_uri", TRACKING_SCHEMES, "an MLflow tracking URI")
-    check_uri(spec.optuna_storage, "optuna_storage", OPTUNA_SCHEMES, "an Optuna storage URL")
+
+
+def _check_base(spec: StudySpec) -> None:
+    """The base config resolves, names a known regulariser, dataset and weights, and its dataset's
+    folder and list files are there (no image is decoded here)."""
     try:
         base = config_from_dict(spec.base)
         check_regularizer_name(base.regularizer.name)
@@ -158,11 +245,14 @@ def validate(spec: StudySpec) -> None:
         )
     if base.device.startswith("cuda") and spec.resources.gpu <= 0 and not spec.cluster_address:
         raise _fail("resources.gpu", f"base.device is {base.device!r} but trials reserve no GPU; set resources.gpu")
-    try:  # the dataset's folder and list files (no image is decoded here)
+    try:
         DATASETS[base.data.dataset](base.data)
     except InputError as exc:
         raise StudyError(f"base.{exc}") from None
-    # every parameter the space suggests must be a real config field with a valid value
+
+
+def _check_proposals(spec: StudySpec) -> None:
+    """Every parameter the space suggests is a real config field with a valid value (8 draws)."""
     for seed in range(8):
         params = sample_params(spec.space, seed=seed)
         try:
@@ -269,7 +359,13 @@ def with_selection(spec: StudySpec) -> StudySpec:
     if isinstance(data, dict) and "selection" not in data:
         base = {**base, "data": {**data, "selection": selection}}
     metric = spec.metric or SELECTION_METRICS.get(selection)
-    spec = StudySpec(**{**spec.__dict__, "selection": selection, "metric": metric, "base": base})
+    fixed = spec.held_fixed
+    if fixed is None:
+        try:
+            fixed = held_fixed(config_from_dict(base))
+        except InputError:
+            fixed = None  # validate names the base's error
+    spec = StudySpec(**{**spec.__dict__, "selection": selection, "metric": metric, "base": base, "held_fixed": fixed})
     validate(spec)
     return spec
 

@@ -16,6 +16,7 @@ and finds its folder and tracking URI in the driver's binding (:mod:`study.bindi
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -173,6 +174,24 @@ class MlflowTrialLogger(Callback):
                 self.client.delete_run(run.info.run_id)
                 removed.append(run.info.run_id)
         return removed
+
+    def settle(self, trials: list[Trial], out: IO[str] | None = None) -> None:
+        """The end of every run of a study whose trials all ended: a run left RUNNING or KILLED (a
+        driver killed between a trial's end and its MLflow update) is closed as its trial ended, and
+        the runs of trials that no longer exist are removed (once MLflow has taken everything)."""
+        open_runs = self.open_runs()
+        for trial in trials:
+            if trial.trial_id in open_runs:
+                epochs = int((trial.last_result or {}).get("epoch", 0))
+                self.close(trial.trial_id, trial.status == Trial.ERROR, epochs, trial_error_message(trial))
+        if self.pending:
+            return
+        try:
+            self.remove_orphans({t.trial_id for t in trials})
+        except Exception as exc:  # MLflow went away just now: `study sync` tidies up later
+            from study.folder import first_line
+
+            print(f"[study] orphaned runs not removed ({first_line(exc)})", file=out or sys.stdout)
 
     def drain(self, wait_s: float) -> bool:
         """Replay what MLflow has not taken yet, for up to ``wait_s`` seconds; True when all is recorded."""

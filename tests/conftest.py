@@ -67,6 +67,21 @@ def tiny_base(**overrides: object) -> dict:
     return base
 
 
+def small_study(out: Path, name: str, search_space: object, base: dict, **values: object) -> dict:
+    """A spec of ``num_samples: 2`` trials, two at a time, no early stopping, on the local Ray's 2 CPUs."""
+    return {
+        "name": name,
+        "output_dir": str(out),
+        "search_space": search_space,
+        "num_samples": 2,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "ray_num_cpus": 2,
+        "base": base,
+        **values,
+    }
+
+
 def run_in_processes(target: object, args: tuple, count: int, timeout: float = 120) -> None:
     """Start ``count`` spawned processes running ``target(*args)`` at once; each must exit 0."""
     import multiprocessing as mp

@@ -177,3 +177,14 @@ class MlflowServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
         self.process = None
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """End a process started in its own session: SIGTERM to its group, then SIGKILL if it has not
+    exited after ``grace_s`` (a loaded machine can take long to shut a server's workers down)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

@@ -9,6 +9,7 @@ MLflow logger skips epochs it already has.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ import torch
 from ray import tune
 
 from finetune import Callback, EpochMetrics, FitResult, InputError, Trainer, config_to_yaml, resolve_config
+from finetune.digests import data_inputs
 from finetune.engine import train_to_end, use_threads
 from trainables.trial_store import TrialStore
 
 REPLAYED = "replayed"  # 1.0 in a result that repeats the epoch a restarted trial continues from
 START_EPOCH = "start_epoch"  # the epoch this start of the trial continued from (0: from the beginning)
+DATA_INPUTS = "data_inputs"  # JSON of each split's name, source, digest and rows (MLflow datasets)
 
 
 class TrialInputError(InputError):
@@ -34,11 +37,15 @@ class TuneReporter:
     ``cuda_graph``: 1 or 0) and the split sizes (``n_train``, ``n_val``, ``n_test``). The last
     epoch also writes the selected weights (of the best validation epoch, or the last epoch's)."""
 
-    def __init__(self, store: TrialStore, start_epoch: int) -> None:
+    def __init__(
+        self, store: TrialStore, start_epoch: int, inputs: str = "", share: tuple[bool, float] = (False, 1.0)
+    ) -> None:
         self.store = store
         self.start_epoch = start_epoch
+        self.inputs = inputs  # JSON: the digests of the images each split holds (finetune.digests)
+        self.on_gpu, self.share = share  # what the trial holds: a fraction of a GPU, else CPUs
 
-    def result(self, metrics: EpochMetrics, trainer: Trainer, replayed: bool = False) -> dict[str, float]:
+    def result(self, metrics: EpochMetrics, trainer: Trainer, replayed: bool = False) -> dict[str, float | str]:
         return {
             **metrics.flat(),
             "bf16": float(trainer.bf16),
@@ -47,9 +54,20 @@ class TuneReporter:
             "n_train": float(trainer.sizes.train),
             "n_val": float(trainer.sizes.val),
             "n_test": float(trainer.sizes.test),
+            "tsvd_r": float(trainer.config.model.tsvd_r),  # with which matrix TSVD evaluated (0: no TSVD)
+            "tsvd_per_batch": float(trainer.config.model.tsvd_r > 0 and trainer.config.model.tsvd_eval == "batch"),
             REPLAYED: float(replayed),
             START_EPOCH: float(self.start_epoch),
+            DATA_INPUTS: self.inputs,
+            **self.cost(trainer),
         }
+
+    def cost(self, trainer: Trainer) -> dict[str, float]:
+        """What the trial has cost so far, every start of it included (the epochs' own times, restored
+        with its state): ``wall_s``, and ``device_s``, the device-seconds it held: wall x the GPU
+        fraction on a GPU, wall x its CPUs on a CPU (``device_gpu`` says which)."""
+        wall = sum(m.seconds for m in trainer.history)
+        return {"wall_s": wall, "device_s": wall * self.share, "device_gpu": float(self.on_gpu)}
 
     def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
         best = trainer.best_state if trainer.done else None
@@ -58,6 +76,20 @@ class TuneReporter:
 
     def on_fit_end(self, result: FitResult) -> None:
         pass
+
+
+def held_share() -> tuple[bool, float]:
+    """(on a GPU, the GPU fraction or the CPUs) this Tune trial reserved; (False, 1.0) outside Tune."""
+    try:
+        resources = tune.get_context().get_trial_resources().required_resources
+    except Exception:  # not inside a Tune trial (tests call run_trial directly)
+        return False, 1.0
+    return share_of(resources)
+
+
+def share_of(resources: dict[str, float]) -> tuple[bool, float]:
+    gpu = float(resources.get("GPU", 0.0))
+    return (True, gpu) if gpu > 0 else (False, float(resources.get("CPU", 1.0)))
 
 
 def run_trial(
@@ -80,7 +112,8 @@ def run_trial(
     state = store.latest_state()
     if state is not None:
         trainer.load_state_dict(state)
-    reporter = TuneReporter(store, trainer.epoch)
+    inputs = json.dumps(data_inputs(config, trainer.splits), sort_keys=True)
+    reporter = TuneReporter(store, trainer.epoch, inputs, held_share())
     if trainer.history:  # report the epoch it continues from: the driver may never have seen it
         tune.report(reporter.result(trainer.history[-1], trainer, replayed=True))
     return train_to_end(trainer, [reporter, *callbacks])

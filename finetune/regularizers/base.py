@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from finetune.errors import ConfigError
-from finetune.registry import Registry
+from finetune.config.methods import METHODS, Method, active_methods, add_method, base_names, check_base_name
 
 if TYPE_CHECKING:
-    from finetune.config import TrainConfig
+    from finetune.config import Section, TrainConfig
     from finetune.model import Classifier
 
 
@@ -78,43 +77,64 @@ class Regularizer(nn.Module):
 
 Factory = Callable[[BuildContext], Regularizer]
 
-
-@dataclass(frozen=True)
-class RegularizerEntry:
-    name: str
-    description: str
-    from_config: Factory
-    base: bool  # True: chosen by ``regularizer.name``; False: an add-on enabled by its own section
+REGISTRY = METHODS  # every term, base and add-on: ``finetune.config.methods``
 
 
-REGISTRY: Registry[RegularizerEntry] = Registry("regulariser", "regularizer.name")
+def register(
+    name: str,
+    description: str,
+    *,
+    term: type[Regularizer],
+    base: bool,
+    title: str = "",
+    section: type[Section] | None = None,
+    coefficients: tuple[str, ...] = (),
+    reference: Mapping[str, float] | None = None,
+    knob: str = "",
+    applies: Callable[[TrainConfig], bool] | None = None,
+    check: Callable[[TrainConfig], None] | None = None,
+    protocol_coefficients: Mapping[str, Mapping[str, float]] | None = None,
+) -> Callable[[Factory], Factory]:
+    """Decorator of a term's factory ``(BuildContext) -> Regularizer``: registers its :class:`Method`
+    (every field described there) under ``name``."""
 
-
-def register(name: str, description: str, *, base: bool) -> Callable[[Factory], Factory]:
     def decorator(factory: Factory) -> Factory:
-        REGISTRY.add(name, RegularizerEntry(name, description, factory, base), description)
+        optional: dict[str, Any] = {"applies": applies, "check": check}
+        add_method(
+            Method(
+                name,
+                title or name,
+                description,
+                factory,
+                term,
+                base,
+                section,
+                coefficients,
+                dict(reference or {}),
+                knob,
+                **{k: v for k, v in optional.items() if v is not None},
+                protocol_coefficients={p: dict(c) for p, c in (protocol_coefficients or {}).items()},
+            )
+        )
         return factory
 
     return decorator
 
 
 def base_regularizer_names() -> list[str]:
-    return sorted(name for name, entry in REGISTRY.items() if entry.base)
+    return base_names()
 
 
 def check_regularizer_name(name: str) -> None:
-    if name not in REGISTRY or not REGISTRY[name].base:
-        raise ConfigError(
-            f"regularizer.name: unknown regulariser {name!r}; choose one of {', '.join(base_regularizer_names())}"
-        )
+    check_base_name(name)
 
 
 def active_terms(config: TrainConfig) -> list[str]:
     """Names of the penalty terms a config asks for (the base regulariser, then add-ons)."""
     check_regularizer_name(config.regularizer.name)
-    return [config.regularizer.name] + (["ewc"] if config.ewc.enabled else []) + (["bss"] if config.bss.enabled else [])
+    return [method.name for method in active_methods(config)]
 
 
 def build_regularizers(context: BuildContext) -> nn.ModuleDict:
     """One module per active term, keyed by name; ``.to()`` and ``state_dict`` see them all."""
-    return nn.ModuleDict({name: REGISTRY[name].from_config(context) for name in active_terms(context.config)})
+    return nn.ModuleDict({name: REGISTRY[name].build(context) for name in active_terms(context.config)})

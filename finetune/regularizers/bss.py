@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from finetune.config.schema import Section, TrainConfig, check
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 
 
@@ -69,6 +72,54 @@ BSS_METHODS = {
     "gram_eigvalsh": sum_smallest_sq_gram,
     "eigvec": sum_smallest_sq_eigvec,
 }
+METHOD_NAMES = tuple(BSS_METHODS)
+
+
+def check_settings(k: object, eta: float, method: str) -> None:
+    """The one home of BSS's own checks (the config section and the module both call it)."""
+    check(method in BSS_METHODS, "bss.method", f"must be one of {', '.join(BSS_METHODS)}, got {method!r}")
+    check(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+        "bss.k",
+        f"must be an integer >= 1 (0: BSS off), got {k!r}",
+    )
+    check(math.isfinite(eta) and eta > 0, "bss.eta", f"must be > 0 (0: BSS off), got {eta}; the paper uses 0.001")
+
+
+@dataclass(frozen=True)
+class BSSConfig(Section):
+    """Batch Spectral Shrinkage (Eq. 8): eta * sum of the k smallest squared singular values.
+
+    ``k``: how many singular values (a count, 1 <= k < batch size; paper: 1); ``eta``: the
+    trade-off, unitless (paper: 0.001); ``method``: how the spectrum is computed (``svdvals``,
+    ``gram_eigvalsh``, ``eigvec``; ``bench/bss_overhead.py``). ``k: 0`` shrinks no singular value,
+    which is BSS off: it resolves to ``enabled: false`` (so a grid over k can hold the baseline, e.g.
+    k in {0, 1, 2, 4, 8} for Fig. 3(d) with L2 at k = 0); so does ``eta: 0`` (a grid over eta, e.g.
+    {0, 0.001, 0.01, 0.1}).
+    """
+
+    enabled: bool = False
+    k: int = 1
+    eta: float = 1e-3
+    method: str = "svdvals"
+
+    def __post_init__(self) -> None:
+        if self.k == 0 and not isinstance(self.k, bool):
+            object.__setattr__(self, "enabled", False)
+            object.__setattr__(self, "k", 1)
+        if self.eta == 0 and not isinstance(self.eta, bool):
+            object.__setattr__(self, "enabled", False)
+            object.__setattr__(self, "eta", 1e-3)
+        check_settings(self.k, self.eta, self.method)
+
+
+def _check_with(config: TrainConfig) -> None:
+    k, batch = BSSConfig.of(config).k, config.data.batch_size
+    check(
+        k < batch,
+        "bss.k",
+        f"must be smaller than data.batch_size ({batch}), got {k}; lower bss.k or raise data.batch_size",
+    )
 
 
 class BatchSpectralShrinkage(Regularizer):
@@ -93,13 +144,8 @@ class BatchSpectralShrinkage(Regularizer):
 
     def __init__(self, k: int = 1, eta: float = 1e-3, method: str = "svdvals") -> None:
         super().__init__()
-        if method not in BSS_METHODS:
-            raise ValueError(f"bss.method must be one of {', '.join(BSS_METHODS)}, got {method!r}")
+        check_settings(k, eta, method)
         self.method = method
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"bss.k must be an integer >= 1, got {k!r}")
-        if not eta > 0:
-            raise ValueError(f"bss.eta must be > 0, got {eta!r}")
         self.k = k
         self.eta = eta
 
@@ -120,7 +166,16 @@ class BatchSpectralShrinkage(Regularizer):
         return f"k={self.k}, eta={self.eta}, method={self.method}"
 
 
-@register("bss", "Batch Spectral Shrinkage on the pooled batch features (Eq. 8)", base=False)
+@register(
+    "bss",
+    "Batch Spectral Shrinkage on the pooled batch features (Eq. 8)",
+    term=BatchSpectralShrinkage,
+    base=False,
+    title="BSS",
+    section=BSSConfig,
+    knob="bss.eta",
+    check=_check_with,
+)
 def _bss_from_config(context: BuildContext) -> BatchSpectralShrinkage:
-    bss = context.config.bss
+    bss = BSSConfig.of(context.config)
     return BatchSpectralShrinkage(k=bss.k, eta=bss.eta, method=bss.method)

@@ -4,13 +4,79 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from finetune.config.schema import Section, TrainConfig, check
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 from finetune.regularizers.l2 import squared_norm
+
+BATCH_REDUCTIONS = ("sum", "mean")
+
+
+def check_reduction(batch_reduction: str) -> None:
+    reductions = "sum (tllib's scale) or mean (divided by the batch size)"
+    check(
+        batch_reduction in BATCH_REDUCTIONS,
+        "delta.batch_reduction",
+        f"must be {reductions}, got {batch_reduction!r}",
+    )
+
+
+DELTA_ATTENTION_MODES = ("supervised", "uniform")
+
+
+@dataclass(frozen=True)
+class DeltaConfig(Section):
+    """DELTA's channel attention (used when ``regularizer.name`` is ``delta``; its coefficients are
+    ``regularizer.alpha`` on the head's squared weights and ``regularizer.beta`` on the feature-map
+    distance, tllib's 0.01 each by default).
+
+    ``supervised``: train a head on the frozen pretrained backbone (``attention_epochs``),
+    then measure how much zeroing each channel of each hooked layer raises the loss over
+    ``attention_batches`` non-augmented batches; per layer, softmax of the z-scored
+    increases / 5 (``vectorised``: many channels per forward pass, up to ``ablation_rows``
+    images; else one channel at a time, the reference method). ``uniform``: equal weights
+    (a plain feature-map distance). The result is cached in ``cache_dir`` (default
+    ``~/.cache/bss-study/delta``), keyed by everything it depends on, and shared by all trials.
+    ``batch_reduction``: the feature-map term summed over the batch (``sum``, tllib's scale:
+    beta = 0.01 is tllib's default) or averaged (``mean``: its scale does not depend on the batch
+    size b; the same penalty as ``sum`` needs beta x b, e.g. 0.48 at b = 48).
+    """
+
+    attention: str = "supervised"
+    attention_epochs: int = 10
+    attention_batches: int = 10
+    attention_batch_size: int = 32
+    attention_lr: float = 0.01
+    cache_dir: str | None = None
+    vectorised: bool = True
+    ablation_rows: int = 1024
+    batch_reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        check(
+            self.attention in DELTA_ATTENTION_MODES,
+            "delta.attention",
+            f"must be one of {', '.join(DELTA_ATTENTION_MODES)}, got {self.attention!r}",
+        )
+        check(self.attention_epochs >= 0, "delta.attention_epochs", "must be >= 0")
+        check(self.attention_batches >= 1, "delta.attention_batches", "must be >= 1")
+        check(self.attention_batch_size >= 1, "delta.attention_batch_size", "must be >= 1")
+        check(self.attention_lr > 0, "delta.attention_lr", "must be > 0")
+        check(self.ablation_rows >= 1, "delta.ablation_rows", "must be >= 1")
+        check_reduction(self.batch_reduction)
+
+
+def _check_with(config: TrainConfig) -> None:
+    check(
+        config.model.backbone != "mlp",
+        "regularizer.name",
+        "delta needs a convolutional backbone's feature maps (model.backbone is mlp); use l2 or l2sp",
+    )
 
 
 class DELTA(Regularizer):
@@ -52,8 +118,7 @@ class DELTA(Regularizer):
         batch_reduction: str = "sum",
     ) -> None:
         super().__init__()
-        if batch_reduction not in ("sum", "mean"):
-            raise ValueError(f"delta.batch_reduction must be sum or mean, got {batch_reduction!r}")
+        check_reduction(batch_reduction)
         self.batch_reduction = batch_reduction
         if len(layers) != len(attention):
             raise ValueError(f"DELTA needs one attention vector per layer, got {len(attention)} for {len(layers)}")
@@ -103,7 +168,20 @@ class DELTA(Regularizer):
         return f"alpha={self.alpha}, beta={self.beta}, batch_reduction={self.batch_reduction}, layers={self.layers}"
 
 
-@register("delta", "DELTA: attention-weighted feature-map distance to the pretrained network + head L2", base=True)
+@register(
+    "delta",
+    "DELTA: attention-weighted feature-map distance to the pretrained network + head L2",
+    term=DELTA,
+    base=True,
+    title="DELTA",
+    section=DeltaConfig,
+    coefficients=("alpha", "beta"),
+    reference={"alpha": 0.01, "beta": 0.01},  # tllib's DELTA defaults (feature-map term summed over the batch)
+    # tllib (delta.py): trade_off_head 0.01, trade_off_backbone 0.01, weight decay 0; the official BSS
+    # code has no DELTA: it takes the reference above
+    protocol_coefficients={"tllib": {"alpha": 0.01, "beta": 0.01}},
+    check=_check_with,
+)
 def _delta_from_config(context: BuildContext) -> DELTA:
     from finetune.backbones import backbone_spec
     from finetune.delta_attention import (
@@ -115,11 +193,12 @@ def _delta_from_config(context: BuildContext) -> DELTA:
     )
 
     config, model = context.config, context.model
+    settings = DeltaConfig.of(config)
     layers = backbone_spec(config.model.backbone).stage_layers(model.backbone)
-    if config.delta.attention == "uniform":
+    if settings.attention == "uniform":
         attention = uniform_attention(model, layers)
     else:
-        cache = default_cache_dir() if config.delta.cache_dir is None else Path(config.delta.cache_dir)
+        cache = default_cache_dir() if settings.cache_dir is None else Path(settings.cache_dir)
         attention, _ = cached_attention(
             cache,
             attention_key(config, layers),
@@ -134,5 +213,5 @@ def _delta_from_config(context: BuildContext) -> DELTA:
         attention,
         alpha=r.coefficient("alpha"),
         beta=r.coefficient("beta"),
-        batch_reduction=config.delta.batch_reduction,
+        batch_reduction=settings.batch_reduction,
     )

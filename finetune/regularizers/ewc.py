@@ -3,7 +3,9 @@ quadratic penalty weighted by each weight's diagonal Fisher information."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +13,57 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from finetune.config.schema import Section, TrainConfig, check
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, TaskEnd, register
+
+FISHER_KINDS = ("expected", "empirical")
+
+
+def check_settings(lam: float, fisher: str) -> None:
+    """The one home of EWC's own checks (the config section and the module both call it)."""
+    check(math.isfinite(lam) and lam >= 0, "ewc.lam", f"must be >= 0 (0: EWC off), got {lam}")
+    kinds = ", ".join(FISHER_KINDS)
+    check(fisher in FISHER_KINDS, "ewc.fisher", f"must be one of {kinds}, got {fisher!r}")
+
+
+@dataclass(frozen=True)
+class EWCConfig(Section):
+    """Elastic Weight Consolidation (Kirkpatrick et al. 2017), used in a task sequence (``tasks``).
+
+    After each task but the last, the diagonal Fisher information F of the task is computed at the
+    task's final weights theta* over ``fisher_samples`` of its (non-augmented) training images; while
+    the later tasks train, the penalty is (lam / 2) sum_tasks sum_i F_i (theta_i - theta*_i)^2 over
+    every trainable weight. ``fisher``: ``expected`` (the Fisher itself: squared per-image gradients
+    of log p(y|x) averaged over y ~ the model's prediction, computed exactly over all classes) or
+    ``empirical`` (y = the image's label). ``lam: 0`` consolidates nothing, which is EWC off: it
+    resolves to ``enabled: false`` (so a grid over lam holds plain fine-tuning, as k = 0 for BSS).
+    """
+
+    enabled: bool = False
+    lam: float = 100.0
+    fisher: str = "expected"
+    fisher_samples: int = 500
+    fisher_batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        check_settings(self.lam, self.fisher)
+        if self.lam == 0:
+            object.__setattr__(self, "enabled", False)
+            object.__setattr__(self, "lam", 100.0)
+        check(self.fisher_samples >= 1, "ewc.fisher_samples", f"must be >= 1, got {self.fisher_samples}")
+        check(self.fisher_batch_size >= 1, "ewc.fisher_batch_size", f"must be >= 1, got {self.fisher_batch_size}")
+
+
+def _in_a_sequence(config: TrainConfig) -> bool:
+    return config.tasks.count > 1
+
+
+def _check_with(config: TrainConfig) -> None:
+    check(
+        _in_a_sequence(config),
+        "ewc.enabled",
+        "EWC consolidates earlier tasks: set tasks.count >= 2 (e.g. 2: task A then task B) or ewc.enabled: false",
+    )
 
 
 def trainable_names(model: nn.Module) -> list[str]:
@@ -98,8 +150,7 @@ class EWC(Regularizer):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if lam < 0:
-            raise ValueError(f"ewc.lam must be >= 0, got {lam}")
+        check_settings(lam, fisher)
         self.lam, self.kind, self.samples, self.batch_size, self.seed = lam, fisher, samples, batch_size, seed
         self.names = trainable_names(model)
         params = dict(model.named_parameters())
@@ -174,7 +225,17 @@ class EWC(Regularizer):
         return f"lam={self.lam}, fisher={self.kind}, samples={self.samples}, tasks={self.tasks}"
 
 
-@register("ewc", "EWC: (lam/2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2 after each task of a sequence", base=False)
+@register(
+    "ewc",
+    "EWC: (lam/2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2 after each task of a sequence",
+    term=EWC,
+    base=False,
+    title="EWC",
+    section=EWCConfig,
+    knob="ewc.lam",
+    applies=_in_a_sequence,
+    check=_check_with,
+)
 def _ewc_from_config(context: BuildContext) -> EWC:
-    e = context.config.ewc
+    e = EWCConfig.of(context.config)
     return EWC(context.model, e.lam, e.fisher, e.fisher_samples, e.fisher_batch_size, seed=context.config.seed)

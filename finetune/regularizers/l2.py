@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+import compat
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 
 
@@ -20,14 +21,14 @@ class _SquaredDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, count: int, *tensors: torch.Tensor) -> torch.Tensor:
         params, refs = list(tensors[:count]), list(tensors[count:])
-        diffs = torch._foreach_sub(params, refs) if refs else params
+        diffs = compat.foreach_sub(params, refs) if refs else params
         ctx.count, ctx.has_refs = count, bool(refs)
         ctx.save_for_backward(*diffs)
-        return torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
+        return torch.stack(compat.foreach_norm(diffs)).pow(2).sum()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grads = torch._foreach_mul(list(ctx.saved_tensors), 2 * grad)
+        grads = compat.foreach_mul(ctx.saved_tensors, 2 * grad)
         return (None, *grads, *([None] * ctx.count if ctx.has_refs else []))
 
 
@@ -66,6 +67,16 @@ class L2(Regularizer):
         return f"alpha={self.alpha}"
 
 
-@register("l2", "weight decay (alpha/2)||w||^2 on all weights", base=True)
+@register(
+    "l2",
+    "weight decay (alpha/2)||w||^2 on all weights",
+    term=L2,
+    base=True,
+    title="L2",
+    coefficients=("alpha",),
+    reference={"alpha": 5e-4},  # thuml/Batch-Spectral-Shrinkage: SGD weight_decay=5e-4 on all weights
+    # both codes' L2 baseline is SGD weight decay 5e-4 on every weight: the gradient of (alpha/2)||w||^2
+    protocol_coefficients={"official-code": {"alpha": 5e-4}, "tllib": {"alpha": 5e-4}},
+)
 def _l2_from_config(context: BuildContext) -> L2:
     return L2(alpha=context.config.regularizer.coefficient("alpha"))

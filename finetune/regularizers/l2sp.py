@@ -54,7 +54,19 @@ class L2SP(Regularizer):
         return f"alpha={self.alpha}, beta={self.beta}, tensors={len(self.param_names)}"
 
 
-@register("l2sp", "L2-SP: (beta/2)||w_S - w_S^0||^2 on the backbone + (alpha/2)||w_head||^2", base=True)
+@register(
+    "l2sp",
+    "L2-SP: (beta/2)||w_S - w_S^0||^2 on the backbone + (alpha/2)||w_head||^2",
+    term=L2SP,
+    base=True,
+    title="L2-SP",
+    coefficients=("alpha", "beta"),
+    reference={"alpha": 0.01, "beta": 0.01},  # tllib's L2-SP defaults
+    # tllib (delta.py, l2_sp): trade_off_head 0.01 on 0.5||w_head||^2, trade_off_backbone 0.01 on
+    # 0.5||w_S - w_S^0||^2, optimiser weight decay 0; the official BSS code has no L2-SP (its weight
+    # decay 5e-4 is L2's, not a coefficient of this term): it takes the reference above
+    protocol_coefficients={"tllib": {"alpha": 0.01, "beta": 0.01}},
+)
 def _l2sp_from_config(context: BuildContext) -> L2SP:
     r = context.config.regularizer
     return L2SP(context.model.backbone, alpha=r.coefficient("alpha"), beta=r.coefficient("beta"))

@@ -76,10 +76,14 @@ def test_unknown_method() -> None:
 
 
 def test_config_names_every_implementation() -> None:
-    from finetune.config import BSS_METHOD_NAMES
-    from finetune.regularizers.bss import BSS_METHODS
+    from finetune import config_from_dict
+    from finetune.errors import ConfigError
+    from finetune.regularizers.bss import BSS_METHODS, BSSConfig
 
-    assert set(BSS_METHOD_NAMES) == set(BSS_METHODS)
+    for method in BSS_METHODS:  # the config's choices are the implementations, one list
+        assert BSSConfig.of(config_from_dict({"bss": {"method": method}})).method == method
+    with pytest.raises(ConfigError, match=r"^bss\.method: must be one of svdvals, gram_eigvalsh, eigvec"):
+        config_from_dict({"bss": {"method": "qr"}})
 
 
 @pytest.mark.parametrize("method", ["svdvals", "gram_eigvalsh", "eigvec"])

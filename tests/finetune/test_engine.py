@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -294,6 +295,44 @@ def test_tsvd_accuracy_does_not_depend_on_the_evaluation_batching() -> None:
         )
         accs.add(accuracy(trainer.model, trainer.splits.test, resized, trainer.device, eval_views(resized.data)))
     assert len(accs) == 1
+
+
+def test_per_batch_tsvd_is_eq_10_on_seeded_fixed_batches() -> None:
+    """``tsvd_eval: batch``: each batch of data.batch_size of a seeded permutation of the split is
+    truncated on its own (Eq. 10's b); the accuracy is that of those batches, the same whatever
+    eval_batch_size, and it differs from the whole-split form."""
+    from finetune.engine import Trainer, accuracy, tsvd_batches
+    from finetune.model import drop_smallest_components
+    from finetune.transforms import center_view, eval_views
+
+    def with_eval(**data: object) -> Any:
+        return config_from_dict(
+            {**tiny_base(model={"tsvd_r": 4, "tsvd_eval": "batch"}), "data": {**tiny_base()["data"], **data}}
+        )
+
+    config = with_eval()
+    trainer = Trainer(config)
+    trainer.train_epoch()
+    test = trainer.splits.test
+    accs = {
+        accuracy(trainer.model, test, with_eval(eval_batch_size=b), trainer.device, eval_views(config.data))
+        for b in (7, 1000)
+    }
+    assert len(accs) == 1
+    groups = tsvd_batches(len(test), config)
+    assert [len(g) for g in groups[:-1]] == [config.data.batch_size] * (len(groups) - 1)
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(test)))  # every image once
+    assert all(torch.equal(a, b) for a, b in zip(groups, tsvd_batches(len(test), config), strict=True))  # fixed
+    model = trainer.model.eval()
+    with torch.no_grad():
+        features = model.backbone(center_view(test.take(range(len(test))), config.data)[0])
+        correct = sum(
+            int((model.head(drop_smallest_components(features[g], 4)).argmax(1) == test.labels[g]).sum())
+            for g in groups
+        )
+    assert accs == {correct / len(test)}
+    split = config_from_dict(tiny_base(model={"tsvd_r": 4}))
+    assert accuracy(model, test, split, trainer.device, eval_views(split.data)) not in accs  # the other form
 
 
 def test_the_engine_leaves_the_process_thread_count_to_the_edges() -> None:

@@ -75,7 +75,7 @@ def name(request: pytest.FixtureRequest) -> str:
 
 def build(name: str, model: Classifier) -> Regularizer:
     """The term as a run has it while it trains (EWC: after a first task has ended)."""
-    term = REGISTRY[name].from_config(context(model, config_for(name)))
+    term = REGISTRY[name].build(context(model, config_for(name)))
     if name == "ewc":
         images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))
         term.end_task(TaskEnd(model, 1, 4, lambda positions: (images[positions], labels[positions])))
@@ -164,9 +164,9 @@ def test_zero_where_it_must_be() -> None:
         next(model.backbone.parameters()).add_(0.1)
     assert sp(step(model)).item() > 0
     # L2 with alpha = 0, BSS on rank-deficient features
-    l2 = REGISTRY["l2"].from_config(context(model, config_from_dict({"regularizer": {"alpha": 0.0}})))
+    l2 = REGISTRY["l2"].build(context(model, config_from_dict({"regularizer": {"alpha": 0.0}})))
     assert l2(state).item() == 0.0
-    bss = REGISTRY["bss"].from_config(context(model, config_for("bss")))
+    bss = REGISTRY["bss"].build(context(model, config_for("bss")))
     rank_one = torch.ones(8, 16)
     assert bss(StepState(model, state.images, rank_one, state.logits)).item() == pytest.approx(0.0, abs=1e-10)
 

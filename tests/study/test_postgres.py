@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from study.cli import main
 from tests.conftest import REPO, tiny_base
-from tests.servers import MlflowServer, Postgres
+from tests.servers import MlflowServer, Postgres, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -129,8 +129,7 @@ def assert_dashboard_lists(out: Path, name: str, trials: int) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}", timeout=30) as r:
             assert len(json.loads(r.read())["trials"]) == trials
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def test_a_study_on_postgres_behind_an_mlflow_server(

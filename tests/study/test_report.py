@@ -33,8 +33,9 @@ def synthetic_rows() -> list[TrialRow]:
                     params["bss.k"] = k
                 trial_id = f"t{len(rows)}"
                 rows.append(TrialRow(trial_id, "finished", params, {"best_val_acc": acc, "test_acc": acc, "epoch": 2}))
-    rows.append(TrialRow("stopped", "finished", {"data.sampling_rate": 0.15, "seed": 0}, {"best_val_acc": 0.1}))
-    rows.append(TrialRow("broken", "failed", {"data.sampling_rate": 0.15, "seed": 0}, {}, error="boom"))
+    # two more seeds of L2 at 15% that did not run to the end (another seed each: the same seed would be a duplicate)
+    rows.append(TrialRow("stopped", "finished", {"data.sampling_rate": 0.15, "seed": 3}, {"best_val_acc": 0.1}))
+    rows.append(TrialRow("broken", "failed", {"data.sampling_rate": 0.15, "seed": 4}, {}, error="boom"))
     return rows
 
 
@@ -49,7 +50,7 @@ def test_report_numbers() -> None:
     expected = [0.65, 0.66, 0.67]
     assert cell.mean == pytest.approx(statistics.fmean(expected))
     assert cell.std == pytest.approx(statistics.stdev(expected))
-    # the early-stopped and the failed trial have the same config: the cell lost them, and says so
+    # the early-stopped and the failed trial have the same config but the seed: the cell lost them, and says so
     assert (cell.n, cell.expected, cell.lost) == (3, 5, 2) and "n=3 of 5: 2 lost" in cell.text()
     assert rows["l2"].cells[0.3].text().endswith("(n=3)")
     # each BSS trial is paired with the L2 trial of its seed; two k values: two methods
@@ -60,7 +61,9 @@ def test_report_numbers() -> None:
     bss_accs = [acc + d for acc, d in zip(plain_accs, diffs, strict=True)]
     assert gain.p_value == pytest.approx(stats.ttest_rel(bss_accs, plain_accs).pvalue)
     constant = next(g for g in data.gains if g.rate == 0.3 and g.method == "l2+BSS(k=4)")
-    assert constant.mean_gain == pytest.approx(0.01) and constant.p_value == 0.0
+    # equal differences: the t-test is undefined (not p = 0); the exact sign-flip test is 2 / 2^3
+    assert constant.mean_gain == pytest.approx(0.01) and constant.p_value is None
+    assert constant.p_why == "zero variance" and constant.p_sign == pytest.approx(0.25)
     lines = data.fig3d[("embedded-fashion-mnist", "l2")]
     assert [line.label for line in lines] == ["15%", "30%"]
     assert set(lines[0].cells) == {0, 1, 4}  # k = 0: the same config without BSS, the line's baseline
@@ -117,7 +120,11 @@ def test_table3_has_each_task_the_average_and_forgetting_and_pairs_bss_per_colum
     assert b_gain.n_pairs == 3 and b_gain.mean_gain == pytest.approx(0.03)
     assert b_gain.p_value == pytest.approx(stats.ttest_rel(with_bss, without).pvalue)
     assert gains[("fine-tuning + EWC + BSS", "A forgotten")].mean_gain == pytest.approx(0.01)  # more forgetting
-    assert "| fine-tuning + EWC + BSS | 3 | -1.00 (p 0.23) | +3.00 (p 0.035) |" in task_gains_markdown(data)
+    # the sign-flip p of each column beside its Holm adjustment over the table's 8 comparisons
+    a_gain = gains[("fine-tuning + EWC + BSS", "task A")]
+    assert b_gain.p_sign == pytest.approx(0.25) and a_gain.p_adjusted == b_gain.p_adjusted == 1.0
+    expected = f"| fine-tuning + EWC + BSS | 3 of 3 | -1.00 (p {a_gain.p_sign:.2g}, adj. 1) | +3.00 (p 0.25, adj. 1) |"
+    assert expected in task_gains_markdown(data)
     assert "| task A | task B | average | A forgotten |" in table3_markdown(data)
     assert not report_data(trials_from_table(trials_table(synthetic_rows()).to_pylist(), {})).table3
 
@@ -139,8 +146,9 @@ def test_spectrum_shifts_pair_bss_with_its_partner_per_singular_value() -> None:
     assert shifts[1].relative_change == pytest.approx(-0.5) and shifts[1].p_value is not None
     diffs = [(0.8 * (2.0 + s) - 0.01 * s) - (2.0 + s) for s in range(3)]
     assert shifts[2].p_value == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
-    assert shifts[4].relative_change == 0.0 and shifts[4].p_value == 1.0
-    assert "| embedded-fashion-mnist | l2+BSS | 15% | 3 | -50% (" in spectra_markdown(data)
+    # no change at all: the t-test is undefined (zero variance), the sign-flip p is 1
+    assert shifts[4].relative_change == 0.0 and shifts[4].p_value is None and shifts[4].p_sign == 1.0
+    assert "| embedded-fashion-mnist | l2+BSS | 15% | 3 of 3 | -50% (p 0.25, adj. 1) |" in spectra_markdown(data)
 
 
 def test_a_search_is_not_pooled_into_table_cells_or_fig3d() -> None:
@@ -170,7 +178,7 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
     for row in rows:
         distributions = {
             "data.sampling_rate": optuna.distributions.CategoricalDistribution([0.15, 0.3]),
-            "seed": optuna.distributions.CategoricalDistribution([0, 1, 2]),
+            "seed": optuna.distributions.CategoricalDistribution([0, 1, 2, 3, 4]),
         }
         params = {k: row.params[k] for k in distributions}
         study.add_trial(
@@ -180,12 +188,18 @@ def test_study_report_writes_and_logs(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["report", str(folder)]) == 0
     report = (folder / "report" / "report.md").read_text()
     assert "Table 2 style" in report and "Gain from adding BSS" in report and "Table 3" not in report
+    held = "the number of optimiser steps (optim.epochs x optim.steps_per_epoch)"  # tiny_base: 2 steps an epoch
+    assert (
+        f"Held fixed across sampling rates: {held}" in report
+        and f"- fig3d.png: held fixed across rates: {held}" in report
+    )
+    assert "None of the" in report or "comparisons differ from zero" in report  # what survives, said once
     for name in ("fig3d.png", "importances.png", "parallel.png"):
         assert (folder / "report" / name).stat().st_size > 1000, name
     record = StudyRecord.load(StudyFolder(folder))
     client = MlflowClient(record.stores(StudyFolder(folder)).tracking_uri)
     logged = {a.path for a in client.list_artifacts(record.parent_run_id, "report")}
-    assert {"report/report.md", "report/fig3d.png"} <= logged
+    assert {"report/report.md", "report/fig3d.png", "report/summary.parquet"} <= logged
     assert "report.md" in capsys.readouterr().out
 
 
@@ -194,3 +208,167 @@ def test_report_needs_a_finished_study(tmp_path: Path, capsys: pytest.CaptureFix
     start_record(spec, StoreChoice())
     assert main(["report", str(tmp_path / "r")]) == 2
     assert "no trials.parquet yet" in capsys.readouterr().err
+
+
+def paired_rows(partner_of_seed_2: str = "failed") -> list[TrialRow]:
+    """L2 and L2+BSS at one rate, seeds 0-2; seed 2's L2 trial did not finish."""
+    rows = []
+    for seed in range(3):
+        for bss in (False, True):
+            acc = 0.60 + 0.01 * seed + (0.02 + 0.01 * seed if bss else 0.0)
+            params = {"data.sampling_rate": 0.15, "seed": seed, "bss.enabled": bss, "regularizer.name": "l2"}
+            if bss:
+                params["bss.k"] = 1
+            if not bss and seed == 2:
+                rows.append(TrialRow(f"t{len(rows)}", partner_of_seed_2, params, {}, error="boom"))
+            else:
+                rows.append(TrialRow(f"t{len(rows)}", "finished", params, {"best_val_acc": acc, "test_acc": acc}))
+    return rows
+
+
+def test_a_gain_counts_its_pairs_and_says_why_a_seed_has_none() -> None:
+    from study.report_data import gains_markdown
+
+    data = report_data(trials_from_table(trials_table(paired_rows()).to_pylist(), {}))
+    (gain,) = data.gains
+    assert (gain.n_pairs, gain.n_expected) == (2, 3)
+    assert gain.unpaired == ("seed 2: its partner without BSS did not run to the end (failed)",)
+    assert gain.seeds_note == "the BSS cell also averages seeds 2"
+    markdown = gains_markdown(data)
+    assert "| 2 of 3 |" in markdown
+    assert "- l2+BSS at 15%: seed 2: its partner without BSS did not run to the end (failed); the BSS cell" in (
+        markdown
+    )
+    cells = {row.label: row.cells[0.15] for row in data.rows}
+    assert cells["l2+BSS"].seeds == (0, 1, 2) and cells["l2"].seeds == (0, 1)
+    assert cells["l2"].interval is None and "no interval" in cells["l2"].text()  # 2 seeds: no interval
+
+
+def test_duplicates_count_once_the_finished_then_the_latest_kept() -> None:
+    rows = paired_rows()
+    twin = rows[0]  # L2, seed 0, finished
+    rows.append(TrialRow("rerun", "finished", dict(twin.params), {"best_val_acc": 0.9, "test_acc": 0.9}))
+    rows.append(TrialRow("crashed", "failed", dict(twin.params), {}, error="boom"))
+    table = trials_table(rows).to_pylist()
+    for number, row in enumerate(table):
+        row["optuna_trial_number"] = number
+    data = report_data(trials_from_table(table, {}))
+    (duplicate,) = data.duplicates
+    assert duplicate.kept == "rerun" and set(duplicate.dropped) == {"t0", "crashed"} and duplicate.seed == 0
+    cell = {row.label: row.cells[0.15] for row in data.rows}["l2"]
+    assert cell.n == 2 and cell.expected == 3 and cell.mean == pytest.approx((0.9 + 0.61) / 2)  # not 3 seeds
+    (gain,) = data.gains
+    assert gain.n_pairs == 2  # seed 0 paired with the kept trial only
+
+
+def test_the_summary_parquet_holds_the_markdown_numbers(tmp_path: Path) -> None:
+    from study.report_data import gains_markdown, summary_table
+
+    data = report_data(trials_from_table(trials_table(synthetic_rows()).to_pylist(), {"regularizer": {"name": "l2"}}))
+    summary = summary_table(data).to_pylist()
+    markdown = table2_markdown(data)
+    table2 = [r for r in summary if r["table"] == "table2"]
+    assert len(table2) == sum(len(row.cells) for row in data.rows)
+    for r in table2:
+        text = f"{100 * r['mean']:.2f}" + (f" ± {100 * r['std']:.2f}" if r["std"] is not None else "")
+        if r["ci_low"] is not None:
+            text += f" [{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]"
+        assert text in markdown
+    gains = gains_markdown(data)
+    for r in (r for r in summary if r["table"] == "gains"):
+        row = f"| {r['dataset']} | {r['method']} | {100 * r['rate']:g}% | {100 * r['mean']:+.2f} | "
+        row += f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['n']} of {r['expected']} |"
+        assert row in gains
+        assert f"{r['p_sign']:.3g} | {r['p_adjusted']:.3g} |" in gains
+    assert {r["table"] for r in summary} == {"table2", "gains", "fig3d"}
+
+
+def test_a_fig3d_point_of_one_seed_has_no_bar_and_says_n() -> None:
+    import math
+
+    from study.report_sections.fig3d import fig3d_figure
+
+    rows = [r for r in synthetic_rows() if r.params.get("seed") == 0]  # one seed: every point n = 1
+    data = report_data(trials_from_table(trials_table(rows).to_pylist(), {}))
+    assert all(c.interval is None for lines in data.fig3d.values() for line in lines for c in line.cells.values())
+    fig = fig3d_figure(data)
+    ax = fig.axes[0]
+    assert {t.get_text() for t in ax.texts} == {"n=1"}
+    bars = [c for c in ax.containers if hasattr(c, "has_yerr")]
+    assert bars and all(
+        all(math.isnan(y) for seg in bar.lines[2][0].get_segments() for _, y in seg) for bar in bars
+    )  # no error bar drawn
+
+
+def test_the_table_says_how_each_trial_evaluated_tsvd() -> None:
+    rows = [
+        TrialRow("batch", "finished", {}, {"tsvd_r": 2.0, "tsvd_per_batch": 1.0}),
+        TrialRow("split", "finished", {}, {"tsvd_r": 4.0, "tsvd_per_batch": 0.0}),
+        TrialRow("none", "finished", {}, {"tsvd_r": 0.0, "tsvd_per_batch": 0.0}),
+    ]
+    assert trials_table(rows).column("tsvd").to_pylist() == ["r=2, per batch", "r=4, whole split", None]
+
+
+def test_published_numbers_beside_matching_cells() -> None:
+    from study.references import published
+    from study.report_data import references_markdown
+
+    base = {"data": {"dataset": "cub200"}, "model": {"backbone": "resnet50", "weights": None}}
+    rows = []
+    for seed in range(3):
+        for bss in (False, True):
+            acc = 0.50 + 0.01 * seed + (0.02 if bss else 0.0)
+            params = {"data.sampling_rate": 0.15, "seed": seed, "bss.enabled": bss}
+            rows.append(TrialRow(f"t{len(rows)}", "finished", params, {"best_val_acc": acc, "test_acc": acc}))
+    data = report_data(trials_from_table(trials_table(rows).to_pylist(), base))
+    by_method = {r.method: r for r in data.references}
+    assert set(by_method) == {"l2", "l2+BSS"}
+    assert by_method["l2"].published == {"paper": pytest.approx(0.4525), "tllib": pytest.approx(0.512)}
+    assert by_method["l2+BSS"].published == {"paper": pytest.approx(0.4774), "tllib": pytest.approx(0.534)}
+    markdown = references_markdown(data)
+    assert "| cub200 | l2 | 15% | 51.00 (n=3) | 45.25 | -5.75 | 51.20 | +0.20 |" in markdown
+    assert published("cub200", "resnet18", "l2", 0.15) == {} and published("cub200", "resnet50", "l2", 0.2) == {}
+    assert published("oxford-pets", "resnet50", "delta+BSS", 1.0) == {"paper": pytest.approx(0.9262)}
+    # a synthetic study on the embedded data has nothing published beside it
+    assert not report_data(trials_from_table(trials_table(synthetic_rows()).to_pylist(), {})).references
+
+
+def test_trials_of_the_same_data_and_seed_that_drew_different_images_are_refused() -> None:
+    from study.errors import StudyError
+
+    table = trials_table(paired_rows()).to_pylist()
+    for row in table:
+        row["digest_train"] = f"d{row['param.seed']}"  # one draw per seed: pairs share it
+    assert report_data(trials_from_table(table, {})).gains  # consistent digests: reported
+    table[1]["digest_train"] = "changed"  # seed 0's BSS trial saw other images than its partner
+    with pytest.raises(StudyError, match=r"^trials\.parquet: trials t0 and t1 have the same data settings and seed"):
+        report_data(trials_from_table(table, {}))
+
+
+def test_a_split_digest_names_exactly_the_images() -> None:
+    import numpy as np
+    import torch
+
+    from finetune.data import Split
+    from finetune.digests import split_digest
+
+    images = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).reshape(4, 3, 2, 2)
+    labels = torch.tensor([0, 1, 0, 1])
+    whole = Split(images, labels)
+    assert split_digest(whole) == split_digest(Split(images.clone(), labels.clone()))
+    subset = Split(images, labels[[0, 2]], index=np.array([0, 2]))
+    assert split_digest(subset) == split_digest(Split(images[[0, 2]], labels[[0, 2]]))  # the same images
+    assert split_digest(subset) != split_digest(Split(images, labels[[0, 2]], index=np.array([0, 1])))
+    changed = images.clone()
+    changed[3, 0, 0, 0] += 1
+    assert split_digest(whole) != split_digest(Split(changed, labels))  # one pixel
+
+
+def test_a_trials_cost_is_its_wall_time_times_what_it_held() -> None:
+    from trainables.finetune_trial import share_of
+
+    assert share_of({"CPU": 1.0, "GPU": 0.25}) == (True, 0.25)  # a quarter of a GPU
+    assert share_of({"CPU": 2.0}) == (False, 2.0)  # on CPUs: CPU-seconds
+    rows = [TrialRow("a", "finished", {}, {"wall_s": 10.0, "device_s": 2.5, "device_gpu": 1.0})]
+    table = trials_table(rows).to_pylist()[0]
+    assert (table["wall_s"], table["device_s"], table["device_gpu"]) == (10.0, 2.5, 1.0)

@@ -1,6 +1,6 @@
 """The study's Optuna searcher, without Ray running: what Optuna is told, and how it takes over
-the Optuna trials of Tune trials lost with a killed driver (it uses OptunaSearch's private
-``_ot_trials`` / ``_ot_study``: this fails loudly if Ray renames them)."""
+the Optuna trials of Tune trials lost with a killed driver (it reaches OptunaSearch's private
+state through ``compat``; ``tests/test_compat.py`` fails loudly if Ray renames it)."""
 
 from __future__ import annotations
 
@@ -71,25 +71,3 @@ def test_a_lost_trial_is_taken_over_with_its_parameters_and_folder(in_study_fold
     assert study.trials[0].user_attrs[TUNE_TRIAL_ATTR] == "new"
     assert study.trials[0].user_attrs[TAKEN_OVER_ATTR] == "lost"
     assert restarted.suggest("another") is not None and len(study.trials) == 2  # no orphan left: a new trial
-
-
-def test_the_private_ray_attributes_the_study_relies_on_still_exist(in_study_folder: Path) -> None:
-    """Each private route into Ray is used in one place; this fails loudly when Ray renames one:
-    ResultGrid._experiment_analysis.trials (``study.driver.tune_trials``) and OptunaSearch's
-    _ot_trials / _ot_study / _completed_trials (``study.searcher``)."""
-    import inspect
-
-    from ray.tune import ResultGrid
-    from ray.tune.analysis import ExperimentAnalysis
-
-    from study.driver import tune_trials
-
-    class Analysis:  # what ResultGrid wraps: an ExperimentAnalysis, whose __init__ sets .trials
-        trials = ()
-
-    assert tune_trials(ResultGrid(Analysis())) == []  # type: ignore[arg-type]
-    assert "self.trials = " in inspect.getsource(ExperimentAnalysis.__init__)
-    search = searcher()
-    search._setup_study("max")
-    assert isinstance(search._ot_trials, dict) and isinstance(search._ot_study, optuna.Study)
-    assert isinstance(search._completed_trials, set)

@@ -372,7 +372,9 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     assert "tracking_uri" not in pickle.loads(pickle.dumps(logger)).__dict__
 
 
-@pytest.mark.parametrize("name", ["demo", "fig3d-embedded", "table3-embedded", "table3-eta-embedded"])
+@pytest.mark.parametrize(
+    "name", ["demo", "fig3d-embedded", "fig3d-embedded-epochs", "table3-embedded", "table3-eta-embedded"]
+)
 def test_every_shipped_study_on_the_embedded_data_passes_its_launch_checks(name: str, tmp_path: Path) -> None:
     from study.spec import check_inputs
 
@@ -390,3 +392,36 @@ def test_a_search_over_a_task_sequence_must_report_the_last_epoch(tmp_path: Path
     values = {"name": "seq", "output_dir": str(tmp_path / "o"), "search_space": "demo", "base": base}
     with pytest.raises(StudyError, match=r"^base\.data\.selection: a task sequence reports its last epoch"):
         spec_from_mapping(values, "seq.yaml", tmp_path)
+
+
+def test_a_spec_names_what_it_holds_fixed_across_rates(tmp_path: Path) -> None:
+    steps = load_spec(REPO / "studies" / "fig3d-embedded.yaml", tmp_path)
+    epochs = load_spec(REPO / "studies" / "fig3d-embedded-epochs.yaml", tmp_path)
+    assert (steps.held_fixed, epochs.held_fixed) == ("steps", "epochs")
+    assert epochs.base_config.optim.steps_per_epoch is None and steps.base_config.optim.steps_per_epoch == 30
+    assert load_spec(write_spec(tmp_path), tmp_path).held_fixed == "epochs"  # left out: as the base config does
+    with pytest.raises(StudyError, match=r"^held_fixed: steps, but the base config holds epochs fixed; set base\."):
+        load_spec(write_spec(tmp_path, held_fixed="steps"), tmp_path)
+    with pytest.raises(StudyError, match=r"^held_fixed: must be steps or epochs, got 'iterations'"):
+        load_spec(write_spec(tmp_path, held_fixed="iterations"), tmp_path)
+
+
+def test_a_folder_written_before_a_spec_field_existed_still_holds_its_study(tmp_path: Path) -> None:
+    """A complete study folder whose spec.yaml predates ``held_fixed`` and ``confirm`` is the same
+    study (re-launching it shows its table), and a folder of another study is still refused."""
+    from study.driver import check_study_dir
+    from study.folder import StudyFolder
+    from study.results import TrialRow, trials_table, write_table
+    from study.spec import spec_to_yaml
+
+    spec = load_spec(write_spec(tmp_path), tmp_path)
+    folder = StudyFolder(spec.study_dir)
+    folder.path.mkdir(parents=True)
+    old = yaml.safe_load(spec_to_yaml(spec))
+    del old["held_fixed"], old["confirm"]
+    (folder.path / "spec.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    write_table(trials_table([TrialRow("t", "finished", {}, {"test_acc": 0.5})]), folder.trials_file)
+    assert check_study_dir(spec) is True
+    other = load_spec(write_spec(tmp_path, num_samples=3), tmp_path)
+    with pytest.raises(StudyError, match="already holds a different study"):
+        check_study_dir(other)

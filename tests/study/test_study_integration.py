@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from finetune import load_config
 from study.cli import main
 from tests.conftest import REPO, tiny_base
-from tests.servers import dashboard_studies, wait_for_health
+from tests.servers import dashboard_studies, stop_group, wait_for_health
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +78,7 @@ def assert_ui_lists_runs(study_dir: Path, parent_id: str, children: int) -> None
         with urllib.request.urlopen(f"{base}/", timeout=10) as response:
             assert b"MLflow" in response.read()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def test_two_trial_study_end_to_end(
@@ -107,6 +105,7 @@ def test_two_trial_study_end_to_end(
     assert "system/cpu_utilization_percentage" in parents[0].data.metrics  # the machine while trials ran
     assert {"sweep_efficiency", "best_val_acc", "best_test_acc", "trials_total"} <= set(parents[0].data.metrics)
     assert len(children) == 2
+    digests: dict[str, dict[str, str]] = {}
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.info.status == "FINISHED"
@@ -123,9 +122,21 @@ def test_two_trial_study_end_to_end(
         assert (out / child.data.tags["trial_dir"] / "best_model.pt").is_file()
         bss_on = child.data.params["bss.enabled"] == "True"
         assert ("loss_bss" in child.data.metrics) == bss_on
+        # the images of each split as MLflow datasets, once (finetune.digests)
+        inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+        contexts = sorted(t.value for d in inputs for t in d.tags if t.key == "mlflow.data.context")
+        assert contexts == ["test", "training", "validation"]
+        digests[child.data.tags["tune.trial_id"]] = {
+            t.value: d.dataset.digest for d in inputs for t in d.tags if t.key == "mlflow.data.context"
+        }
 
     table = pq.read_table(out / "trials.parquet")
     assert table.num_rows == 2 and set(table.column("status").to_pylist()) == {"finished"}
+    for row in table.to_pylist():  # the table's digests are MLflow's; the same data and seed drew the same images
+        assert digests[row["trial_id"]] == {
+            "training": row["digest_train"], "validation": row["digest_val"], "test": row["digest_test"]
+        }  # fmt: skip
+    assert len(set(table.column("digest_train").to_pylist())) == 1
     assert set(table.column("mlflow_run_id").to_pylist()) == {c.info.run_id for c in children}
     # a parameter that does not apply to a trial is null
     for row in table.to_pylist():
@@ -180,8 +191,7 @@ def test_two_trial_study_end_to_end(
             detail = json.loads(r.read())
         assert detail["objective_names"] == ["best_val_acc"] and len(detail["trials"]) == 2  # not "Objective 0"
     finally:
-        os.killpg(dashboard.pid, signal.SIGTERM)
-        dashboard.wait(timeout=30)
+        stop_group(dashboard)
 
     # the same spec again: nothing is rerun, the finished study is reported
     assert main(["launch", str(spec_path)]) == 0
@@ -231,7 +241,7 @@ def test_every_method_inside_a_study(tmp_path: Path) -> None:
     report = (tmp_path / "study" / "report" / "report.md").read_text()
     for method in ("l2", "l2+BSS", "l2sp", "l2sp+BSS", "delta", "delta+BSS"):
         assert f"| embedded-fashion-mnist | {method} |" in report
-    assert "(n=1, no std)" in report and "± 0.00" not in report  # one seed: no made-up spread
+    assert "(n=1, no std, no interval)" in report and "± 0.00" not in report  # one seed: no made-up spread
     assert "| embedded-fashion-mnist | delta+BSS | 5% | " in report  # paired with delta on its seed
 
 
@@ -335,8 +345,7 @@ def test_study_against_a_real_mlflow_http_server(tmp_path: Path) -> None:
             assert "config.yaml" in [a.path for a in client.list_artifacts(child.info.run_id)]
         assert not (tmp_path / "study" / "mlflow.db").exists()  # everything went to the server
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def test_the_printed_address_opens_the_runs_table_in_a_real_browser(
@@ -369,5 +378,4 @@ def test_the_printed_address_opens_the_runs_table_in_a_real_browser(
             browser.close()
         assert "Training runs" in text and "Traces" in text  # the model-training runs page, under its tabs
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)

@@ -1,0 +1,150 @@
+"""Headline numbers free of selection bias: a search's top configurations on fresh seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from study.errors import StudyError
+from study.report_data import ReportOptions, confirmation_rows, trials_from_table
+from study.results import TrialRow, trials_table
+from study.spec import load_spec
+from tests.conftest import small_study, tiny_base
+from tests.study.test_spec_cli import write_spec
+
+
+def test_confirm_is_checked_before_launch(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match=r"^confirm\.seeds: must be >= 3 \(a 95% interval needs 3 values\), got 2"):
+        load_spec(write_spec(tmp_path, **{"confirm.top": 2, "confirm.seeds": 2}), tmp_path)
+    with pytest.raises(StudyError, match=r"^confirm: 'fig3d-small' is a grid, which selects nothing"):
+        grid = {"search_space": "fig3d-small", "num_samples": 4, "scheduler.name": "fifo", "confirm.top": 1}
+        load_spec(write_spec(tmp_path, **grid), tmp_path)
+    with pytest.raises(StudyError, match=r"^confirm\.top: 20 is more than the 12 trials of the search"):
+        load_spec(write_spec(tmp_path, **{"confirm.top": 20}), tmp_path)
+    assert load_spec(write_spec(tmp_path, **{"confirm.top": 2}), tmp_path).confirm.seeds == 5
+
+
+def confirmation_trials(gains: list[float]) -> list:
+    rows = []
+    for seed, gain in zip(range(10, 10 + len(gains)), gains, strict=True):
+        for bss in (True, False):
+            acc = 0.7 + 0.01 * seed + (gain if bss else 0.0)
+            params = {"seed": seed, "bss.enabled": bss}
+            rows.append(TrialRow(f"c{len(rows)}", "finished", params, {"best_val_acc": acc, "test_acc": acc}))
+    base = {"bss": {"enabled": True, "k": 2}}
+    return trials_from_table(trials_table(rows).to_pylist(), base)
+
+
+def test_a_gain_whose_interval_lies_below_zero_is_negative_transfer() -> None:
+    selected = {"best_val_acc": 0.9, "test_acc": 0.8, "param.bss.k": 2}
+    rows = confirmation_rows(
+        [(1, selected, confirmation_trials([-0.02, -0.03, -0.025, -0.02, -0.03])),
+         (2, selected, confirmation_trials([0.01, -0.02, 0.02, -0.01, 0.0]))],
+        ReportOptions(),
+    )  # fmt: skip
+    first, second = rows
+    assert first.gain is not None and first.gain.n_pairs == 5 and first.gain.interval is not None
+    assert first.gain.interval[1] < 0 and first.negative_transfer
+    assert second.gain is not None and not second.negative_transfer
+    assert first.cell.n == 5 and first.partner is not None and first.partner.n == 5
+    assert first.selected_val == 0.9 and first.label == "l2+BSS (k=2)"
+    # the two gains are one family: each adjusted over both
+    assert first.gain.p_adjusted == pytest.approx(min(1.0, 2 * first.gain.p_sign))  # type: ignore[operator]
+
+
+@pytest.mark.slow
+def test_a_confirmed_search_reports_fresh_seed_headline_numbers(tmp_path: Path) -> None:
+    from study.cli import main
+
+    out = tmp_path / "search"
+    space = {"optim.lr": {"type": "loguniform", "low": 0.001, "high": 0.05}}
+    base = tiny_base(bss={"enabled": True, "k": 1}, optim={"epochs": 1})
+    spec = small_study(out, "conf", space, base, confirm={"top": 1, "seeds": 3})
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["launch", str(path)]) == 0
+    confirm_dir = out / "confirm" / "rank-1"
+    table = pq.read_table(confirm_dir / "trials.parquet").to_pylist()
+    assert len(table) == 6 and {r["status"] for r in table} == {"finished"}
+    assert sorted({r["param.seed"] for r in table}) == [1, 2, 3]  # fresh: the search used seed 0 only
+    assert sorted(r["param.bss.enabled"] for r in table) == [False] * 3 + [True] * 3  # each with its partner
+    chosen = yaml.safe_load((confirm_dir / "spec.yaml").read_text())["base"]
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert chosen["optim"]["lr"] == best["optim"]["lr"]  # the selected trial's own config
+    assert main(["launch", str(path)]) == 0  # complete: nothing runs again
+    assert main(["report", str(out)]) == 0
+    report = (out / "report" / "report.md").read_text()
+    assert "## Headline numbers: the selected configurations on fresh seeds" in report
+    assert "| 1 | l2+BSS (optim.lr=" not in report  # labels use the short name
+    assert "| 1 | l2+BSS (lr=" in report and "| 3 of 3 |" in report
+
+
+def test_pending_counts_only_the_configurations_there_are(tmp_path: Path) -> None:
+    from study import confirm
+    from study.folder import StudyFolder
+    from study.results import write_table
+
+    spec = load_spec(write_spec(tmp_path, **{"confirm.top": 2}), tmp_path)
+    folder = StudyFolder(spec.study_dir)
+    folder.path.mkdir(parents=True)
+    rows = [
+        TrialRow("a", "finished", {"optim.lr": 0.01}, {"best_val_acc": 0.8, "test_acc": 0.7}, trial_dir="trials/a"),
+        TrialRow("b", "failed", {"optim.lr": 0.02}, {}, error="boom", trial_dir="trials/b"),
+    ]
+    write_table(trials_table(rows), folder.trials_file)
+    (chosen,) = confirm.candidates(spec)  # one trial ran to its end: one configuration to confirm
+    assert chosen.rank == 1 and chosen.config.optim.lr == 0.01
+    assert confirm.fresh_seeds(spec, 3) == [1, 2, 3]  # the search used seed 0
+    assert confirm.pending(spec)
+    done = StudyFolder(confirm.rank_dir(spec, 1))
+    done.path.mkdir(parents=True)
+    write_table(trials_table(rows[:1]), done.trials_file)
+    assert not confirm.pending(spec)
+
+
+@pytest.mark.slow
+def test_a_driver_killed_during_the_confirmation_is_resumed_with_every_trial_once(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from study.cli import main
+    from tests.conftest import REPO
+
+    out = tmp_path / "search"
+    space = {"optim.lr": {"type": "loguniform", "low": 0.001, "high": 0.05}}
+    base = tiny_base(bss={"enabled": True, "k": 1}, optim={"epochs": 2})
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(small_study(out, "confkill", space, base, confirm={"top": 1, "seeds": 3})))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study", "launch", str(path)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    confirm_dir = out / "confirm" / "rank-1"
+    deadline = time.monotonic() + 300
+    while not list(confirm_dir.glob("trials/*/epoch_*.pt")):
+        assert driver.poll() is None, "the driver ended before its confirmation saved an epoch"
+        assert time.monotonic() < deadline, "no confirmation checkpoint appeared"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=60)
+    assert (out / "trials.parquet").is_file() and not (confirm_dir / "trials.parquet").exists()
+    assert main(["resume", str(out)]) == 0  # the search is complete: its confirmation continues
+    table = pq.read_table(confirm_dir / "trials.parquet").to_pylist()
+    assert len(table) == 6 and all(r["status"] == "finished" and r["epoch"] == 2 for r in table)
+    client = MlflowClient(f"sqlite:///{confirm_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("confkill-confirm-1")
+    assert experiment is not None
+    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)  # each trial once
+    assert {c.data.tags["tune.trial_id"] for c in children} == {r["trial_id"] for r in table}
+    assert main(["report", str(out)]) == 0
+    assert "| 3 of 3 |" in (out / "report" / "report.md").read_text()

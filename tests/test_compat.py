@@ -1,0 +1,153 @@
+"""Every private API of a dependency, exercised on the installed version (``compat.USES``).
+
+Each test names the dependency and the use; when an upgrade removes or changes one, its test
+fails with compat's one-line message naming the dependency, the installed version, the private
+name and the tested range. ``pyproject.toml``'s ranges are the versions these passed on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+import tomllib
+import torch
+
+import compat
+from tests.conftest import REPO
+
+PROBED: set[str] = set()
+
+
+def probes(use: str):  # type: ignore[no-untyped-def]
+    PROBED.add(use)
+    return pytest.mark.parametrize("use", [use])
+
+
+@probes("torch-foreach")
+def test_torch_foreach(use: str) -> None:
+    a, b = [torch.ones(3), torch.full((2,), 2.0)], [torch.zeros(3), torch.ones(2)]
+    diffs = compat.foreach_sub(a, b)
+    assert [d.tolist() for d in diffs] == [[1.0, 1.0, 1.0], [1.0, 1.0]]
+    assert [float(n) for n in compat.foreach_norm(diffs)] == pytest.approx([3**0.5, 2**0.5])
+    assert [t.tolist() for t in compat.foreach_mul(diffs, 2.0)] == [[2.0, 2.0, 2.0], [2.0, 2.0]]
+
+
+@probes("torchvision-file-lists")
+def test_torchvision_file_lists(use: str, tmp_path: Path) -> None:
+    """The private attributes each dataset class sets in its __init__ (no dataset files here)."""
+    from torchvision.datasets import FGVCAircraft, OxfordIIITPet, StanfordCars
+
+    for cls, names in ((OxfordIIITPet, ("_images", "_labels")), (FGVCAircraft, ("_image_files", "_labels"))):
+        source = inspect.getsource(cls.__init__)
+        assert all(f"self.{name} = " in source or f"self.{name}." in source for name in names), cls
+    assert "self._samples = " in inspect.getsource(StanfordCars.__init__)
+    fake = type("StanfordCars", (), {"_samples": [("a.jpg", 3)]})()
+    assert compat.torchvision_file_list(fake) == [(Path("a.jpg"), 3)]
+    pets = type("OxfordIIITPet", (), {"_images": ["p.jpg"], "_labels": [1]})()
+    assert compat.torchvision_file_list(pets) == [(Path("p.jpg"), 1)]
+
+
+@probes("ray-result-trials")
+def test_ray_result_trials(use: str) -> None:
+    from ray.tune import ResultGrid
+    from ray.tune.analysis import ExperimentAnalysis
+
+    class Analysis:  # what ResultGrid wraps: an ExperimentAnalysis, whose __init__ sets .trials
+        trials = ()
+
+    assert compat.tune_result_trials(ResultGrid(Analysis())) == []  # type: ignore[arg-type]
+    assert "self.trials = " in inspect.getsource(ExperimentAnalysis.__init__)
+
+
+@probes("ray-optuna-search")
+def test_ray_optuna_search(use: str, tmp_path: Path) -> None:
+    from ray.tune.search.optuna import OptunaSearch
+
+    def space(trial: optuna.Trial) -> None:
+        trial.suggest_float("x", 0.0, 1.0)
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    search = OptunaSearch(space=space, metric="m", mode="max", study_name="s", storage=storage)
+    search._setup_study("max")  # the hook TaggedOptunaSearch overrides
+    assert isinstance(compat.ot_study(search), optuna.Study) and compat.search_metric(search) == "m"
+    assert isinstance(compat.ot_trials(search), dict) and isinstance(compat.completed_trials(search), set)
+    assert search.suggest("t1") is not None and "t1" in compat.ot_trials(search)
+
+
+@probes("ray-session-dir")
+def test_ray_session_dir(use: str) -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    assert compat.ray_session_dir() is None  # no Ray started in this process: no session, no error
+
+
+@probes("optuna-trial-id")
+def test_optuna_trial_id(use: str) -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    (frozen,) = study.get_trials(deepcopy=False)
+    assert compat.frozen_trial_id(frozen) == trial._trial_id
+    optuna.Trial(study, compat.frozen_trial_id(frozen)).set_user_attr("seen", True)
+    assert study.trials[0].user_attrs == {"seen": True}
+
+
+@probes("optuna-rdb-methods")
+def test_optuna_rdb_methods(use: str) -> None:
+    for name in compat.OPTUNA_RDB_PRIVATE:
+        assert callable(compat.rdb_storage_method(name)), name
+
+
+@probes("mlflow-system-metrics")
+def test_mlflow_system_metrics(use: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e", artifact_location=tmp_path.as_uri()))
+    monitor = compat.system_metrics_monitor(run.info.run_id, uri)
+    assert callable(monitor.start) and callable(monitor.finish)
+
+
+@probes("mlflow-artifact-cache")
+def test_mlflow_artifact_cache(use: str) -> None:
+    from mlflow.tracking._tracking_service import utils
+
+    utils._artifact_repos_cache["run-x"] = object()
+    compat.forget_artifact_repos(["run-x"])
+    assert "run-x" not in utils._artifact_repos_cache
+
+
+def test_every_use_is_probed_and_every_guard_is_listed() -> None:
+    assert set(compat.USES) == PROBED
+    source = Path(compat.__file__).read_text()
+    assert set(re.findall(r'_guard\("([a-z-]+)"', source)) == set(compat.USES)
+
+
+def test_a_removed_private_name_is_one_line_naming_the_dependency_version_and_range() -> None:
+    gone = object()  # an OptunaSearch of a Ray that renamed _ot_study
+    with pytest.raises(compat.CompatError) as caught:
+        compat.ot_study(gone)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"ray {compat.version('ray')}: OptunaSearch._ot_study")
+    assert "tested with ray 2.60.x" in message and "AttributeError" in message
+
+
+def test_the_declared_ranges_are_the_tested_versions() -> None:
+    """pyproject.toml admits the minor versions these tests passed on, no wider."""
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    ranges = {re.split(r"[\[<>=]", d, maxsplit=1)[0]: d for d in declared}
+    for use in compat.USES.values():
+        tested = use.tested
+        major, minor = (int(x) for x in tested.split("."))
+        assert f">={tested}," in ranges[use.dependency] and f"<{major}.{minor + 1}" in ranges[use.dependency], (
+            use.dependency,
+            ranges[use.dependency],
+        )
+        installed = compat.version(use.dependency)
+        assert installed.startswith(f"{tested}."), f"{use.dependency} {installed} is not the tested {tested}.x"
