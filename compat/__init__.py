@@ -52,6 +52,12 @@ USES: dict[str, Private] = {
         "Optuna trials tagged with their Tune trial and taken over after a killed driver",
         "2.60",
     ),
+    "ray-tune-stop-signal": Private(
+        "ray",
+        "ray.tune.tune._setup_signal_catching (SIGUSR1 ends a run as Ctrl-C does)",
+        "stopping a study at its budget with every unfinished trial resumable",
+        "2.60",
+    ),
     "ray-session-dir": Private(
         "ray", "ray._private.worker.global_worker.node", "the local Ray session's folder (the watchdog)", "2.60"
     ),
@@ -170,6 +176,22 @@ def completed_trials(search: Any) -> set[str]:
 
 def search_metric(search: Any) -> str | None:
     return _guard("ray-optuna-search", lambda: search._metric)
+
+
+def stop_tune_run() -> None:
+    """End the Tune run of this (main) thread as Ctrl-C does: Tune saves its experiment state with
+    the unfinished trials as they are (resumable), not marked finished as a Stopper's ``stop_all``
+    leaves them. Tune catches SIGUSR1 for this while ``fit`` runs in the main thread."""
+    import signal
+
+    def check() -> None:
+        from ray.tune import tune as tune_module
+
+        if not callable(tune_module._setup_signal_catching):
+            raise AttributeError("_setup_signal_catching is not a function")
+
+    _guard("ray-tune-stop-signal", check)
+    signal.raise_signal(signal.SIGUSR1)
 
 
 def ray_session_dir() -> str | None:

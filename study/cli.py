@@ -139,12 +139,17 @@ def confirm_then_report(spec: StudySpec, outcome: StudyOutcome, ray_started: boo
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from study.budget import parse_budget, raise_limits
     from study.driver import StudyOutcome, check_resumable, resume_study
     from study.lock import driver_lock
     from study.outbox import PENDING_FILE
 
+    limits = parse_budget(args.budget) if args.budget is not None else {}
     checked = check_resumable(Path(args.study_dir))
     folder, spec = checked.folder, checked.spec
+    if limits and not checked.complete:
+        ledger = raise_limits(folder.path, spec.budget, limits)
+        print(f"budget now: gpu_hours {ledger.gpu_hours}, wall_hours {ledger.wall_hours}", flush=True)
     if checked.complete:
         if (folder.path / PENDING_FILE).is_file():  # finished, but MLflow missed part of it
             return cmd_sync(args)
@@ -168,6 +173,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
+    if outcome.budget_spent:
+        if outcome.tracking_behind:
+            print(f"error: {outcome.tracking_behind}", file=sys.stderr)
+        folder = shlex.quote(str(outcome.study_dir))
+        print(
+            f"budget spent ({outcome.budget_spent}): the study stopped cleanly, every unfinished trial at its last "
+            f"epoch; continue with `study resume {folder} --budget gpu_hours=N` (or wall_hours=N)"
+        )
+        return 1 if outcome.tracking_behind else 0
     if outcome.interrupted:
         if outcome.tracking_behind:
             print(f"error: {outcome.tracking_behind}", file=sys.stderr)
@@ -403,9 +417,19 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Ar
     "resume": (
         cmd_resume,
         "continue an interrupted study",
-        "Continue a study stopped by Ctrl-C or a killed driver: unfinished trials continue from their last "
-        "checkpoint, in their own MLflow runs, up to num_samples trials in all.",
-        [STUDY_DIR],
+        "Continue a study stopped by Ctrl-C, a killed driver or its budget: unfinished trials continue from their "
+        "last checkpoint, in their own MLflow runs, up to num_samples trials in all.",
+        [
+            STUDY_DIR,
+            (
+                ("--budget",),
+                {
+                    "metavar": "LIMITS",
+                    "help": "new limits, e.g. gpu_hours=4 or gpu_hours=4,wall_hours=12 (none lifts one); the hours "
+                    "already spent count against them",
+                },
+            ),
+        ],
     ),
     "sync": (
         cmd_sync,

@@ -23,6 +23,7 @@ import compat
 from finetune import config_to_yaml
 from finetune.config import flatten
 from study.binding import bound
+from study.budget import BudgetCallback, guarded
 from study.errors import StudyError
 from study.folder import (
     SPEC_FILE,
@@ -67,6 +68,7 @@ class StudyOutcome:
     already_complete: bool = False
     interrupted: bool = False
     tracking_behind: str | None = None  # why MLflow lacks part of the record (kept in the folder)
+    budget_spent: str | None = None  # the study stopped at its budget (``study.budget``): which limit
 
     @classmethod
     def complete(cls, folder: StudyFolder) -> StudyOutcome:
@@ -228,7 +230,11 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(spec.study_dir),
-            callbacks=[trial_logger(spec, record), ProgressLine(spec.num_samples, str(spec.metric))],
+            callbacks=[
+                trial_logger(spec, record),
+                ProgressLine(spec.num_samples, str(spec.metric)),
+                BudgetCallback(record.parent_run_id),
+            ],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=0,  # the progress line reports; Tune's status tables would bury it
         ),
@@ -291,7 +297,8 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     started = time.monotonic()
     wait_s = float(os.environ.get(TRACKING_WAIT_ENV, "60"))
     with bound(record.parent_run_id, folder.path, stores):
-        trials = _tune(spec, record, make_tuner, wait_s)
+        with guarded(record.parent_run_id, folder.path, spec.budget) as guard:
+            trials = _tune(spec, record, make_tuner, wait_s)
         logger = trial_logger(spec, record)  # the driver's own: it replays what Tune's copy kept
         logger.drain(0.0)
         runs = logger.child_runs()
@@ -300,7 +307,14 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
             logger.killed([t.trial_id for t in trials if not ended(t)])
             behind = None if logger.drain(min(wait_s, 10.0)) else behind_message(logger, stores.shown())
             return StudyOutcome(
-                folder.path, None, None, None, record.parent_run_id, interrupted=True, tracking_behind=behind
+                folder.path,
+                None,
+                None,
+                None,
+                record.parent_run_id,
+                interrupted=True,
+                tracking_behind=behind,
+                budget_spent=guard.reason if guard.stop_requested else None,
             )
         logger.settle(trials, out)
         optuna_storage = stores.optuna_storage()

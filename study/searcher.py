@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 import compat
-from study import binding
+from study import binding, budget
 from study.optuna_storage import TUNE_TRIAL_ATTR, RetryingStorage
 from trainables.finetune_trial import REPLAYED
 from trainables.trial_store import TRIALS_DIR
@@ -88,6 +88,9 @@ class TaggedOptunaSearch(OptunaSearch):
         completed.add(trial_id)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        guard = budget.active(getattr(self, "key", None))
+        if guard is not None and guard.exhausted:
+            return None  # the budget is spent: no new trial (the study stops once the running ones end an epoch)
         if trial_id not in compat.ot_trials(self):
             self._take_over_orphan(trial_id)
         config = super().suggest(trial_id)

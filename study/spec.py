@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -50,6 +51,16 @@ class ConfirmSpec:
 
 
 @dataclass(frozen=True)
+class BudgetSpec:
+    """What a study may spend before it stops cleanly (``study.budget``): ``gpu_hours``, the sum of
+    its trials' device-hours (wall time x the share of a GPU each held; on CPUs, x the CPUs it held:
+    CPU-hours), and ``wall_hours``, the time its drivers have run, every start included. Null: no limit."""
+
+    gpu_hours: float | None = None
+    wall_hours: float | None = None
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     output_dir: str
@@ -73,6 +84,7 @@ class StudySpec:
     # null; a higher rate trains longer); null: as the base config says
     held_fixed: str | None = None
     confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
     base: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,7 +124,16 @@ def validate(spec: StudySpec) -> None:
     _check_base(spec)
     _check_held_fixed(spec)
     _check_confirm(spec)
+    check_budget(spec.budget, "budget")
     _check_proposals(spec)
+
+
+def check_budget(budget: BudgetSpec, where: str) -> None:
+    """Each limit of a budget is a positive number of hours, or null."""
+    for name in ("gpu_hours", "wall_hours"):
+        value = getattr(budget, name)
+        if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
+            raise _fail(f"{where}.{name}", f"must be hours > 0 (e.g. 2.5) or null (no limit), got {value!r}")
 
 
 def _check_confirm(spec: StudySpec) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
+from study.budget import status_line as budget_status
 from study.folder import StudyFolder, StudyRecord, load_optuna_study, tracking_client, trials_table_state
 from study.lock import running_driver
 from study.optuna_storage import TUNE_TRIAL_ATTR
@@ -25,6 +26,7 @@ class StudyStatus:
     best_trial: str | None
     table: str  # trials.parquet: "ok", "missing" (not finished) or "damaged"
     folder: str
+    budget: str | None = None  # spent and left, where the study has a budget (``study.budget``)
 
     @property
     def complete(self) -> bool:
@@ -40,7 +42,8 @@ class StudyStatus:
             "damaged": f"trials.parquet is damaged: `study resume {self.folder}` rebuilds it",
         }[self.table]
         ended = f"{done}/{self.requested} trials ended ({states})"
-        return f"study {self.name}: {ended}; best {self.metric.removeprefix('best_')} so far {best}; {state}"
+        line = f"study {self.name}: {ended}; best {self.metric.removeprefix('best_')} so far {best}; {state}"
+        return line + (f"\n{self.budget}" if self.budget else "")
 
 
 def study_status(path: Path) -> StudyStatus:
@@ -75,6 +78,7 @@ def study_status(path: Path) -> StudyStatus:
         best_trial,
         trials_table_state(folder),
         str(folder.path),
+        budget_status(folder.path),
     )
 
 

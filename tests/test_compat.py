@@ -78,6 +78,24 @@ def test_ray_optuna_search(use: str, tmp_path: Path) -> None:
     assert search.suggest("t1") is not None and "t1" in compat.ot_trials(search)
 
 
+@probes("ray-tune-stop-signal")
+def test_ray_tune_stop_signal(use: str) -> None:
+    """Tune's fit catches SIGUSR1 and ends its loop as for Ctrl-C (an event its loop checks)."""
+    import signal
+
+    from ray.tune import tune as tune_module
+
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
+    try:
+        interrupted = tune_module._setup_signal_catching()
+        assert not interrupted.is_set()
+        compat.stop_tune_run()
+        assert interrupted.is_set()
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGUSR1, handlers[1])
+
+
 @probes("ray-session-dir")
 def test_ray_session_dir(use: str) -> None:
     import ray
