@@ -92,6 +92,7 @@ def ui_command(stores: Stores, host: str = "127.0.0.1", port: int = 5000) -> tup
 def cmd_launch(args: argparse.Namespace) -> int:
     import torch
 
+    from study import warm_start
     from study.driver import StudyOutcome, check_study_dir, run_study
     from study.lock import driver_lock
     from study.spec import check_inputs, check_local_resources, check_output_dir
@@ -108,9 +109,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return confirm_then_report(spec, StudyOutcome.complete(folder))
     check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     check_stores(stores)
+    seed = warm_start.seed_trials(spec)  # its source read (one line if it is not there) before Ray starts
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
+    if spec.warm_start.source is not None:
+        print(seed.summary(), flush=True)
     with driver_lock(spec.study_dir, stores.optuna_url, spec.name, "output_dir"), ray_session(spec):
-        outcome = run_study(spec, choice)
+        outcome = run_study(spec, choice, seed=seed)
         return confirm_then_report(spec, outcome, ray_started=True)
 
 

@@ -22,6 +22,7 @@ from ray.tune.search import ConcurrencyLimiter
 import compat
 from finetune import config_to_yaml
 from finetune.config import flatten
+from study import warm_start
 from study.binding import bound
 from study.budget import BudgetCallback, guarded
 from study.errors import StudyError
@@ -146,24 +147,29 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def start_record(spec: StudySpec, choice: StoreChoice) -> StudyRecord:
+def start_record(spec: StudySpec, choice: StoreChoice, seed: warm_start.Seed | None = None) -> StudyRecord:
     """Create the study folder, the MLflow experiment and parent run, and the Optuna study (on a
-    shared database, one of this name must not exist yet); write spec.yaml and study.json."""
+    shared database, one of this name must not exist yet) with the trials of its warm start;
+    write spec.yaml and study.json."""
     import optuna
 
+    seed = seed if seed is not None else warm_start.seed_trials(spec)
+    params = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
+    texts = {SPEC_FILE: spec_to_yaml(spec)}
+    if spec.warm_start.source is not None:
+        warm_start.record(seed, params, texts)
     folder = StudyFolder(spec.study_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
     folder.spec_file.write_text(spec_to_yaml(spec))
     stores = choice.open(folder.path)
-    spec_values = {k: v for k, v in flatten(spec.__dict__).items() if not k.startswith("base.")}
     experiment_id, parent = StudyRun.create(
         MlflowClient(stores.tracking_uri),
         spec.name,
         folder.path,
         folder.artifacts_dir,
         tags={**package_versions(), "search_space": spec.space.description[:5000]},
-        params={**spec_values, **{f"base.{k}": v for k, v in flatten(spec.base).items()}},
-        texts={SPEC_FILE: spec_to_yaml(spec)},
+        params={**params, **{f"base.{k}": v for k, v in flatten(spec.base).items()}},
+        texts=texts,
     )
     record = StudyRecord(choice.tracking, experiment_id, parent.run_id, choice.optuna, uuid.uuid4().hex)
     storage = stores.optuna_storage()
@@ -178,6 +184,8 @@ def start_record(spec: StudySpec, choice: StoreChoice) -> StudyRecord:
                 f"optuna_storage: {stores.shown('optuna')} already holds a study named {spec.name!r}; "
                 "give this study another name (or resume the folder that holds it)"
             ) from None
+    if not warm_start.taken_counts(study.get_trials(deepcopy=False)):  # not again after a killed start
+        warm_start.add_to(study, seed)
     study.set_user_attr(UID_ATTR, record.uid)
     study.set_user_attr("bss_study.dir", str(folder.path))
     record.save(folder)
@@ -424,13 +432,16 @@ def write_results(
     return StudyOutcome(folder.path, table, best, best_path, logger.parent_run_id)
 
 
-def run_study(spec: StudySpec, choice: StoreChoice, out: IO[str] | None = None) -> StudyOutcome:
-    """Run a validated spec to the end with the stores ``choice`` names. Ray must already be
-    initialised and the study's lock held (the CLI does both)."""
+def run_study(
+    spec: StudySpec, choice: StoreChoice, out: IO[str] | None = None, seed: warm_start.Seed | None = None
+) -> StudyOutcome:
+    """Run a validated spec to the end with the stores ``choice`` names (``seed``: its warm start,
+    read before Ray started). Ray must already be initialised and the study's lock held (the CLI
+    does both)."""
     folder = StudyFolder(spec.study_dir)
     if check_study_dir(spec, locked=True):
         return StudyOutcome.complete(folder)
-    record = start_record(spec, choice)
+    record = start_record(spec, choice, seed)
     return _fit(spec, record, lambda: build_tuner(spec, record), out)
 
 

@@ -61,6 +61,16 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class WarmStartSpec:
+    """``from``: an earlier study's folder (relative to the working directory, as ``output_dir``) or
+    an MLflow experiment's name on this study's tracking store, whose finished trials that fit this space seed the sampler
+    (``study.warm_start``); ``same_rate``: take only trials at this study's sampling rate."""
+
+    source: str | None = None  # YAML key ``from``
+    same_rate: bool = False
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     output_dir: str
@@ -85,6 +95,7 @@ class StudySpec:
     held_fixed: str | None = None
     confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
     budget: BudgetSpec = field(default_factory=BudgetSpec)
+    warm_start: WarmStartSpec = field(default_factory=WarmStartSpec)
     base: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -125,6 +136,7 @@ def validate(spec: StudySpec) -> None:
     _check_held_fixed(spec)
     _check_confirm(spec)
     check_budget(spec.budget, "budget")
+    _check_warm_start(spec)
     _check_proposals(spec)
 
 
@@ -134,6 +146,39 @@ def check_budget(budget: BudgetSpec, where: str) -> None:
         value = getattr(budget, name)
         if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
             raise _fail(f"{where}.{name}", f"must be hours > 0 (e.g. 2.5) or null (no limit), got {value!r}")
+
+
+def _check_warm_start(spec: StudySpec) -> None:
+    if spec.warm_start.source is None:
+        return
+    if not spec.warm_start.source.strip():
+        raise _fail("warm_start.from", "is empty; name an earlier study's folder or an MLflow experiment")
+    if spec.space.grid is not None:
+        raise _fail(
+            "warm_start",
+            f"{spec.space.name!r} is a grid, which samples nothing: a warm start seeds a search's sampler "
+            "(remove warm_start)",
+        )
+
+
+def _warm_start_source(values: dict[str, Any], relative_to: Path) -> dict[str, Any]:
+    """``warm_start.from`` (YAML) is the field ``source``; a folder's path (relative to ``relative_to``,
+    as ``output_dir``) is made absolute."""
+    warm = values.get("warm_start")
+    if not isinstance(warm, dict):
+        return values
+    warm = dict(warm)
+    if "from" in warm:
+        if "source" in warm:
+            raise _fail("warm_start", "give from (or source), not both")
+        warm["source"] = warm.pop("from")
+    source = warm.get("source")
+    if isinstance(source, str) and source.strip():
+        path = Path(source).expanduser()
+        path = path if path.is_absolute() else relative_to / path
+        if path.is_dir():
+            warm["source"] = str(path.resolve())
+    return {**values, "warm_start": warm}
 
 
 def _check_confirm(spec: StudySpec) -> None:
@@ -355,6 +400,7 @@ def spec_from_mapping(values: Any, source: str, relative_to: Path, output_dir: P
         raise StudyError(f"{source}: expected a mapping of study settings at the top level")
     if output_dir is not None:
         values = {**values, "output_dir": str(output_dir)}
+    values = _warm_start_source(values, relative_to)
     try:
         spec = build_dataclass(StudySpec, values)
     except ConfigError as exc:

@@ -20,6 +20,7 @@ from ray import tune
 from finetune import Callback, EpochMetrics, FitResult, InputError, Trainer, config_to_yaml, resolve_config
 from finetune.digests import data_inputs
 from finetune.engine import train_to_end, use_threads
+from trainables.gpu_metrics import GpuSampler
 from trainables.trial_store import TrialStore
 
 REPLAYED = "replayed"  # 1.0 in a result that repeats the epoch a restarted trial continues from
@@ -38,9 +39,15 @@ class TuneReporter:
     epoch also writes the selected weights (of the best validation epoch, or the last epoch's)."""
 
     def __init__(
-        self, store: TrialStore, start_epoch: int, inputs: str = "", share: tuple[bool, float] = (False, 1.0)
+        self,
+        store: TrialStore,
+        start_epoch: int,
+        inputs: str = "",
+        share: tuple[bool, float] = (False, 1.0),
+        gpu: GpuSampler | None = None,
     ) -> None:
         self.store = store
+        self.gpu = gpu  # the trial's own GPU utilisation and memory each epoch (trainables.gpu_metrics)
         self.start_epoch = start_epoch
         self.inputs = inputs  # JSON: the digests of the images each split holds (finetune.digests)
         self.on_gpu, self.share = share  # what the trial holds: a fraction of a GPU, else CPUs
@@ -72,10 +79,11 @@ class TuneReporter:
     def on_epoch_end(self, metrics: EpochMetrics, trainer: Trainer) -> None:
         best = trainer.best_state if trainer.done else None
         self.store.save_epoch(metrics.epoch, trainer.state_dict(), best)
-        tune.report(self.result(metrics, trainer))
+        tune.report({**self.result(metrics, trainer), **(self.gpu.epoch() if self.gpu is not None else {})})
 
     def on_fit_end(self, result: FitResult) -> None:
-        pass
+        if self.gpu is not None:
+            self.gpu.stop()
 
 
 def held_share() -> tuple[bool, float]:
@@ -113,7 +121,7 @@ def run_trial(
     if state is not None:
         trainer.load_state_dict(state)
     inputs = json.dumps(data_inputs(config, trainer.splits), sort_keys=True)
-    reporter = TuneReporter(store, trainer.epoch, inputs, held_share())
+    reporter = TuneReporter(store, trainer.epoch, inputs, held_share(), GpuSampler(trainer.device).start())
     if trainer.history:  # report the epoch it continues from: the driver may never have seen it
         tune.report(reporter.result(trainer.history[-1], trainer, replayed=True))
     return train_to_end(trainer, [reporter, *callbacks])

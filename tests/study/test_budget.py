@@ -67,7 +67,7 @@ def test_status_line_says_spent_left_and_what_it_buys(tmp_path: Path) -> None:
     line = status_line(tmp_path)
     assert line == "budget: 1.0000 of 2 GPU-hours spent, 1.0000 left, about 2 more trial(s) at 0.5000 each so far"
     (tmp_path / LEDGER_FILE).write_text("{")
-    with pytest.raises(StudyError, match="budget.json is damaged"):
+    with pytest.raises(StudyError, match=r"budget\.json is damaged"):
         status_line(tmp_path)
 
 
