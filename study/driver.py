@@ -44,7 +44,7 @@ from study.outbox import PENDING_FILE
 from study.progress import ProgressLine
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
 from study.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers
-from study.spec import StudySpec, check_inputs, spec_to_yaml
+from study.spec import StudySpec, check_inputs, check_links, spec_to_yaml
 from study.stores import StoreChoice
 from study.tracking import StudyRun, check_stores
 from study.trial_config import trial_config
@@ -473,6 +473,7 @@ def check_resumable(path: Path) -> Resumable:
     """Every file a resume needs, each missing or damaged one a one-line StudyError."""
     folder = StudyFolder(path)
     spec = load_study_spec(folder.path)
+    check_links(folder.path, "STUDY_DIR")  # nothing it writes may land outside it
     table_state = trials_table_state(folder)
     if table_state == "ok":
         return Resumable(folder, spec, table_state, None)

@@ -13,7 +13,7 @@ import yaml
 
 from finetune import ConfigError, InputError, ModelConfig, TrainConfig, config_from_dict, resolve_config
 from finetune.backbones import build_classifier, check_weights_name
-from finetune.config import SELECTION_METRICS, build_dataclass
+from finetune.config import SELECTION_METRICS, build_dataclass, strict_yaml
 from finetune.data import DATASETS, check_batch_fits, check_dataset_name, split_sizes
 from finetune.regularizers import check_regularizer_name
 from search_spaces import SPACES, SearchSpace, get_space, sample_params
@@ -63,8 +63,8 @@ class BudgetSpec:
 @dataclass(frozen=True)
 class WarmStartSpec:
     """``from``: an earlier study's folder (relative to the working directory, as ``output_dir``) or
-    an MLflow experiment's name on this study's tracking store, whose finished trials that fit this space seed the sampler
-    (``study.warm_start``); ``same_rate``: take only trials at this study's sampling rate."""
+    an MLflow experiment's name on this study's tracking store, whose finished trials that fit this
+    space seed the sampler (``study.warm_start``); ``same_rate``: only trials at this study's rate."""
 
     source: str | None = None  # YAML key ``from``
     same_rate: bool = False
@@ -126,7 +126,11 @@ def _fail(field_name: str, message: str) -> StudyError:
 def validate(spec: StudySpec) -> None:
     """Every check that can be made before Ray starts; raises StudyError naming the field."""
     if not spec.name or not spec.name.replace("-", "").replace("_", "").isalnum():
-        raise _fail("name", f"{spec.name!r} must be letters, digits, '-' or '_'")
+        raise _fail("name", f"{spec.name[:80]!r} must be letters, digits, '-' or '_'")
+    if len(spec.name) > NAME_MAX_CHARS:
+        raise _fail(
+            "name", f"has {len(spec.name)} characters; keep it to {NAME_MAX_CHARS} (it names the MLflow experiment)"
+        )
     _check_space(spec)
     _check_selection(spec)
     _check_scheduling(spec)
@@ -358,10 +362,65 @@ def check_weights_file(model: ModelConfig, image_size: int = 224) -> None:
         build_classifier(model, num_classes=2, image_size=image_size)
 
 
+NAME_MAX_CHARS = 100
+# where a study folder never goes, however its path is written (after symbolic links are followed)
+SYSTEM_DIRS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys",
+    "/usr", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/run", "/snap",
+)  # fmt: skip
+
+
+def check_output_path(text: str) -> None:
+    """``output_dir`` as written: no NUL byte, no ``..`` (where it ends up would depend on links and
+    the working directory), no name longer than a file system allows."""
+    if "\0" in text:
+        raise _fail("output_dir", "contains a NUL byte; write a plain folder path")
+    if ".." in Path(text).parts:
+        raise _fail(
+            "output_dir", f"{text[:200]!r} contains '..'; write the folder's path without it (absolute or below here)"
+        )
+    long = [part for part in Path(text).parts if len(part.encode()) > 255]
+    if long:
+        raise _fail("output_dir", f"a name of {len(long[0].encode())} bytes is longer than a file system allows (255)")
+
+
+def check_not_system(out: Path) -> None:
+    """A resolved study folder is not the file system's root nor inside a system folder."""
+    if out == Path(out.anchor) or any(out == Path(d) or Path(d) in out.parents for d in SYSTEM_DIRS):
+        raise _fail("output_dir", f"{out} is a system folder; choose a folder of your own (e.g. runs/<name>)")
+
+
+def escaping_links(folder: Path) -> list[tuple[Path, Path]]:
+    """(link, target) of every symbolic link inside ``folder`` that leads outside it."""
+    root = folder.resolve()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if target != root and root not in target.parents:
+                    found.append((path, target))
+    return found
+
+
+def check_links(folder: Path, field_name: str) -> None:
+    """Nothing a study writes into its folder can land outside it through a symbolic link."""
+    links = escaping_links(folder) if folder.is_dir() else []
+    if links:
+        link, target = links[0]
+        raise _fail(
+            field_name,
+            f"{link} is a symbolic link to {target}, outside the study folder; remove it (a study writes only "
+            "inside its own folder)",
+        )
+
+
 def check_output_dir(spec: StudySpec) -> None:
     """The study folder can be created and written, checked by creating and removing a probe folder
-    beside it (nothing is left behind)."""
+    beside it (nothing is left behind); no link inside it leads outside."""
     out = spec.study_dir
+    check_links(out, "output_dir")
     if out.exists() and not out.is_dir():
         raise _fail("output_dir", f"{out} is a file; choose a folder path")
     parent = out
@@ -405,8 +464,10 @@ def spec_from_mapping(values: Any, source: str, relative_to: Path, output_dir: P
         spec = build_dataclass(StudySpec, values)
     except ConfigError as exc:
         raise StudyError(str(exc)) from None
+    check_output_path(spec.output_dir)
     out = Path(spec.output_dir).expanduser()
     out = (relative_to / out).resolve() if not out.is_absolute() else out.resolve()
+    check_not_system(out)
     spec = StudySpec(**{**spec.__dict__, "output_dir": str(out)})
     return with_selection(spec)
 
@@ -446,13 +507,21 @@ def _is_grid(spec: StudySpec) -> bool:
 
 
 def read_yaml(path: Path, what: str) -> Any:
-    """A YAML file's content; a missing, binary or malformed file is one line naming it."""
+    """A YAML file's content; a missing, binary, oversized or malformed file, a duplicate key, an
+    anchor or alias, or a tag is one line naming it (``finetune.config.strict_yaml``)."""
     if not path.is_file():
         raise StudyError(f"{what}: no file at {path}; pass a study YAML such as studies/demo.yaml")
+    if path.stat().st_size > strict_yaml.MAX_BYTES:
+        raise StudyError(
+            f"{path}: {path.stat().st_size:,} bytes, over the {strict_yaml.MAX_BYTES:,} a spec may have; "
+            "a study spec is a few kilobytes (is this the right file?)"
+        )
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return strict_yaml.load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not a text (UTF-8) file; pass a YAML file") from None
+    except strict_yaml.YamlRefused as exc:
+        raise StudyError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from finetune.config import strict_yaml
 from finetune.config.convert import build_dataclass
 from finetune.config.methods import protocol_coefficients, section_types
 from finetune.config.schema import RegularizerConfig, TrainConfig
@@ -123,7 +124,9 @@ def config_to_yaml(config: TrainConfig) -> str:
 
 def config_from_yaml(text: str, source: str = "<config>") -> TrainConfig:
     try:
-        values = yaml.safe_load(text)
+        values = strict_yaml.load(text)
+    except strict_yaml.YamlRefused as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if values is None:
@@ -137,6 +140,8 @@ def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config: no file at {path}; pass the path of a config YAML such as <study>/best.yaml")
+    if path.stat().st_size > strict_yaml.MAX_BYTES:
+        raise ConfigError(f"--config: {path} has {path.stat().st_size:,} bytes; a config YAML is a few kilobytes")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
