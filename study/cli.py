@@ -93,6 +93,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     import torch
 
     from study import warm_start
+    from study.disk import check_free
     from study.driver import StudyOutcome, check_study_dir, run_study
     from study.lock import driver_lock
     from study.spec import check_inputs, check_local_resources, check_output_dir
@@ -109,6 +110,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return confirm_then_report(spec, StudyOutcome.complete(folder))
     check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     check_stores(stores)
+    check_free(spec.study_dir, spec.max_concurrent, "output_dir")
     seed = warm_start.seed_trials(spec)  # its source read (one line if it is not there) before Ray starts
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
     if spec.warm_start.source is not None:
@@ -144,6 +146,7 @@ def confirm_then_report(spec: StudySpec, outcome: StudyOutcome, ray_started: boo
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.budget import parse_budget, raise_limits
+    from study.disk import check_free
     from study.driver import StudyOutcome, check_resumable, resume_study
     from study.lock import driver_lock
     from study.outbox import PENDING_FILE
@@ -159,6 +162,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return cmd_sync(args)
         return confirm_then_report(spec, StudyOutcome.complete(folder))
     assert checked.record is not None
+    check_free(folder.path, spec.max_concurrent, "STUDY_DIR")
     stores = checked.record.stores(folder)
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
     with driver_lock(folder.path, stores.optuna_url, spec.name), ray_session(spec):
@@ -177,6 +181,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def report_outcome(spec: StudySpec, outcome: StudyOutcome) -> int:
+    if outcome.disk_low:
+        print(f"error: {outcome.disk_low}", file=sys.stderr)
+        return 1
     if outcome.budget_spent:
         if outcome.tracking_behind:
             print(f"error: {outcome.tracking_behind}", file=sys.stderr)
@@ -338,12 +345,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WRITES = {"MLflow": "its UI and API write runs, tags and models", "optuna-dashboard": "it edits trials and notes"}
+# how to let others in without opening the record to the network, per server
+PROTECT = {
+    "MLflow": "MLflow can ask for a login (`mlflow server --app-name basic-auth`) and serve TLS behind a proxy; "
+    "or keep --host 127.0.0.1 and reach it through `ssh -L 5000:127.0.0.1:5000 HOST`",
+    "optuna-dashboard": "optuna-dashboard has no login of its own: keep --host 127.0.0.1 and reach it through "
+    "`ssh -L 8080:127.0.0.1:8080 HOST`, or put it behind a proxy that asks for one",
+}
+
+
 def check_server_args(host: str, port: int, what: str) -> None:
+    """A port must be a TCP port; a host other than loopback gets one warning line: who can read and
+    write the record then, and the protection that server offers."""
     if not 1 <= port <= 65535:
         raise StudyError(f"--port: {port} is not a TCP port; pass 1-65535")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         print(
-            f"warning: serving {what} on {host}; anyone who reaches it can read and change the study", file=sys.stderr
+            f"warning: --host {host}: anyone on the network who reaches port {port} can read and change the study "
+            f"({WRITES.get(what, 'it serves the record')}); " + PROTECT.get(what, "keep --host 127.0.0.1"),
+            file=sys.stderr,
         )
 
 

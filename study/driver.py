@@ -22,9 +22,10 @@ from ray.tune.search import ConcurrencyLimiter
 import compat
 from finetune import config_to_yaml
 from finetune.config import flatten
-from study import warm_start
+from study import disk, warm_start
 from study.binding import bound
 from study.budget import BudgetCallback, guarded
+from study.disk import DiskSpaceCallback
 from study.errors import StudyError
 from study.folder import (
     SPEC_FILE,
@@ -70,6 +71,7 @@ class StudyOutcome:
     interrupted: bool = False
     tracking_behind: str | None = None  # why MLflow lacks part of the record (kept in the folder)
     budget_spent: str | None = None  # the study stopped at its budget (``study.budget``): which limit
+    disk_low: str | None = None  # the study stopped before its disk was full (``study.disk``): the one line
 
     @classmethod
     def complete(cls, folder: StudyFolder) -> StudyOutcome:
@@ -242,6 +244,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
                 trial_logger(spec, record),
                 ProgressLine(spec.num_samples, str(spec.metric)),
                 BudgetCallback(record.parent_run_id),
+                DiskSpaceCallback(record.parent_run_id),
             ],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=0,  # the progress line reports; Tune's status tables would bury it
@@ -305,12 +308,16 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
     started = time.monotonic()
     wait_s = float(os.environ.get(TRACKING_WAIT_ENV, "60"))
     with bound(record.parent_run_id, folder.path, stores):
-        with guarded(record.parent_run_id, folder.path, spec.budget) as guard:
+        with (
+            guarded(record.parent_run_id, folder.path, spec.budget) as guard,
+            disk.guarded(record.parent_run_id, folder.path, spec.max_concurrent) as disk_guard,
+        ):
             trials = _tune(spec, record, make_tuner, wait_s)
         logger = trial_logger(spec, record)  # the driver's own: it replays what Tune's copy kept
         logger.drain(0.0)
         runs = logger.child_runs()
-        if len(trials) != spec.num_samples or not all(ended(t) for t in trials):
+        # stopped for space: a trial the full disk failed is retried by `study resume`, so not ended
+        if disk_guard.stop_requested or len(trials) != spec.num_samples or not all(ended(t) for t in trials):
             # the interrupted trials' runs are continued by `study resume`
             logger.killed([t.trial_id for t in trials if not ended(t)])
             behind = None if logger.drain(min(wait_s, 10.0)) else behind_message(logger, stores.shown())
@@ -323,6 +330,7 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
                 interrupted=True,
                 tracking_behind=behind,
                 budget_spent=guard.reason if guard.stop_requested else None,
+                disk_low=disk_guard.reason if disk_guard.stop_requested else None,
             )
         logger.settle(trials, out)
         optuna_storage = stores.optuna_storage()

@@ -157,3 +157,28 @@ def test_a_link_inside_the_study_folder_that_leads_outside_is_refused(
     (out / "tune").symlink_to(outside)
     assert main(["resume", str(out)]) == 2
     assert "STUDY_DIR: " in capsys.readouterr().err and snapshot(outside) == before
+
+
+def test_the_uis_bind_loopback_and_warn_in_one_line_on_another_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.study.test_spec_cli import launched_folder
+
+    folder = launched_folder(tmp_path, {"tracking_uri": None, "optuna_storage": None})
+    (folder / "mlflow.db").write_bytes(b"")
+    (folder / "optuna.db").write_bytes(b"")
+    for verb, port in (("ui", 5000), ("dashboard", 8080)):
+        assert main([verb, str(folder), "--print-only"]) == 0
+        printed = capsys.readouterr()
+        assert "--host 127.0.0.1" in printed.out and printed.err == ""  # loopback by default, no warning
+        assert main([verb, str(folder), "--print-only", "--host", "0.0.0.0"]) == 0
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith(
+            f"warning: --host 0.0.0.0: anyone on the network who reaches port {port}"
+        )
+    assert "MLflow can ask for a login (`mlflow server --app-name basic-auth`)" not in err  # the dashboard's own advice
+    assert main(["ui", str(folder), "--print-only", "--host", "0.0.0.0"]) == 0
+    assert (
+        "can read and change the study (its UI and API write runs, tags and models); MLflow can ask for a login ("
+        in (capsys.readouterr().err)
+    )

@@ -1,0 +1,137 @@
+"""Free space in the study folder: a study stops cleanly before its disk is full, not after.
+
+Each trial keeps its two newest epoch states and writes a third before deleting the oldest
+(``trainables.trial_store``), so a study needs about three state files a running trial, plus room
+for its records (MLflow's and Optuna's databases, Tune's state): :data:`RECORDS_BYTES`. The driver's
+:class:`DiskSpaceCallback` learns the size of a state file from the trials' own and checks the free
+space on every step of Tune's loop (and when a trial fails, where a full disk is the likely cause):
+below what the study needs it stops Tune as Ctrl-C does, every completed trial intact and every
+unfinished one resumable, and the driver ends with one line naming the folder, the space it has and
+the space it needs. ``study launch`` and ``study resume`` check the same before Ray starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+import compat
+from study.errors import StudyError
+from trainables.trial_store import KEEP_STATES, TRIALS_DIR, TrialStore
+
+MIB = 2**20
+RECORDS_BYTES = 64 * MIB  # MLflow's and Optuna's databases, Tune's state, the table and report
+CHECK_EVERY_S = 0.5
+
+
+def largest_state(folder: Path) -> int:
+    """The size of the largest epoch state file of the study's trials (0 before the first)."""
+    root = folder / TRIALS_DIR
+    sizes = [p.stat().st_size for p in root.glob("*/epoch_*.pt")] if root.is_dir() else []
+    return max(sizes, default=0)
+
+
+class DiskGuard:
+    def __init__(self, folder: Path, slots: int) -> None:
+        self.folder = folder
+        self.slots = max(1, slots)
+        self.state_bytes = largest_state(folder)
+        self.reason: str | None = None
+        self.stop_requested = False
+        self._checked = 0.0
+
+    def need(self) -> int:
+        return RECORDS_BYTES + (KEEP_STATES + 1) * self.state_bytes * self.slots
+
+    def saw(self, trial_id: str) -> None:
+        """A trial ended an epoch: the size of its newest state file."""
+        store = TrialStore.of(self.folder, trial_id)
+        epochs = store.epochs()
+        if epochs:
+            with suppress(OSError):  # pruned meanwhile: the next epoch's will do
+                self.state_bytes = max(self.state_bytes, store.state_path(epochs[-1]).stat().st_size)
+
+    def low(self, field_name: str = "output_dir") -> str | None:
+        """Why the free space is too low (one line: the folder, what it has, what it needs), or None."""
+        free = shutil.disk_usage(self.folder).free
+        need = self.need()
+        if free >= need:
+            return None
+        states = (
+            f"{KEEP_STATES + 1} saved states of {self.state_bytes / MIB:.1f} MB for each of {self.slots} trial(s) "
+            f"at a time, and {RECORDS_BYTES // MIB} MB for its records"
+            if self.state_bytes
+            else f"{RECORDS_BYTES // MIB} MB for its records, before its trials' states"
+        )
+        return (
+            f"{field_name}: {self.folder} has {free / MIB:.1f} MB free; this study needs about {need / MIB:.0f} MB "
+            f"free ({states}); free space there, then `study resume {self.folder}`"
+        )
+
+    def check(self, force: bool = False) -> bool:
+        """Whether to stop now (checked at most every ``CHECK_EVERY_S`` unless ``force``)."""
+        now = time.monotonic()
+        if self.reason is not None or (not force and now - self._checked < CHECK_EVERY_S):
+            return self.reason is not None
+        self._checked = now
+        self.reason = self.low()
+        return self.reason is not None
+
+
+_ACTIVE: dict[str, DiskGuard] = {}
+
+
+@contextmanager
+def guarded(key: str, folder: Path, slots: int) -> Iterator[DiskGuard]:
+    guard = DiskGuard(folder, slots)
+    _ACTIVE[key] = guard
+    try:
+        yield guard
+    finally:
+        _ACTIVE.pop(key, None)
+
+
+def check_free(folder: Path, slots: int, field_name: str) -> None:
+    """Before Ray starts: enough free space for the study's next steps, else one line."""
+    probe = folder if folder.is_dir() else next(p for p in folder.parents if p.is_dir())
+    guard = DiskGuard(probe, slots)
+    guard.state_bytes = largest_state(folder) if folder.is_dir() else 0
+    reason = guard.low(field_name)
+    if reason is not None:
+        raise StudyError(reason.replace(f" {probe} has", f" {folder} has", 1))
+
+
+class DiskSpaceCallback(Callback):
+    """Tune's side of :class:`DiskGuard`; pickled with the study's key only (as the MLflow logger)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _stop_if_low(self, force: bool = False) -> None:
+        guard = _ACTIVE.get(self.key)
+        if guard is None or guard.stop_requested:
+            return
+        if guard.check(force):
+            guard.stop_requested = True
+            compat.stop_tune_run()
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        guard = _ACTIVE.get(self.key)
+        if guard is not None:
+            guard.saw(trial.trial_id)
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self._stop_if_low()
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._stop_if_low(force=True)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._stop_if_low(force=True)
