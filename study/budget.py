@@ -4,11 +4,12 @@
 The ledger ``budget.json`` in the study folder holds the limits in force and what was spent: each
 trial's device-seconds as it last reported them (``device_s``: its epochs' wall time x the share of
 a GPU it held, x its CPUs on a CPU; every start of it included) and the time the study's drivers
-have run (``wall_s``). The driver's :class:`BudgetCallback` updates it on every result and checks it
-on every step of Tune's loop. Once a limit is reached the searcher asks for no new trial, every
-trial that was running finishes the epoch it is in (its state is saved as each epoch ends), and
-then the driver stops Tune as Ctrl-C does: the study is interrupted, not ended, and ``study resume
-STUDY_DIR --budget gpu_hours=N`` continues it with the new limit.
+have run (``wall_s``). The driver's ``study.stop_callbacks.BudgetCallback`` updates it on every
+result and checks it on every step of Tune's loop. Once a limit is reached the searcher asks for
+no new trial, every trial that was running finishes the epoch it is in (its state is saved as each
+epoch ends), and then the driver stops Tune as Ctrl-C does: the study is interrupted, not ended,
+and ``study resume STUDY_DIR --budget gpu_hours=N`` continues it with the new limit. No Ray import
+here: ``study status`` reads the ledger.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-from ray.tune.experiment import Trial
-
-import compat
 from study.errors import StudyError
 from study.spec import BudgetSpec, check_budget
 
@@ -210,28 +207,6 @@ def guarded(key: str, folder: Path, budget: BudgetSpec) -> Iterator[Guard]:
 
 def active(key: str | None) -> Guard | None:
     return _ACTIVE.get(key) if key else None
-
-
-class BudgetCallback(Callback):
-    """Tune's side: records each result's cost and stops the run (as Ctrl-C does, so that every
-    unfinished trial resumes) once the budget is spent and the running trials have ended their epoch.
-    Pickled with the study's key only; on ``study resume`` it finds the resumed driver's guard."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        guard = active(self.key)
-        if guard is not None:
-            guard.record(trial.trial_id, result)
-
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        guard = active(self.key)
-        if guard is None or guard.stop_requested:
-            return
-        if guard.check({t.trial_id for t in trials if t.status == Trial.RUNNING}):
-            guard.stop_requested = True
-            compat.stop_tune_run()
 
 
 def status_line(folder: Path) -> str | None:

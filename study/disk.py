@@ -3,7 +3,7 @@
 Each trial keeps its two newest epoch states and writes a third before deleting the oldest
 (``trainables.trial_store``), so a study needs about three state files a running trial, plus room
 for its records (MLflow's and Optuna's databases, Tune's state): :data:`RECORDS_BYTES`. The driver's
-:class:`DiskSpaceCallback` learns the size of a state file from the trials' own and checks the free
+``study.stop_callbacks.DiskSpaceCallback`` learns the size of a state file from the trials' own and checks the free
 space on every step of Tune's loop (and when a trial fails, where a full disk is the likely cause):
 below what the study needs it stops Tune as Ctrl-C does, every completed trial intact and every
 unfinished one resumable, and the driver ends with one line naming the folder, the space it has and
@@ -17,12 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
-from ray.tune import Callback
-from ray.tune.experiment import Trial
-
-import compat
 from study.errors import StudyError
 from trainables.trial_store import KEEP_STATES, TRIALS_DIR, TrialStore
 
@@ -88,8 +83,13 @@ class DiskGuard:
 _ACTIVE: dict[str, DiskGuard] = {}
 
 
+def active(key: str | None) -> DiskGuard | None:
+    return _ACTIVE.get(key) if key else None
+
+
 @contextmanager
 def guarded(key: str, folder: Path, slots: int) -> Iterator[DiskGuard]:
+    """The study ``key``'s free space is watched in this process for the block (the driver's run)."""
     guard = DiskGuard(folder, slots)
     _ACTIVE[key] = guard
     try:
@@ -106,32 +106,3 @@ def check_free(folder: Path, slots: int, field_name: str) -> None:
     reason = guard.low(field_name)
     if reason is not None:
         raise StudyError(reason.replace(f" {probe} has", f" {folder} has", 1))
-
-
-class DiskSpaceCallback(Callback):
-    """Tune's side of :class:`DiskGuard`; pickled with the study's key only (as the MLflow logger)."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def _stop_if_low(self, force: bool = False) -> None:
-        guard = _ACTIVE.get(self.key)
-        if guard is None or guard.stop_requested:
-            return
-        if guard.check(force):
-            guard.stop_requested = True
-            compat.stop_tune_run()
-
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        guard = _ACTIVE.get(self.key)
-        if guard is not None:
-            guard.saw(trial.trial_id)
-
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        self._stop_if_low()
-
-    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._stop_if_low(force=True)
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._stop_if_low(force=True)

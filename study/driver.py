@@ -24,8 +24,7 @@ from finetune import config_to_yaml
 from finetune.config import flatten
 from study import disk, warm_start
 from study.binding import bound
-from study.budget import BudgetCallback, guarded
-from study.disk import DiskSpaceCallback
+from study.budget import guarded
 from study.errors import StudyError
 from study.folder import (
     SPEC_FILE,
@@ -46,6 +45,7 @@ from study.progress import ProgressLine
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
 from study.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers
 from study.spec import StudySpec, check_inputs, check_links, spec_to_yaml
+from study.stop_callbacks import BudgetCallback, DiskSpaceCallback
 from study.stores import StoreChoice
 from study.tracking import StudyRun, check_stores
 from study.trial_config import trial_config

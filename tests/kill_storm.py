@@ -64,6 +64,15 @@ class StormCounts:
             and self.final_exit_code == 0
         )
 
+    def summary(self, trials: int) -> str:
+        """The last line: lost (trials or epochs missing from the record), doubled (a trial, run or
+        epoch recorded twice), orphans (a process outliving its driver, a run left RUNNING, an Optuna
+        trial neither complete nor pruned)."""
+        lost = max(0, trials - self.finished_trials) + self.epochs_missing
+        doubled = max(0, self.table_rows - trials) + max(0, self.child_runs - trials) + self.epochs_logged_twice
+        orphans = self.leftover_processes + self.running_runs + self.optuna_other
+        return f"kills {self.kills}, trials {self.finished_trials}, lost {lost}, doubled {doubled}, orphans {orphans}"
+
 
 def write_spec(folder: Path, trials: int, epochs: int) -> Path:
     spec = {
@@ -193,6 +202,7 @@ def main() -> None:
     print(json.dumps(asdict(counts), indent=2))
     verdict = "ok" if counts.ok(args.trials) else "FAILED"
     print(f"kill storm: {counts.kills} kills, {verdict}, {time.monotonic() - started:.0f} s")
+    print(counts.summary(args.trials))
     sys.exit(0 if counts.ok(args.trials) else 1)
 
 

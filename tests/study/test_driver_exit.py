@@ -49,3 +49,4 @@ def test_kill_storm_loses_nothing(tmp_path: Path) -> None:
     counts = storm(tmp_path, kills=3, trials=3, epochs=3, seed=1)
     assert counts.kills == 3 and not counts.finished_early, counts
     assert counts.ok(trials=3), counts
+    assert counts.summary(3) == "kills 3, trials 3, lost 0, doubled 0, orphans 0"

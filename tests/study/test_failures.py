@@ -143,3 +143,64 @@ def test_failure_reason_is_the_last_failures_exception_line() -> None:
     assert failure_reason(text) == "The actor died unexpectedly before finishing this task."
     assert failure_reason(text.split("Failure # 2")[0]) == "RuntimeError: first"
     assert failure_reason("") == ""
+
+
+class KillWorker:
+    """Engine callback: SIGKILL the trial's own worker process (as the OOM killer or a lost node
+    would), once after epoch 2 for one trial (``markers``), after every epoch 1 for the other."""
+
+    def __init__(self, markers: str, trial_id: str, always: bool) -> None:
+        self.marker = Path(markers) / f"{trial_id}.killed"
+        self.always = always
+
+    def on_epoch_end(self, metrics: Any, trainer: Any) -> None:
+        import os
+        import signal
+
+        if self.always and metrics.epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if not self.always and metrics.epoch == 2 and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_fit_end(self, result: Any) -> None:
+        pass
+
+
+def killed_trial(params: dict[str, Any], *, base: dict[str, Any], trials_root: str) -> None:
+    trial_id = tune.get_context().get_trial_id()
+    markers = str(Path(trials_root).parent.parent / "markers")
+    always = params["optim.lr"] == 0.02
+    run_trial(params, base, TrialStore(Path(trials_root) / trial_id), [KillWorker(markers, trial_id, always)])
+
+
+@register_space(
+    "kill-probe", "tests: one trial's worker is killed once, the other's every time", grid={"optim.lr": [0.02, 0.01]}
+)
+def kill_probe(trial: optuna.Trial) -> None:
+    trial.suggest_categorical("optim.lr", [0.02, 0.01])
+
+
+def test_a_killed_worker_is_retried_from_its_state_and_one_killed_every_time_fails_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(study.driver, "TRAINABLE", killed_trial)
+    rows = run(tmp_path, "killed", search_space="kill-probe", max_failures=1, reuse_actors=False)
+    by_lr = {r["param.optim.lr"]: r for r in rows}
+    retried, failed = by_lr[0.01], by_lr[0.02]
+    assert len(list(markers.glob("*.killed"))) == 1  # the worker was really killed once
+    assert retried["status"] == "finished" and retried["epoch"] == 3 and retried["retries"] == 1
+    assert failed["status"] == "failed" and failed["retries"] == 1 and "died" in failed["error"].lower()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}")
+    history = client.get_metric_history(retried["mlflow_run_id"], "val_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3]  # continued from epoch 2, each epoch once, one run
+    failed_run = client.get_run(failed["mlflow_run_id"])
+    assert failed_run.info.status == "FAILED" and "died" in failed_run.data.tags["error"].lower()
+    experiment = client.get_experiment_by_name("killed")
+    assert experiment is not None
+    assert len([r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]) == 2
+    assert main(["status", str(tmp_path / "killed")]) == 0
+    assert "2/2 trials ended (failed 1, finished 1)" in capsys.readouterr().out
