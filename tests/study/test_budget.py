@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import optuna
-import pyarrow.parquet as pq
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from study.budget import LEDGER_FILE, Guard, Ledger, parse_budget, status_line
 from study.cli import main
 from study.errors import StudyError
 from tests.conftest import small_study, tiny_base
+from tests.record import assert_every_trial_once
 
 
 def test_parse_budget_names_the_flag_and_the_fix() -> None:
@@ -55,7 +53,7 @@ def test_the_guard_waits_for_every_running_trial_to_end_its_epoch(tmp_path: Path
     saved = Ledger.load(tmp_path)
     assert saved is not None and saved.device_s == {"a": 2000.0, "b": 1800.0}
     # a wall-time limit is reached without any result: every running trial is waited for
-    wall = Guard(tmp_path, Ledger(wall_hours=1e-9))
+    wall = Guard(tmp_path, Ledger(wall_hours=1.0, wall_s=3600.0))  # earlier drivers spent it
     assert not wall.check({"x"}) and wall.exhausted
     wall.record("x", {"device_s": 1.0})
     assert wall.check({"x"})
@@ -98,19 +96,7 @@ def test_a_study_stops_at_its_budget_and_resumes_with_more(tmp_path: Path, capsy
 
     assert main(["resume", str(out), "--budget", "gpu_hours=none"]) == 0
     assert "budget now: gpu_hours None" in capsys.readouterr().out
-    table = pq.read_table(out / "trials.parquet").to_pylist()
-    assert len(table) == TRIALS and all(r["status"] == "finished" and r["epoch"] == EPOCHS for r in table)
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == TRIALS and all(c.info.status == "FINISHED" for c in children)
-    for child in children:  # every epoch logged once, the stopped trials' included
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert sorted(steps) == list(range(1, EPOCHS + 1))
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}")
-    assert len(study.trials) == TRIALS and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    table = assert_every_trial_once(out, name, TRIALS, EPOCHS)
     final = json.loads((out / LEDGER_FILE).read_text())
     assert final["gpu_hours"] is None and set(final["device_s"]) == {r["trial_id"] for r in table}
     assert sum(final["device_s"].values()) == pytest.approx(sum(r["device_s"] for r in table))

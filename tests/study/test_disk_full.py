@@ -12,8 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -22,6 +20,7 @@ from study.cli import main
 from study.disk import RECORDS_BYTES, DiskGuard, check_free, largest_state
 from study.errors import StudyError
 from tests.conftest import REPO, small_study, tiny_base
+from tests.record import assert_every_trial_once
 
 MIB = 2**20
 
@@ -104,12 +103,4 @@ def test_a_filling_disk_stops_the_study_cleanly_and_resume_completes_it(
     assert "STUDY_DIR: " in capsys.readouterr().err
     ballast.unlink()  # space freed
     assert main(["resume", str(out)]) == 0
-    table = pq.read_table(out / "trials.parquet").to_pylist()
-    assert len(table) == TRIALS and all(r["status"] == "finished" and r["epoch"] == EPOCHS for r in table)
-    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == TRIALS and all(c.info.status == "FINISHED" for c in children)
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch once
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}")
-    assert len(study.trials) == TRIALS and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert_every_trial_once(out, name, TRIALS, EPOCHS)

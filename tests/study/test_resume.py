@@ -10,14 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
 from tests.conftest import REPO, tiny_base
+from tests.record import assert_every_trial_once
 
 pytestmark = pytest.mark.slow
 
@@ -70,24 +69,12 @@ def launch_and_stop(spec_path: Path, out: Path, sig: int) -> int:
 
 
 def assert_complete(out: Path, name: str) -> None:
-    table = pq.read_table(out / "trials.parquet").to_pylist()
-    assert len(table) == TRIALS and all(r["status"] == "finished" and r["epoch"] == EPOCHS for r in table)
+    table = assert_every_trial_once(out, name, TRIALS, EPOCHS)
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == TRIALS  # exactly one run per trial: the interrupted one continued its own
-    assert {c.data.tags["tune.trial_id"] for c in children} == {r["trial_id"] for r in table}
-    for child in children:
-        assert child.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert sorted(set(steps)) == list(range(1, EPOCHS + 1))
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}")
-    assert len(study.trials) == TRIALS
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert sorted(r["optuna_trial_number"] for r in table) == list(range(TRIALS))
 
 
