@@ -58,9 +58,6 @@ USES: dict[str, Private] = {
         "stopping a study at its budget with every unfinished trial resumable",
         "2.60",
     ),
-    "ray-session-dir": Private(
-        "ray", "ray._private.worker.global_worker.node", "the local Ray session's folder (the watchdog)", "2.60"
-    ),
     "optuna-trial-id": Private(
         "optuna", "FrozenTrial._trial_id", "reopening a RUNNING trial to tag or take it over", "5.1"
     ),
@@ -192,19 +189,6 @@ def stop_tune_run() -> None:
 
     _guard("ray-tune-stop-signal", check)
     signal.raise_signal(signal.SIGUSR1)
-
-
-def ray_session_dir() -> str | None:
-    """The local Ray session's folder (its processes name it on their command lines); None when Ray
-    is not started here."""
-
-    def read() -> str | None:
-        import ray._private.worker as ray_worker
-
-        node = ray_worker.global_worker.node
-        return None if node is None else str(node.get_session_dir_path())
-
-    return _guard("ray-session-dir", read)
 
 
 # Optuna -------------------------------------------------------------------------------------

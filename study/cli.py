@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-import compat
 from finetune import InputError, NonFiniteLossError, PrintProgress, config_to_yaml, fit, load_config
 from finetune.engine import use_threads
 from finetune.registry import Registry
@@ -42,11 +41,12 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
     if spec.cluster_address:  # a cluster's own resources; num_cpus cannot be set when joining
         ray.init(address=spec.cluster_address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING)
         from study import watchdog
 
-        # a killed driver cannot shut its local Ray down: the watchdog ends what it leaves behind
-        watchdog.start(os.getpid(), ray_session_dir())
+        # a killed driver cannot shut its local Ray down: the watchdog ends what it leaves behind; it
+        # starts first, so a driver killed while Ray starts leaves nothing either
+        watchdog.start(os.getpid())
+        ray.init(num_cpus=spec.ray_num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM)
     if on_main_thread:  # after ray.init, whose own SIGTERM handler aborts the process
@@ -57,14 +57,6 @@ def ray_session(spec: StudySpec) -> Iterator[None]:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
-
-
-def ray_session_dir() -> str | None:
-    """The local Ray session's folder (its processes name it on their command lines)."""
-    try:
-        return compat.ray_session_dir()
-    except compat.CompatError:  # without it the watchdog still ends the driver's own process tree
-        return None
 
 
 def runs_address(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> str:

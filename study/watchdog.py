@@ -4,9 +4,11 @@
 normally, the driver shuts it down; killed (SIGKILL, OOM killer), it cannot, and some of those
 processes live on, reparented to init. The watchdog runs in its own session (a Ctrl-C to the
 terminal does not reach it), notes the driver's descendants twice a second, and once the driver
-is gone, sends SIGTERM to every noted process still alive (the same process: pid and start time)
-and to any process naming the Ray session's folder (one started in the last half second), then
-SIGKILL to those still alive 3 s later, and exits. It also exits, doing nothing, once every noted
+is gone, sends SIGTERM to every noted process still alive (the same process: pid and start time),
+to every process below one of them, and to any process naming the Ray session's folder (so one
+started in the last half second is not missed), then SIGKILL to those still alive 3 s later, and
+exits. It starts before ``ray.init`` (a driver killed while Ray starts leaves Ray's first processes
+too) and learns the session's folder from their command lines. It also exits, doing nothing, once every noted
 process has ended while the driver lives (the driver shut Ray down itself). Usage (the CLI does it)::
 
     python -m study.watchdog DRIVER_PID [RAY_SESSION_DIR]
@@ -15,6 +17,7 @@ process has ended while the driver lives (the driver shut Ray down itself). Usag
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,6 +72,31 @@ def end_all(noted: dict[int, float], grace: float = GRACE_S) -> int:
     return len(targets)
 
 
+SESSION = re.compile(r"(/[^\s=,'\"]*/session_\d{4}-\d{2}-\d{2}_[\d-]+(?:_\d+)+)")
+
+
+def session_of(noted: dict[int, float]) -> str | None:
+    """The Ray session's folder named on a noted process's command line (GCS, raylet, agents)."""
+    for pid, started in noted.items():
+        process = alive(pid, started)
+        try:
+            found = SESSION.search(" ".join(process.cmdline())) if process is not None else None
+        except psutil.Error:
+            continue
+        if found:
+            return found.group(1)
+    return None
+
+
+def below(noted: dict[int, float]) -> dict[int, float]:
+    """The processes below the noted ones still alive (a worker started since the last look)."""
+    found: dict[int, float] = {}
+    for pid, started in list(noted.items()):
+        if alive(pid, started) is not None:
+            found.update(descendants(pid))
+    return found
+
+
 def naming(session_dir: str) -> dict[int, float]:
     """Processes whose command line names the Ray session's folder."""
     found = {}
@@ -90,7 +118,10 @@ def watch(driver_pid: int, session_dir: str | None = None) -> int:
         noted.update(descendants(driver_pid))
         if noted and all(alive(pid, started) is None for pid, started in noted.items()):
             return 0  # Ray was shut down by the driver
+        session_dir = session_dir or session_of(noted)
         time.sleep(POLL_S)
+    noted.update(below(noted))
+    session_dir = session_dir or session_of(noted)
     if session_dir:
         noted.update(naming(session_dir))
     return end_all(noted)

@@ -40,6 +40,7 @@ class StormCounts:
     kills: int = 0
     moments: dict[str, int] = field(default_factory=dict)
     leftover_processes: int = 0  # processes of a killed driver alive 10 s after it died
+    leftover_names: list[str] = field(default_factory=list)  # which (moment: command line), to find why
     finished_early: bool = False
     table_rows: int = 0
     finished_trials: int = 0
@@ -117,19 +118,23 @@ def wait_for_moment(driver: subprocess.Popen[bytes], study: Path, moment: str, r
     return driver.poll() is None
 
 
-def leftovers(noted: dict[int, float]) -> int:
+def leftovers(noted: dict[int, float], names: list[str] | None = None) -> int:
+    """How many of the noted processes are alive ``LEFTOVER_WAIT_S`` after the driver died (their
+    command lines appended to ``names``)."""
     deadline = time.monotonic() + LEFTOVER_WAIT_S
     while True:
-        alive = 0
+        alive = []
         for pid, started in noted.items():
             try:
                 process = psutil.Process(pid)
                 if process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE:
-                    alive += 1
+                    alive.append(" ".join(process.cmdline())[:160])
             except psutil.Error:
                 continue
-        if alive == 0 or time.monotonic() > deadline:
-            return alive
+        if not alive or time.monotonic() > deadline:
+            if names is not None:
+                names.extend(alive)
+            return len(alive)
         time.sleep(0.2)
 
 
@@ -179,7 +184,9 @@ def storm(folder: Path, kills: int, trials: int = 4, epochs: int = 4, seed: int 
         driver.wait()
         counts.kills += 1
         counts.moments[moment] = counts.moments.get(moment, 0) + 1
-        counts.leftover_processes += leftovers(noted)
+        names: list[str] = []
+        counts.leftover_processes += leftovers(noted, names)
+        counts.leftover_names += [f"{moment}: {name}" for name in names]
         args = ["resume", str(study)] if (study / "study.json").is_file() else ["launch", str(spec)]
     final = study_process(args, log)
     counts.final_exit_code = final.wait(timeout=900)

@@ -96,14 +96,6 @@ def test_ray_tune_stop_signal(use: str) -> None:
         signal.signal(signal.SIGUSR1, handlers[1])
 
 
-@probes("ray-session-dir")
-def test_ray_session_dir(use: str) -> None:
-    import ray
-
-    assert not ray.is_initialized()
-    assert compat.ray_session_dir() is None  # no Ray started in this process: no session, no error
-
-
 @probes("optuna-trial-id")
 def test_optuna_trial_id(use: str) -> None:
     study = optuna.create_study()
