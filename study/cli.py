@@ -146,9 +146,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     limits = parse_budget(args.budget) if args.budget is not None else {}
     checked = check_resumable(Path(args.study_dir))
     folder, spec = checked.folder, checked.spec
-    if limits and not checked.complete:
-        ledger = raise_limits(folder.path, spec.budget, limits)
-        print(f"budget now: gpu_hours {ledger.gpu_hours}, wall_hours {ledger.wall_hours}", flush=True)
     if checked.complete:
         if (folder.path / PENDING_FILE).is_file():  # finished, but MLflow missed part of it
             return cmd_sync(args)
@@ -157,9 +154,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     check_free(folder.path, spec.max_concurrent, "STUDY_DIR")
     stores = checked.record.stores(folder)
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)
-    with driver_lock(folder.path, stores.optuna_url, spec.name), ray_session(spec):
-        outcome = resume_study(checked)
-        return confirm_then_report(spec, outcome, ray_started=True)
+    with driver_lock(folder.path, stores.optuna_url, spec.name):
+        if limits:  # written once this driver holds the study: no other one updates the ledger now
+            ledger = raise_limits(folder.path, spec.budget, limits)
+            print(f"budget now: gpu_hours {ledger.gpu_hours}, wall_hours {ledger.wall_hours}", flush=True)
+        with ray_session(spec):
+            outcome = resume_study(checked)
+            return confirm_then_report(spec, outcome, ray_started=True)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
