@@ -70,7 +70,12 @@ class StormCounts:
         epoch recorded twice), orphans (a process outliving its driver, a run left RUNNING, an Optuna
         trial neither complete nor pruned)."""
         lost = max(0, trials - self.finished_trials) + self.epochs_missing
-        doubled = max(0, self.table_rows - trials) + max(0, self.child_runs - trials) + self.epochs_logged_twice
+        doubled = (
+            max(0, self.table_rows - trials)
+            + max(0, self.child_runs - trials)
+            + max(0, self.optuna_complete_or_pruned - trials)
+            + self.epochs_logged_twice
+        )
         orphans = self.leftover_processes + self.running_runs + self.optuna_other
         return f"kills {self.kills}, trials {self.finished_trials}, lost {lost}, doubled {doubled}, orphans {orphans}"
 
