@@ -43,7 +43,7 @@ from study.optuna_storage import BoundStorage
 from study.outbox import PENDING_FILE
 from study.progress import ProgressLine
 from study.results import TrialRow, best_row, format_table, trials_table, write_table
-from study.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers
+from study.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers, tell_ended
 from study.spec import StudySpec, check_inputs, check_links, spec_to_yaml
 from study.stop_callbacks import BudgetCallback, DiskSpaceCallback
 from study.stores import StoreChoice
@@ -334,6 +334,10 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
             )
         logger.settle(trials, out)
         optuna_storage = stores.optuna_storage()
+        ends = {
+            t.trial_id: ("failed" if t.status == Trial.ERROR else "complete", dict(t.last_result or {})) for t in trials
+        }
+        tell_ended(optuna_storage, spec.name, ends, str(spec.metric), spec.base_config.total_epochs)
         close_orphans(optuna_storage, spec.name, {t.trial_id for t in trials})
         numbers = optuna_numbers(optuna_storage, spec.name)
         rows = trial_rows(trials, runs, numbers, spec.base_config.total_epochs, folder)

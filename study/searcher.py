@@ -7,13 +7,22 @@ searcher asks for new trials: the first ones take over such orphans (same Optuna
 parameters, a grid point kept), and the lost trial's saved epochs move to the new Tune trial's
 folder, so the study ends with exactly ``num_samples`` Optuna trials and no training lost.
 
+A trial's end is told to Optuna only once Tune's saved state in the study folder records it
+(:meth:`TaggedOptunaSearch.tell_saved`): told at once, a driver killed before Tune saved its state
+(at most every 10 s) would leave the trial COMPLETE in Optuna while the resumed study, not knowing
+it, runs another in its place. Ends Tune saved but the searcher had not told yet are told by
+:func:`tell_ended` at the end of the study.
+
 This module reaches into ``OptunaSearch``'s private state (Ray has no public hook for it) through
 :mod:`compat` only (``ray-optuna-search``); ``tests/test_compat.py`` fails loudly if Ray renames it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 import compat
 from study import binding, budget
+from study.folder import TUNE_DIR
 from study.optuna_storage import TUNE_TRIAL_ATTR, RetryingStorage
 from trainables.finetune_trial import REPLAYED
 from trainables.trial_store import TRIALS_DIR
@@ -72,22 +82,48 @@ class TaggedOptunaSearch(OptunaSearch):
                 study.set_metric_names([metric])
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.tell_saved()
         trials = compat.ot_trials(self)
         if result.get(REPLAYED) or trial_id in compat.completed_trials(self) or trial_id not in trials:
             return
         trials[trial_id].report(float(result[str(compat.search_metric(self))]), int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        stopped_early = bool(result) and not error and int((result or {}).get("epoch", 0)) < self.max_epochs
+        """Kept until Tune's saved state records the end (:meth:`tell_saved`)."""
+        if trial_id in compat.completed_trials(self) or trial_id not in compat.ot_trials(self):
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self.deferred[trial_id] = (dict(result or {}), error)
+        self.tell_saved()
+
+    @property
+    def deferred(self) -> dict[str, tuple[dict[str, Any], bool]]:
+        """Ended trials not told to Optuna yet (pickled with the searcher)."""
+        return self.__dict__.setdefault("_deferred", {})
+
+    def tell_saved(self) -> int:
+        """Tell Optuna the deferred ends that Tune's newest saved state in the study folder records."""
+        if not self.deferred:
+            return 0
+        saved = saved_ended(self.bound.folder / TUNE_DIR)
+        told = [trial_id for trial_id in self.deferred if trial_id in saved]
+        for trial_id in told:
+            result, error = self.deferred.pop(trial_id)
+            self._tell(trial_id, result, error)
+        return len(told)
+
+    def _tell(self, trial_id: str, result: dict[str, Any], error: bool) -> None:
+        stopped_early = bool(result) and not error and int(result.get("epoch", 0)) < self.max_epochs
         trials, completed = compat.ot_trials(self), compat.completed_trials(self)
         if not stopped_early or trial_id in completed or trial_id not in trials:
-            super().on_trial_complete(trial_id, result, error)
+            super().on_trial_complete(trial_id, result or None, error)
             return
         study: optuna.Study = compat.ot_study(self)
         study.tell(trials[trial_id], state=TrialState.PRUNED)
         completed.add(trial_id)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        self.tell_saved()
         guard = budget.active(getattr(self, "key", None))
         if guard is not None and guard.exhausted:
             return None  # the budget is spent: no new trial (the study stops once the running ones end an epoch)
@@ -117,6 +153,59 @@ class TaggedOptunaSearch(OptunaSearch):
                     lost.replace(new)  # its saved epochs continue under the new trial id
             trials[trial_id] = trial
             return
+
+
+_SAVED: dict[Path, tuple[float, frozenset[str]]] = {}
+
+
+def saved_ended(tune_dir: Path) -> frozenset[str]:
+    """The Tune trial ids that Tune's newest experiment state in ``tune_dir`` records as ended
+    (TERMINATED or ERROR); read again only when the file changes."""
+    try:
+        states = [(p.stat().st_mtime, p) for p in tune_dir.glob("experiment_state-*.json")]
+    except OSError:  # one replaced while listed: the next look sees it
+        return frozenset()
+    if not states:
+        return frozenset()
+    mtime, newest = max(states)
+    cached = _SAVED.get(newest)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        entries = json.loads(newest.read_text())["trial_data"]
+        ended = frozenset(
+            str(state["trial_id"])
+            for state in (json.loads(e[0]) if isinstance(e[0], str) else e[0] for e in entries)
+            if state.get("status") in ("TERMINATED", "ERROR")
+        )
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return frozenset()  # being written: the next look reads it whole
+    _SAVED[newest] = (mtime, ended)
+    return ended
+
+
+def tell_ended(
+    storage: Any, study_name: str, ended: dict[str, tuple[str, dict[str, Any]]], metric: str, max_epochs: int
+) -> list[int]:
+    """At the end of a study: every Optuna trial still RUNNING whose Tune trial ended (``ended``:
+    Tune trial id -> (``complete`` or ``failed``, its last result)) is told so, as the searcher
+    would have (PRUNED when stopped before ``max_epochs``); returns their numbers."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    told = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tune_id = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
+        if tune_id not in ended:
+            continue
+        how, result = ended[str(tune_id)]
+        value = result.get(metric)
+        if how == "failed" or not isinstance(value, (int, float)) or not math.isfinite(value):
+            study.tell(frozen.number, state=TrialState.FAIL)
+        elif int(result.get("epoch", 0)) < max_epochs:
+            study.tell(frozen.number, state=TrialState.PRUNED)
+        else:
+            study.tell(frozen.number, float(value))
+        told.append(frozen.number)
+    return told
 
 
 def optuna_numbers(storage: Any, study_name: str) -> dict[str, int]:

@@ -4,6 +4,8 @@ state through ``compat``; ``tests/test_compat.py`` fails loudly if Ray renames i
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +43,18 @@ def in_study_folder(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
 
 
+def save_tune_state(folder: Path, statuses: dict[str, str], later: bool = False) -> None:
+    """Tune's experiment state file as Tune writes it (each trial's JSON state as a string)."""
+    tune = folder / "tune"
+    tune.mkdir(exist_ok=True)
+    entries = [[json.dumps({"trial_id": t, "status": status}), "{}"] for t, status in statuses.items()]
+    path = tune / "experiment_state-2026-12-06_10-00-00.json"
+    path.write_text(json.dumps({"trial_data": entries}))
+    if later:  # a new write: a later modification time, so it is read again
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
 def test_optuna_sees_the_selection_metric_per_epoch_and_early_stops_as_pruned(in_study_folder: Path) -> None:
     search = searcher(max_epochs=4)
     for trial_id in ("a", "b"):
@@ -51,6 +65,12 @@ def test_optuna_sees_the_selection_metric_per_epoch_and_early_stops_as_pruned(in
     search.on_trial_complete("a", {"best_val_acc": 0.6, "epoch": 2})  # stopped by ASHA at epoch 2 of 4
     search.on_trial_complete("b", {"best_val_acc": 0.7, "epoch": 4})
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{in_study_folder / 'optuna.db'}")
+    # told only once Tune's saved state records the ends (a driver killed before would lose them)
+    assert all(t.state == TrialState.RUNNING for t in study.trials) and search.tell_saved() == 0
+    save_tune_state(in_study_folder, {"a": "TERMINATED", "b": "RUNNING"})
+    assert search.tell_saved() == 1 and set(search.deferred) == {"b"}
+    save_tune_state(in_study_folder, {"a": "TERMINATED", "b": "TERMINATED"}, later=True)
+    assert search.tell_saved() == 1 and not search.deferred
     assert study.metric_names == ["best_val_acc"]
     by_tune_id = {t.user_attrs[TUNE_TRIAL_ATTR]: t for t in study.trials}
     assert by_tune_id["a"].state == TrialState.PRUNED and by_tune_id["a"].intermediate_values == {1: 0.5, 2: 0.6}
