@@ -46,6 +46,12 @@ USES: dict[str, Private] = {
     "ray-result-trials": Private(
         "ray", "ResultGrid._experiment_analysis.trials", "every trial of a fit, errored ones included", "2.60"
     ),
+    "ray-tune-state-file": Private(
+        "ray",
+        "TuneController.CKPT_FILE_TMPL and the file save_to_dir writes (trial_data of Trial.get_json_state)",
+        "telling Optuna a trial's end only once Tune's saved state holds it",
+        "2.60",
+    ),
     "ray-optuna-search": Private(
         "ray",
         "OptunaSearch._ot_study / _ot_trials / _completed_trials / _metric / _setup_study",
@@ -153,6 +159,38 @@ def tune_result_trials(results: Any) -> list[Any]:
     """Every Tune trial of a fit: ``ResultGrid`` lists results, not the trials (their ids, status
     and error files)."""
     return _guard("ray-result-trials", lambda: list(results._experiment_analysis.trials))
+
+
+def tune_state_file(tune_dir: Path) -> tuple[Path, float] | None:
+    """Tune's newest experiment state file in ``tune_dir`` and its modification time (None: none yet)."""
+
+    def pattern() -> str:
+        from ray.tune.execution.tune_controller import TuneController
+
+        return str(TuneController.CKPT_FILE_TMPL.format("*"))
+
+    files = _guard("ray-tune-state-file", pattern)
+    try:
+        found = [(p.stat().st_mtime, p) for p in tune_dir.glob(files)]
+    except OSError:  # one replaced while listed: the next look sees it
+        return None
+    if not found:
+        return None
+    mtime, path = max(found)
+    return path, mtime
+
+
+def tune_saved_statuses(path: Path) -> dict[str, str] | None:
+    """Tune trial id -> status (``TERMINATED``, ``ERROR``, ``RUNNING``...) as an experiment state
+    file records them; None while it cannot be read whole (being written)."""
+    import json
+
+    try:
+        entries = json.loads(path.read_text())["trial_data"]
+        states = (json.loads(e[0]) if isinstance(e[0], str) else e[0] for e in entries)
+        return {str(state["trial_id"]): str(state["status"]) for state in states}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def ot_study(search: Any) -> Any:

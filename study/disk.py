@@ -34,8 +34,12 @@ def largest_state(folder: Path) -> int:
 
 
 class DiskGuard:
+    """The free space of a study folder's file system against what the study needs; a folder not
+    created yet is measured on its nearest existing parent."""
+
     def __init__(self, folder: Path, slots: int) -> None:
         self.folder = folder
+        self.measured = next((p for p in (folder, *folder.parents) if p.is_dir()), folder)
         self.slots = max(1, slots)
         self.state_bytes = largest_state(folder)
         self.reason: str | None = None
@@ -55,7 +59,7 @@ class DiskGuard:
 
     def low(self, field_name: str = "output_dir") -> str | None:
         """Why the free space is too low (one line: the folder, what it has, what it needs), or None."""
-        free = shutil.disk_usage(self.folder).free
+        free = shutil.disk_usage(self.measured).free
         need = self.need()
         if free >= need:
             return None
@@ -100,9 +104,6 @@ def guarded(key: str, folder: Path, slots: int) -> Iterator[DiskGuard]:
 
 def check_free(folder: Path, slots: int, field_name: str) -> None:
     """Before Ray starts: enough free space for the study's next steps, else one line."""
-    probe = folder if folder.is_dir() else next(p for p in folder.parents if p.is_dir())
-    guard = DiskGuard(probe, slots)
-    guard.state_bytes = largest_state(folder) if folder.is_dir() else 0
-    reason = guard.low(field_name)
+    reason = DiskGuard(folder, slots).low(field_name)
     if reason is not None:
-        raise StudyError(reason.replace(f" {probe} has", f" {folder} has", 1))
+        raise StudyError(reason)

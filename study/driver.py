@@ -162,7 +162,7 @@ def start_record(spec: StudySpec, choice: StoreChoice, seed: warm_start.Seed | N
         warm_start.record(seed, params, texts)
     folder = StudyFolder(spec.study_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
-    folder.spec_file.write_text(spec_to_yaml(spec))
+    folder.spec_file.write_text(texts[SPEC_FILE])
     stores = choice.open(folder.path)
     experiment_id, parent = StudyRun.create(
         MlflowClient(stores.tracking_uri),

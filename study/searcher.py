@@ -19,7 +19,6 @@ This module reaches into ``OptunaSearch``'s private state (Ray has no public hoo
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -113,9 +112,8 @@ class TaggedOptunaSearch(OptunaSearch):
         return len(told)
 
     def _tell(self, trial_id: str, result: dict[str, Any], error: bool) -> None:
-        stopped_early = bool(result) and not error and int(result.get("epoch", 0)) < self.max_epochs
         trials, completed = compat.ot_trials(self), compat.completed_trials(self)
-        if not stopped_early or trial_id in completed or trial_id not in trials:
+        if not stopped_early(result, error, self.max_epochs) or trial_id in completed or trial_id not in trials:
             super().on_trial_complete(trial_id, result or None, error)
             return
         study: optuna.Study = compat.ot_study(self)
@@ -155,32 +153,29 @@ class TaggedOptunaSearch(OptunaSearch):
             return
 
 
+def stopped_early(result: dict[str, Any], failed: bool, max_epochs: int) -> bool:
+    """Whether a trial that ended was stopped by its scheduler before ``max_epochs`` (PRUNED in Optuna)."""
+    return bool(result) and not failed and int(result.get("epoch", 0)) < max_epochs
+
+
 _SAVED: dict[Path, tuple[float, frozenset[str]]] = {}
 
 
 def saved_ended(tune_dir: Path) -> frozenset[str]:
     """The Tune trial ids that Tune's newest experiment state in ``tune_dir`` records as ended
     (TERMINATED or ERROR); read again only when the file changes."""
-    try:
-        states = [(p.stat().st_mtime, p) for p in tune_dir.glob("experiment_state-*.json")]
-    except OSError:  # one replaced while listed: the next look sees it
+    newest = compat.tune_state_file(tune_dir)
+    if newest is None:
         return frozenset()
-    if not states:
-        return frozenset()
-    mtime, newest = max(states)
-    cached = _SAVED.get(newest)
+    path, mtime = newest
+    cached = _SAVED.get(path)
     if cached is not None and cached[0] == mtime:
         return cached[1]
-    try:
-        entries = json.loads(newest.read_text())["trial_data"]
-        ended = frozenset(
-            str(state["trial_id"])
-            for state in (json.loads(e[0]) if isinstance(e[0], str) else e[0] for e in entries)
-            if state.get("status") in ("TERMINATED", "ERROR")
-        )
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    statuses = compat.tune_saved_statuses(path)
+    if statuses is None:
         return frozenset()  # being written: the next look reads it whole
-    _SAVED[newest] = (mtime, ended)
+    ended = frozenset(trial_id for trial_id, status in statuses.items() if status in ("TERMINATED", "ERROR"))
+    _SAVED[path] = (mtime, ended)
     return ended
 
 
@@ -200,7 +195,7 @@ def tell_ended(
         value = result.get(metric)
         if how == "failed" or not isinstance(value, (int, float)) or not math.isfinite(value):
             study.tell(frozen.number, state=TrialState.FAIL)
-        elif int(result.get("epoch", 0)) < max_epochs:
+        elif stopped_early(result, False, max_epochs):
             study.tell(frozen.number, state=TrialState.PRUNED)
         else:
             study.tell(frozen.number, float(value))

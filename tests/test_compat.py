@@ -8,6 +8,7 @@ name and the tested range. ``pyproject.toml``'s ranges are the versions these pa
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -94,6 +95,28 @@ def test_ray_tune_stop_signal(use: str) -> None:
     finally:
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGUSR1, handlers[1])
+
+
+@probes("ray-tune-state-file")
+def test_ray_tune_state_file(use: str, tmp_path: Path) -> None:
+    """Tune's experiment state file as TuneController.save_to_dir writes it: ``trial_data``, a list of
+    each trial's ``get_json_state()`` (its JSON state string, its runtime metadata)."""
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
+
+    source = inspect.getsource(TuneController.save_to_dir)
+    assert '"trial_data": list(self._get_trial_checkpoints().values())' in source
+    assert "get_json_state()" in inspect.getsource(TuneController._get_trial_checkpoints)
+    assert TuneController.CKPT_FILE_TMPL.format("x") == "experiment_state-x.json"  # the file's name
+    trial = Trial("trainable", trial_id="abc12345", stub=True)
+    trial.set_status(Trial.TERMINATED)
+    path = tmp_path / "experiment_state-2026-12-06_10-00-00.json"
+    path.write_text(json.dumps({"trial_data": [list(trial.get_json_state())]}))
+    found = compat.tune_state_file(tmp_path)
+    assert found is not None and found[0] == path
+    assert compat.tune_saved_statuses(path) == {"abc12345": "TERMINATED"}
+    path.write_text('{"trial_data": [["{\\"trial_id')  # being written: not readable whole
+    assert compat.tune_saved_statuses(path) is None
 
 
 @probes("optuna-trial-id")
