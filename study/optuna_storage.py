@@ -20,15 +20,17 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
+from optuna.exceptions import StorageInternalError
 
 import compat
 
 RETRY_ENV = "BSS_STUDY_DB_RETRY_S"
 TUNE_TRIAL_ATTR = "tune_trial_id"  # the user attribute linking an Optuna trial to its Tune trial
+FINISHED_ERROR, _IS_FINISHED = compat.finished_trial_error()
 RETRIED = (
-    *compat.OPTUNA_RDB_PRIVATE,
+    *compat.rdb_storage_methods(),
     "create_new_study",
+    "set_trial_param",
     *("get_all_studies", "get_study_directions", "get_study_id_from_name", "get_study_name_from_id"),
     *("get_study_system_attrs", "get_study_user_attrs", "get_trial", "get_trial_id_from_study_id_trial_number"),
     *("set_study_system_attr", "set_study_user_attr", "set_trial_intermediate_value", "set_trial_state_values"),
@@ -56,8 +58,8 @@ def _retrying(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
             attempt += 1
             try:
                 return method(self, *args, **kwargs)
-            except UpdateFinishedTrialError:
-                if attempt > 1 and name == "set_trial_state_values":
+            except FINISHED_ERROR as exc:
+                if attempt > 1 and name == "set_trial_state_values" and _IS_FINISHED(exc):
                     return True  # the lost call had committed before its answer was lost
                 raise
             except Exception as exc:
@@ -79,8 +81,9 @@ class RetryingStorage(optuna.storages.RDBStorage):
         super().__init__(url, engine_kwargs=engine_kwargs)
 
 
+_PRIVATE = compat.rdb_storage_methods()
 for _name in RETRIED:  # every call that reaches the database (the private ones through compat)
-    _method = compat.rdb_storage_method(_name) if _name.startswith("_") else getattr(optuna.storages.RDBStorage, _name)
+    _method = _PRIVATE[_name] if _name.startswith("_") else getattr(optuna.storages.RDBStorage, _name)
     setattr(RetryingStorage, _name, _retrying(_name, _method))
 
 

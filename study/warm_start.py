@@ -110,18 +110,22 @@ def _folder_trials(path: Path, metric: str) -> list[SourceTrial]:
 def _experiment_trials(spec: StudySpec, name: str) -> list[SourceTrial]:
     from mlflow.tracking import MlflowClient
 
-    from study.stores import choose
+    from study.stores import choose, sqlite_path
 
     stores = choose(spec.tracking_uri, spec.optuna_storage, spec.study_dir, Path.cwd()).open(spec.study_dir)
-    client = MlflowClient(stores.tracking_uri)
-    experiment = client.get_experiment_by_name(name)
+    database = sqlite_path(stores.tracking_uri)
+    # an SQLite store not created yet holds no experiment: it is not opened (which would create it,
+    # and its folder, before the launch's checks are through; MLflow before 3.1 fails there instead)
+    experiment = None
+    if database is None or database.is_file():
+        experiment = MlflowClient(stores.tracking_uri).get_experiment_by_name(name)
     if experiment is None:
         raise StudyError(
             f"warm_start.from: {name!r} is neither a study folder nor an MLflow experiment on {stores.shown()}; "
             "name a study folder or an experiment's name"
         )
     found = []
-    for run in client.search_runs([experiment.experiment_id], max_results=50_000):
+    for run in MlflowClient(stores.tracking_uri).search_runs([experiment.experiment_id], max_results=50_000):
         if "mlflow.parentRunId" not in run.data.tags:
             continue
         value = run.data.metrics.get(str(spec.metric))

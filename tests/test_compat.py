@@ -1,8 +1,9 @@
-"""Every private API of a dependency, exercised on the installed version (``compat.USES``).
+"""Every private API or version-dependent signature of a dependency, exercised on the installed
+version (``compat.USES``), and the supported ranges (``compat.supported``) held to pyproject.
 
-Each test names the dependency and the use; when an upgrade removes or changes one, its test
-fails with compat's one-line message naming the dependency, the installed version, the private
-name and the tested range. ``pyproject.toml``'s ranges are the versions these passed on.
+Each test names the dependency and the use; when a version removes or changes one, its test fails
+with compat's one-line message naming the dependency, the installed version, the name and the
+supported range. ``make compat`` runs this file on the oldest, newest and mixed sets.
 """
 
 from __future__ import annotations
@@ -130,20 +131,62 @@ def test_optuna_trial_id(use: str) -> None:
 
 
 @probes("optuna-rdb-methods")
-def test_optuna_rdb_methods(use: str) -> None:
-    for name in compat.OPTUNA_RDB_PRIVATE:
-        assert callable(compat.rdb_storage_method(name)), name
+def test_optuna_rdb_methods(use: str, tmp_path: Path) -> None:
+    """The private methods this Optuna has are retried, and so is every public call behind them."""
+    from study.optuna_storage import RETRIED, RetryingStorage
+
+    found = compat.rdb_storage_methods()
+    assert found and set(found) <= set(compat.OPTUNA_RDB_PRIVATE)
+    for name in RETRIED:
+        assert getattr(RetryingStorage, name) is not getattr(optuna.storages.RDBStorage, name), name
+    storage = RetryingStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    study.tell(trial, 0.5)
+    assert study.best_trial.params == {"x": trial.params["x"]}
+
+
+@probes("optuna-finished-trial-error")
+def test_optuna_finished_trial_error(use: str) -> None:
+    """What updating a finished trial raises on this Optuna is what the storage's retry recognises."""
+    error, is_finished = compat.finished_trial_error()
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    with pytest.raises(error) as caught:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.COMPLETE, [1.0])
+    assert is_finished(caught.value)
+    assert not is_finished(RuntimeError("something else")) or error is not RuntimeError
 
 
 @probes("mlflow-system-metrics")
 def test_mlflow_system_metrics(use: str, tmp_path: Path) -> None:
+    """A monitor bound to the study's store where MLflow can (3.7 on); before, one line saying why not."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e", artifact_location=tmp_path.as_uri()))
-    monitor = compat.system_metrics_monitor(run.info.run_id, uri)
-    assert callable(monitor.start) and callable(monitor.finish)
+    if "tracking_uri" in inspect.signature(SystemMetricsMonitor).parameters:
+        monitor = compat.system_metrics_monitor(run.info.run_id, uri)
+        assert callable(monitor.start) and callable(monitor.finish)
+    else:
+        with pytest.raises(compat.Unavailable) as caught:
+            compat.system_metrics_monitor(run.info.run_id, uri)
+        assert "\n" not in str(caught.value) and str(caught.value).startswith(f"mlflow {compat.version('mlflow')}")
+
+
+@probes("mlflow-pytorch-log-model")
+def test_mlflow_pytorch_log_model(use: str) -> None:
+    """The arguments given are parameters of this MLflow's log_model (never left to its **kwargs)."""
+    import mlflow.pytorch
+
+    arguments = compat.pytorch_log_model_arguments("model")
+    parameters = inspect.signature(mlflow.pytorch.log_model).parameters
+    assert set(arguments) <= set(parameters)
+    assert "model" in (arguments.get("name"), arguments.get("artifact_path"))
 
 
 @probes("mlflow-artifact-cache")
@@ -168,19 +211,61 @@ def test_a_removed_private_name_is_one_line_naming_the_dependency_version_and_ra
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"ray {compat.version('ray')}: OptunaSearch._ot_study")
-    assert "tested with ray 2.60.x" in message and "AttributeError" in message
+    assert "the supported range is ray >=2.44,<2.61 (tested 2.44.1 to 2.60.0)" in message
+    assert "AttributeError" in message
 
 
-def test_the_declared_ranges_are_the_tested_versions() -> None:
-    """pyproject.toml admits the minor versions these tests passed on, no wider."""
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    ranges = {re.split(r"[\[<>=]", d, maxsplit=1)[0]: d for d in declared}
-    for use in compat.USES.values():
-        tested = use.tested
-        major, minor = (int(x) for x in tested.split("."))
-        assert f">={tested}," in ranges[use.dependency] and f"<{major}.{minor + 1}" in ranges[use.dependency], (
-            use.dependency,
-            ranges[use.dependency],
-        )
-        installed = compat.version(use.dependency)
-        assert installed.startswith(f"{tested}."), f"{use.dependency} {installed} is not the tested {tested}.x"
+def test_a_changed_signature_is_the_same_one_line() -> None:
+    """A TypeError from a call whose arguments changed is the compat line, not a raw TypeError."""
+
+    def changed(*_args: object) -> None:
+        raise TypeError("SystemMetricsMonitor.__init__() got an unexpected keyword argument 'tracking_uri'")
+
+    with pytest.raises(compat.CompatError) as caught:
+        compat._guard("mlflow-system-metrics", changed)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"mlflow {compat.version('mlflow')}: ")
+    assert "TypeError: SystemMetricsMonitor" in message and "the supported range is mlflow >=2.21" in message
+
+
+def test_the_declared_ranges_are_the_supported_ones() -> None:
+    """pyproject.toml admits exactly compat.supported's ranges (its extras too), and the installed
+    versions are in them."""
+    from compat.supported import SUPPORTED
+    from compat.versions import problems
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    for name, supported in SUPPORTED.items():
+        specs = [d for d in declared if re.split(r"[\[<>=;]", d, maxsplit=1)[0].strip().lower() == name]
+        assert specs, f"{name} is not declared in pyproject.toml"
+        for spec in specs:
+            assert spec.endswith(supported.range), (name, spec, supported.range)
+    assert problems() == []
+
+
+def test_every_version_dependent_use_names_a_supported_dependency() -> None:
+    from compat.supported import SUPPORTED
+
+    assert {use.dependency for use in compat.USES.values()} <= set(SUPPORTED)
+
+
+def test_the_matrix_sets_keep_the_pairings() -> None:
+    """Each set of ``make compat`` pins versions that satisfy every pairing (MLflow < 3.9 with
+    SQLAlchemy < 2.1) and takes each dependency at its floor or its ceiling."""
+    from compat.supported import PAIRINGS, SETS, SUPPORTED
+    from compat.versions import older, within
+
+    assert {s.name for s in SETS} >= {"newest", "oldest"}
+    for matrix_set in SETS:
+        pins = matrix_set.pins()
+        assert set(pins) == set(SUPPORTED)
+        inside = dict(matrix_set.between)
+        for name, version in pins.items():
+            if name in inside:  # a release inside the range where the ends of two cannot meet
+                assert within(version, SUPPORTED[name]) and version == inside[name], (matrix_set.name, name)
+            else:
+                assert version in (SUPPORTED[name].min, SUPPORTED[name].max), (matrix_set.name, name)
+        for pair in PAIRINGS:
+            if older(pins[pair.dependency], pair.before):
+                assert older(pins[pair.other], pair.other_before), (matrix_set.name, pair)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import fnmatch
+import json
+import subprocess
+from pathlib import Path
+
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -10,33 +17,58 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from tests.conftest import REPO
 
 
-def test_cluster_yaml_is_valid_for_ray() -> None:
-    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+def setup_steps(commands: list[str]) -> list[str]:
+    """The cluster/setup.sh steps a list of set-up commands runs, in order."""
+    return [c.split("cluster/setup.sh ", 1)[1].split()[0] for c in commands if "cluster/setup.sh " in c]
+
+
+@pytest.mark.parametrize("path", ["cluster.yaml", "cluster/onprem.yaml"])
+def test_cluster_configs_are_valid_for_ray_and_run_the_one_setup_script(path: str) -> None:
+    config = yaml.safe_load((REPO / path).read_text())
     validate_config(prepare_config(config))  # what `ray up` does before it starts anything
-    head = config["available_node_types"][config["head_node_type"]]
-    assert head["resources"] == {"CPU": 0, "GPU": 0}  # no trials on the head
-    assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
-    assert not any("0.0.0.0" in c for c in config["head_setup_commands"])
-    # a node whose shared file system does not mount fails its setup, loudly
-    assert not any("|| true" in c for c in config["setup_commands"])
-    assert any("mountpoint -q /mnt/shared ||" in c and "exit 1" in c for c in config["setup_commands"])
-    # the head has Ray's dashboard and job server (ray[default]), the AWS autoscaler's boto3 and psycopg
-    assert any(".[cluster,postgres]" in c for c in config["head_setup_commands"])
-    # the record lives in PostgreSQL on the head's own disk, behind the MLflow server: no SQLite on EFS,
-    # and the database's password only in ~/.pgpass (mode 600 through umask 077)
-    text = (REPO / "cluster.yaml").read_text()
-    assert "sqlite" not in text
-    assert any("install -y -q postgresql" in c for c in config["head_setup_commands"])
-    (server,) = [c for c in config["head_setup_commands"] if "mlflow server" in c]
-    assert "--backend-store-uri postgresql://bss@127.0.0.1:5432/mlflow" in server and "--host 127.0.0.1" in server
-    assert any("umask 077" in c and "~/.pgpass" in c for c in config["head_setup_commands"])
+    text = (REPO / path).read_text()
+    # every set-up step is cluster/setup.sh's: the script tests/study/test_ray_up.py runs through `ray up`
+    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands"):
+        assert all("cluster/setup.sh " in c for c in config[key]), (key, config[key])
+    assert setup_steps(config["setup_commands"]) == ["settings", "shared-fs", "install"]
+    head = setup_steps(config["head_setup_commands"])
+    assert head[-3:] == ["install", "record", "mlflow"]  # the database before its server
+    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+    commands = " ".join(c for key in config if key.endswith("_commands") for c in config[key])
+    assert "0.0.0.0" not in text and "sqlite" not in commands and "|| true" not in commands and "pgrep" not in text
+    assert "--num-cpus=0" in " ".join(config["head_start_ray_commands"]) or config["available_node_types"]["head"][
+        "resources"
+    ] == {"CPU": 0, "GPU": 0}  # no trials on the head
+
+
+def test_the_aws_config_mounts_efs_over_nfs_and_keeps_the_record() -> None:
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    settings = config["setup_commands"][0]
+    assert "BSS_NFS=fs-XXXXXXXX.efs." in settings  # plain NFSv4.1: no amazon-efs-utils, no `mount -t efs`
+    assert "mount -t efs" not in (REPO / "cluster.yaml").read_text()
+    assert setup_steps(config["head_setup_commands"]) == ["apt", "install", "record", "mlflow"]
+    assert "cluster,postgres" in config["head_setup_commands"][1]
+    assert setup_steps(config["worker_setup_commands"]) == ["mps"]
     (cluster_extra,) = [
         line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("cluster =")
     ]
     assert '"ray[default,tune]' in cluster_extra and '"boto3' in cluster_extra
-    # GPU workers start NVIDIA MPS before Ray (the setup commands run before the start commands)
-    assert any("nvidia-cuda-mps-control -d" in c for c in config["worker_setup_commands"])
-    assert not any("mps" in c for c in config["head_setup_commands"] + config["setup_commands"])
+    assert "cluster/down.sh cluster.yaml" in (REPO / "cluster.yaml").read_text()
+
+
+def test_the_setup_script_keeps_the_record_safe() -> None:
+    """What a first `ray up` broke on, read in the script itself (the on-premises test runs it)."""
+    script = (REPO / "cluster" / "setup.sh").read_text()
+    assert 'apt-get "${lock[@]}" update' in script and "DPkg::Lock::Timeout" in script
+    assert "nfsvers=4.1" in script and "mount -t nfs4" in script
+    assert 'chown "$(id -u):$(id -g)" "$SHARED"' in script  # a new EFS root is root's, mode 755
+    assert "umask 077" in script and "ALTER ROLE bss LOGIN PASSWORD" in script  # a rerun recovers the role
+    assert "pg_restore" in script and "pg_dump" in script and "mlflow-keeper.pid" in script
+    assert "pgrep -f" not in script  # matches its own `bash -c` command line under Ray's runner
+    done = subprocess.run(["bash", "-n", str(REPO / "cluster" / "setup.sh")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(["bash", str(REPO / "cluster" / "setup.sh"), "nonsense"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("usage: cluster/setup.sh")
 
 
 def test_validator_rejects_a_broken_config() -> None:
@@ -66,8 +98,8 @@ def test_kuberay_manifest_keeps_trials_off_the_head_and_ports_private() -> None:
     assert cluster["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
     worker_cmd = " ".join(workers["template"]["spec"]["containers"][0]["args"])
     head_cmd = " ".join(head["template"]["spec"]["containers"][0]["args"])
-    assert worker_cmd.index("nvidia-cuda-mps-control -d") < worker_cmd.index("$KUBERAY_GEN_RAY_START_CMD")
-    assert head_cmd.endswith("$KUBERAY_GEN_RAY_START_CMD") and "mps" not in head_cmd
+    assert worker_cmd.index("nvidia-cuda-mps-control -d") < worker_cmd.index('eval "$KUBERAY_GEN_RAY_START_CMD"')
+    assert head_cmd.endswith('eval "$KUBERAY_GEN_RAY_START_CMD"') and "mps" not in head_cmd
     assert head["rayStartParams"]["num-gpus"] == "0"
     # the record: PostgreSQL in a pod of its own on a volume of its own (not the shared one), inside the
     # cluster only; its password from a Secret; the MLflow server's backend store on it; no SQLite
@@ -81,7 +113,118 @@ def test_kuberay_manifest_keeps_trials_off_the_head_and_ports_private() -> None:
     secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
     assert secret_env == {"POSTGRES_PASSWORD": "bss-study-postgres"}
     head_env = {e["name"] for e in head["template"]["spec"]["containers"][0]["env"]}
-    assert (
-        "PGPASSWORD" in head_env and "--backend-store-uri postgresql://bss@bss-study-postgres:5432/mlflow" in head_cmd
-    )
+    assert "PGPASSWORD" in head_env
+    # MLflow: a container of its own (Kubernetes restarts it), Ready only once it answers on loopback
+    ray_container, mlflow = head["template"]["spec"]["containers"]
+    assert ray_container["name"] == "ray-head" and mlflow["name"] == "mlflow"
+    assert "--backend-store-uri=postgresql://bss@bss-study-postgres:5432/mlflow" in mlflow["command"]
+    assert "--host=127.0.0.1" in mlflow["command"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "127.0.0.1:5000/health" in " ".join(mlflow[probe]["exec"]["command"])
+    # the shared claim names a ReadWriteMany class (a cloud's default block disk cannot be one)
+    claim = next(d for d in documents if d["kind"] == "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "efs-sc"
+    for named in ("efs-sc", "standard-rwx", "azurefile-csi"):
+        assert named in text
     assert "[postgres]" in (REPO / "k8s" / "Dockerfile").read_text()
+
+
+KUBERNETES = "1.30.0"
+
+
+def manifest_errors(documents: list[dict]) -> list[str]:
+    """Every object strictly against its schema: Kubernetes' own (kubernetes-validate) for its kinds;
+    for the RayCluster, KubeRay's fields (k8s/schema/raycluster-v1.json) and each pod template as a
+    Kubernetes PodTemplateSpec. One message per error."""
+    schema = json.loads((REPO / "k8s" / "schema" / "raycluster-v1.json").read_text())
+    errors: list[str] = []
+
+    def kube(document: dict, where: str) -> None:
+        try:
+            kubernetes_validate.validate(document, KUBERNETES, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{where}: {exc.message} at {list(exc.path)}")
+
+    for document in documents:
+        where = f"{document['kind']} {document['metadata']['name']}"
+        if document["kind"] != "RayCluster":
+            kube(document, where)
+            continue
+        for error in jsonschema.Draft7Validator(schema).iter_errors(document):
+            errors.append(f"{where}: {error.message} at {list(error.path)}")
+        spec = document["spec"]
+        groups = [("headGroupSpec", spec["headGroupSpec"])]
+        groups += [(f"workerGroupSpecs[{g['groupName']}]", g) for g in spec.get("workerGroupSpecs", [])]
+        for name, group in groups:
+            template = {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": "t"},
+                "template": group["template"],
+            }
+            kube(template, f"{where} {name}.template")
+    return errors
+
+
+def test_every_kubernetes_object_passes_its_schema_strictly() -> None:
+    documents = [d for d in yaml.safe_load_all((REPO / "k8s" / "raycluster.yaml").read_text()) if d]
+    assert {d["kind"] for d in documents} >= {"RayCluster", "PersistentVolumeClaim", "Service", "StatefulSet"}
+    assert manifest_errors(documents) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        ("worker group", "maxReplica"),
+        ("container", "imagePullPolicyy"),
+        ("claim", "storageClass"),
+        ("cluster", "enableInTreeAutoscaler"),
+    ],
+)
+def test_an_unknown_field_fails_the_schema_check(where: str, field: str) -> None:
+    """A broken copy of the manifest, one misspelt field each: the strict check names it."""
+    documents = copy.deepcopy([d for d in yaml.safe_load_all((REPO / "k8s" / "raycluster.yaml").read_text()) if d])
+    cluster = next(d for d in documents if d["kind"] == "RayCluster")
+    target = {
+        "worker group": cluster["spec"]["workerGroupSpecs"][0],
+        "container": cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0],
+        "claim": next(d for d in documents if d["kind"] == "PersistentVolumeClaim")["spec"],
+        "cluster": cluster["spec"],
+    }[where]
+    target[field] = "x"
+    errors = manifest_errors(documents)
+    assert errors and any(field in e for e in errors), errors
+
+
+def docker_context(root: Path) -> set[str]:
+    """The files `docker build` sends from ``root``, by .dockerignore's patterns (the two forms it
+    uses: a name at the root, ``**/pattern`` at any depth; the test refuses any other form)."""
+    patterns = [
+        p.strip() for p in (root / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
+    assert all("/" not in p.removeprefix("**/") and not p.startswith("!") for p in patterns), patterns
+    rooted = [p for p in patterns if not p.startswith("**/")]
+    anywhere = [p.removeprefix("**/") for p in patterns if p.startswith("**/")]
+    sent: set[str] = set()
+    for path in root.rglob("*"):
+        parts = path.relative_to(root).parts
+        if any(fnmatch.fnmatchcase(parts[0], p) for p in rooted):
+            continue
+        if any(fnmatch.fnmatchcase(part, p) for part in parts for p in anywhere):
+            continue
+        if path.is_file():
+            sent.add("/".join(parts))
+    return sent
+
+
+def test_the_image_leaves_local_folders_out_and_names_the_driver_it_needs(tmp_path: Path) -> None:
+    for name in (".venv/bin/python", "runs/demo/trials.parquet", ".git/HEAD", "study/cli.py", "pyproject.toml",
+                 "study/__pycache__/cli.cpython-311.pyc", ".matrix/oldest/bin/python", "k8s/Dockerfile"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".dockerignore").write_text((REPO / ".dockerignore").read_text())
+    sent = docker_context(tmp_path)
+    assert sent == {"study/cli.py", "pyproject.toml", "k8s/Dockerfile", ".dockerignore"}
+    assert not any(p.startswith((".venv/", "runs/", ".git/")) for p in docker_context(REPO))
+    dockerfile = (REPO / "k8s" / "Dockerfile").read_text()
+    assert "driver 580" in dockerfile and "TORCH_INDEX" in dockerfile and "-c /tmp/keep.txt" in dockerfile
