@@ -78,7 +78,7 @@ def trial_ends(out: Path) -> tuple[list[float], float]:
     import pyarrow.parquet as pq
     from mlflow.tracking import MlflowClient
 
-    from study.folder import StudyFolder, StudyRecord
+    from study.record.folder import StudyFolder, StudyRecord
 
     folder = StudyFolder(out)
     record = StudyRecord.load(folder)
@@ -121,12 +121,12 @@ def backend(name: str, root: Path) -> Iterator[tuple[str | None, Any]]:
 
 
 def run(name: str, root: Path, size: int, tracking: str | None, storage: str | None) -> dict[str, float]:
-    import study.driver
+    import study.run.driver
     from study.cli import main
-    from study.report import write_report
-    from study.status import study_status
+    from study.reporting.report import write_report
+    from study.reporting.status import study_status
 
-    study.driver.TRAINABLE = trivial_trial  # type: ignore[assignment]
+    study.run.driver.TRAINABLE = trivial_trial  # type: ignore[assignment]
     out = root / name
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec_for(name, out, size, tracking, storage)))

@@ -133,7 +133,7 @@ def test_optuna_trial_id(use: str) -> None:
 @probes("optuna-rdb-methods")
 def test_optuna_rdb_methods(use: str, tmp_path: Path) -> None:
     """The private methods this Optuna has are retried, and so is every public call behind them."""
-    from study.optuna_storage import RETRIED, RetryingStorage
+    from study.record.optuna_storage import RETRIED, RetryingStorage
 
     found = compat.rdb_storage_methods()
     assert found and set(found) <= set(compat.OPTUNA_RDB_PRIVATE)

@@ -22,8 +22,8 @@ import numpy as np
 
 from finetune.analysis import feature_spectrum, load_run
 from finetune.regularizers import BSSConfig
-from study import stats
-from study.folder import StudyFolder, read_trials
+from study.record.folder import StudyFolder, read_trials
+from study.reporting import stats
 
 
 def main() -> None:

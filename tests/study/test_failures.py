@@ -14,10 +14,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray import cloudpickle, tune
 
-import study.driver
+import study.run.driver
 from search_spaces import register_space
 from study.cli import main
-from study.trial_errors import failure_reason
+from study.run.trial_errors import failure_reason
 from tests.conftest import tiny_base
 from trainables.finetune_trial import run_trial
 from trainables.trial_store import TrialStore
@@ -69,7 +69,7 @@ def test_crashed_trial_resumes_from_its_last_saved_epoch(tmp_path: Path, monkeyp
     markers = tmp_path / "markers"
     markers.mkdir()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers get this test's code with the trial
-    monkeypatch.setattr(study.driver, "TRAINABLE", crashing_trial)
+    monkeypatch.setattr(study.run.driver, "TRAINABLE", crashing_trial)
     rows = run(tmp_path, "retry", max_failures=1)
     assert len(list(markers.glob("*.crashed"))) == 2  # both trials really crashed once
     assert all(r["status"] == "finished" and r["epoch"] == 3 and r["retries"] == 1 for r in rows)
@@ -188,7 +188,7 @@ def test_a_killed_worker_is_retried_from_its_state_and_one_killed_every_time_fai
     markers = tmp_path / "markers"
     markers.mkdir()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    monkeypatch.setattr(study.driver, "TRAINABLE", killed_trial)
+    monkeypatch.setattr(study.run.driver, "TRAINABLE", killed_trial)
     rows = run(tmp_path, "killed", search_space="kill-probe", max_failures=1, reuse_actors=False)
     by_lr = {r["param.optim.lr"]: r for r in rows}
     retried, failed = by_lr[0.01], by_lr[0.02]

@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from study.cli import main
-from study.errors import StudyError
-from study.lock import LOCK_FILE, FolderLock, running_driver
+from study.record.lock import LOCK_FILE, FolderLock, running_driver
+from study.spec.errors import StudyError
 from tests.conftest import REPO, tiny_base
 
-HOLD = "import sys, time; from pathlib import Path; from study.lock import FolderLock; " \
+HOLD = "import sys, time; from pathlib import Path; from study.record.lock import FolderLock; " \
     "lock = FolderLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(600)"  # fmt: skip
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import optuna
 
-from study.report_data import ReportData
-from study.report_sections import SECTIONS, Context, Figures, Markdown, Nothing, Section, assemble
-from study.spec import spec_from_mapping
+from study.reporting.data import ReportData
+from study.reporting.sections import SECTIONS, Context, Figures, Markdown, Nothing, Section, assemble
+from study.spec.load import spec_from_mapping
 from tests.conftest import tiny_base
 
 
@@ -62,7 +62,7 @@ def test_every_built_in_section_says_why_when_there_is_nothing(tmp_path: Path) -
 
 
 def test_the_cost_front_keeps_the_trials_no_cheaper_one_beats(tmp_path: Path) -> None:
-    from study.report_sections import cost
+    from study.reporting.sections import cost
 
     rows = [
         {"trial_id": "cheap", "test_acc": 0.70, "device_s": 360.0, "best_val_acc": 0.71, "param.optim.lr": 0.01},

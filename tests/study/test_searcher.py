@@ -13,10 +13,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.binding import bound
-from study.optuna_storage import BoundStorage
-from study.searcher import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, TaggedOptunaSearch
-from study.stores import StoreChoice
+from study.record.live import bound
+from study.record.optuna_storage import BoundStorage
+from study.record.stores import StoreChoice
+from study.run.searcher import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, TaggedOptunaSearch
 
 
 def space(trial: optuna.Trial) -> None:

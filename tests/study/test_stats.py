@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from study import stats
+from study.reporting import stats
 
 
 def brute_sign_flip(d: list[float]) -> float:

@@ -1,0 +1,101 @@
+"""`study status`: a study's progress read from its Optuna storage (safe while the study runs)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import FrozenTrial, TrialState
+
+from study.record.budget import status_line as budget_status
+from study.record.folder import StudyFolder, StudyRecord, load_optuna_study, tracking_client, trials_table_state
+from study.record.lock import running_driver
+from study.record.optuna_storage import TUNE_TRIAL_ATTR
+from study.spec.load import load_spec
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    name: str
+    requested: int
+    counts: dict[str, int]  # FINISHED / FAILED / RUNNING / INTERRUPTED -> number of trials
+    metric: str  # the study's selection metric (best_val_acc, or test_acc for a grid of fixed settings)
+    best: float | None
+    best_trial: str | None
+    table: str  # trials.parquet: "ok", "missing" (not finished) or "damaged"
+    folder: str
+    budget: str | None = None  # spent and left, where the study has a budget (``study.record.budget``)
+
+    @property
+    def complete(self) -> bool:
+        return self.table == "ok"
+
+    def render(self) -> str:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.counts.items())) or "none started"
+        done = sum(v for k, v in self.counts.items() if k in ("FINISHED", "FAILED"))
+        best = f"{self.best:.4f} (trial {self.best_trial})" if self.best is not None else "-"
+        state = {
+            "ok": "complete",
+            "missing": "in progress or interrupted",
+            "damaged": f"trials.parquet is damaged: `study resume {self.folder}` rebuilds it",
+        }[self.table]
+        ended = f"{done}/{self.requested} trials ended ({states})"
+        line = f"study {self.name}: {ended}; best {self.metric.removeprefix('best_')} so far {best}; {state}"
+        return line + (f"\n{self.budget}" if self.budget else "")
+
+
+def study_status(path: Path) -> StudyStatus:
+    """The study's progress from its Optuna storage (one read of every trial, whatever the number
+    of trials: the searcher's own record, written as each trial starts, reports and ends); a
+    trial RUNNING there while no driver holds the study's lock was interrupted. The MLflow store is
+    only checked, not read (a tracking server that is down does not stop ``status``)."""
+    folder = StudyFolder(path)
+    folder.require_launched()
+    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    record = StudyRecord.load(folder)
+    if record.stores(folder).tracking_local:
+        tracking_client(folder, record)  # a missing or damaged mlflow.db is one line, as everywhere
+    study = load_optuna_study(folder, record, spec.name)
+    live = running_driver(folder.path) is not None
+    metric = str(spec.metric)
+    counts: Counter[str] = Counter()
+    best_val, best_trial = None, None
+    for trial in study.get_trials(deepcopy=False):  # in trial-number order: ties go to the earlier trial
+        if TUNE_TRIAL_ATTR not in trial.user_attrs or trial.user_attrs.get("orphaned"):
+            continue  # asked for but never run (a driver killed in between), or closed as an orphan
+        counts[state_name(trial.state, live)] += 1
+        value = trial_value(trial, metric)
+        if value is not None and not math.isnan(value) and (best_val is None or value > best_val):
+            best_val, best_trial = value, str(trial.user_attrs[TUNE_TRIAL_ATTR])
+    return StudyStatus(
+        spec.name,
+        spec.num_samples,
+        dict(counts),
+        metric,
+        best_val,
+        best_trial,
+        trials_table_state(folder),
+        str(folder.path),
+        budget_status(folder.path),
+    )
+
+
+def state_name(state: TrialState, driver_alive: bool) -> str:
+    if state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return "FINISHED"
+    if state == TrialState.FAIL:
+        return "FAILED"
+    return "RUNNING" if driver_alive else "INTERRUPTED"
+
+
+def trial_value(trial: FrozenTrial, metric: str) -> float | None:
+    """The trial's selection metric so far: its value once complete; before that (and for a trial
+    stopped early) its best reported validation accuracy. A grid's test accuracy counts only from a
+    trial that ran to its end (as in best.yaml)."""
+    if trial.state == TrialState.COMPLETE and trial.value is not None:
+        return float(trial.value)
+    if metric == "test_acc" or not trial.intermediate_values:
+        return None
+    return float(max(trial.intermediate_values.values()))
