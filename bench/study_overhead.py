@@ -78,7 +78,7 @@ def trial_ends(out: Path) -> tuple[list[float], float]:
     import pyarrow.parquet as pq
     from mlflow.tracking import MlflowClient
 
-    from study.record.folder import StudyFolder, StudyRecord
+    from study.record import StudyFolder, StudyRecord
 
     folder = StudyFolder(out)
     record = StudyRecord.load(folder)
@@ -123,8 +123,7 @@ def backend(name: str, root: Path) -> Iterator[tuple[str | None, Any]]:
 def run(name: str, root: Path, size: int, tracking: str | None, storage: str | None) -> dict[str, float]:
     import study.run.driver
     from study.cli import main
-    from study.reporting.report import write_report
-    from study.reporting.status import study_status
+    from study.reporting import study_status, write_report
 
     study.run.driver.TRAINABLE = trivial_trial  # type: ignore[assignment]
     out = root / name

@@ -3,6 +3,9 @@
 Pure PyTorch: nothing here imports ray or mlflow.
 """
 
+# the registries are leaves that these modules fill as they load (the regularisers, the datasets)
+import finetune.datasets
+import finetune.regularizers  # noqa: F401
 from finetune.callbacks import Callback, EpochMetrics, FitResult, PrintProgress
 from finetune.config import (
     BSSConfig,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -11,32 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from finetune.config import DataConfig
+from finetune.dataset_registry import (  # noqa: F401  (their home; imported from here by older code)
+    DATASETS,
+    DatasetSources,
+    Decoder,
+    Loader,
+    Source,
+    check_dataset_name,
+    register_dataset,
+)
 from finetune.errors import ConfigError, DataError
-from finetune.registry import Registry
 from finetune.sampling import per_class_indices
-
-Decoder = Callable[[np.ndarray, int], torch.Tensor]  # (indices, size) -> uint8 (n, 3, size, size)
-
-
-@dataclass(frozen=True)
-class Source:
-    """One split before decoding: its labels, and how to decode any subset of its images.
-
-    ``storage``, when present, returns the whole split decoded at a size as a (memory-mapped)
-    uint8 (n, s, s, 3) array from the shared decoded-image cache; trials gather batches from it.
-    """
-
-    labels: np.ndarray
-    decode: Decoder
-    storage: Callable[[int], np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class DatasetSources:
-    train: Source
-    val: Source | None  # None: carved from the sampled training subset
-    test: Source
-    classes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -134,19 +119,9 @@ def load_embedded_fashion_mnist(config: DataConfig) -> DatasetSources:
     )
 
 
-Loader = Callable[[DataConfig], DatasetSources]
-DATASETS: Registry[Loader] = Registry("dataset", "data.dataset")
 DATASETS.add(
     "embedded-fashion-mnist", load_embedded_fashion_mnist, "shipped with the package: Fashion-MNIST, 10 classes"
 )
-
-
-def register_dataset(name: str, description: str = "") -> Callable[[Loader], Loader]:
-    return DATASETS.register(name, description)
-
-
-def check_dataset_name(name: str) -> None:
-    DATASETS.check(name)
 
 
 def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -278,10 +253,3 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, 
     for start in range(0, len(split), batch_size):
         end = min(len(split), start + batch_size)
         yield split.take(range(start, end)), split.labels[start:end]
-
-
-def _register_file_datasets() -> None:
-    import finetune.datasets  # noqa: F401  (registers the file-based datasets)
-
-
-_register_file_datasets()

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-import compat
+from compat import for_torch
 from finetune.config import DataConfig
-from finetune.data import DatasetSources, Source, register_dataset
+from finetune.dataset_registry import DatasetSources, Source, register_dataset
 from finetune.errors import ConfigError, DataError
 from finetune.image_cache import cached_split, default_image_cache, split_key
 
@@ -256,7 +256,7 @@ def load_oxford_pets(config: DataConfig) -> DatasetSources:
         "Oxford-IIIT Pet (oxford-iiit-pet/images, oxford-iiit-pet/annotations)",
         lambda root, split: OxfordIIITPet(root, split=split, download=False),
         ("trainval", "test"),
-        compat.torchvision_file_list,
+        for_torch.torchvision_file_list,
     )
 
 
@@ -269,7 +269,7 @@ def load_fgvc_aircraft(config: DataConfig) -> DatasetSources:
         "FGVC Aircraft (fgvc-aircraft-2013b/data)",
         lambda root, split: FGVCAircraft(root, split=split, annotation_level="variant", download=False),
         ("trainval", "test"),
-        compat.torchvision_file_list,
+        for_torch.torchvision_file_list,
     )
 
 
@@ -282,7 +282,7 @@ def load_stanford_cars(config: DataConfig) -> DatasetSources:
         "Stanford Cars (stanford_cars/devkit, cars_train, cars_test, cars_test_annos_withlabels.mat)",
         lambda root, split: StanfordCars(root, split=split, download=False),
         ("train", "test"),
-        compat.torchvision_file_list,
+        for_torch.torchvision_file_list,
     )
 
 

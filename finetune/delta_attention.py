@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,9 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from finetune.config import TrainConfig, config_to_dict
 from finetune.filelock import cache_root, file_lock
 from finetune.model import Classifier
+
+if TYPE_CHECKING:  # the section's type only: the regulariser hands its own section down
+    from finetune.regularizers.delta import DeltaConfig
 
 Attention = list[torch.Tensor]
 
@@ -95,12 +99,11 @@ def supervised_attention(
     images: torch.Tensor,
     labels: torch.Tensor,
     config: TrainConfig,
+    d: DeltaConfig,
     device: torch.device,
 ) -> Attention:
-    """Per hooked layer, softmax(z-scored loss increase from zeroing each channel / 5)."""
-    from finetune.regularizers.delta import DeltaConfig
-
-    d = DeltaConfig.of(config)
+    """Per hooked layer, softmax(z-scored loss increase from zeroing each channel / 5); ``d`` is the
+    run's DELTA section (its attention's batch size, epochs, learning rate and batches)."""
     probe = copy.deepcopy(model).to(device).eval()
     for p in probe.backbone.parameters():
         p.requires_grad_(False)

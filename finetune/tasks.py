@@ -4,12 +4,15 @@ images in a pixel order of its own, with the same labels (permuted MNIST when th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from finetune.config import TrainConfig
 from finetune.registry import Registry
+
+if TYPE_CHECKING:
+    from finetune.config import TrainConfig
 
 TaskView = Callable[[torch.Tensor], torch.Tensor]  # images (n, c, h, w) -> the same in the task's pixel order
 TaskKind = Callable[[int, int, int, bool], TaskView]  # (image side, run seed, task 1.., transform it?) -> view

@@ -19,6 +19,12 @@ FROZEN: dict[str, str] = {
     "study.stop_callbacks.BudgetCallback": "study.run.stop_callbacks.BudgetCallback",
     "study.stop_callbacks.DiskSpaceCallback": "study.run.stop_callbacks.DiskSpaceCallback",
     "study.trial_logger.MlflowTrialLogger": "study.run.trial_logger.MlflowTrialLogger",
+    # pickled while the stop callbacks lived beside the budget ledger and the disk check (5106fda..0889c34)
+    "study.budget.BudgetCallback": "study.run.stop_callbacks.BudgetCallback",
+    "study.disk.DiskSpaceCallback": "study.run.stop_callbacks.DiskSpaceCallback",
+    # held by the MLflow logger of versions before the live registry (its Optuna lookup)
+    "study.driver.OptunaNumber": "study.run.driver.OptunaNumber",
+    "study.run.driver.OptunaNumber": "study.run.driver.OptunaNumber",
     # pickled before the MLflow logger and the progress line had modules of their own
     "study.tracking.MlflowTrialLogger": "study.run.trial_logger.MlflowTrialLogger",
     "study.tracking.ProgressLine": "study.run.progress.ProgressLine",

@@ -1,3 +1,5 @@
 """Stand-in for a path Tune pickled (study/frozen.py): the progress line."""
 
-from study.run.progress import ProgressLine  # noqa: F401
+from study.run.progress import ProgressLine
+
+__all__ = ["ProgressLine"]

@@ -19,6 +19,7 @@ import tomllib
 import torch
 
 import compat
+from compat import for_mlflow, for_optuna, for_ray, for_torch
 from tests.conftest import REPO
 
 PROBED: set[str] = set()
@@ -32,10 +33,10 @@ def probes(use: str):  # type: ignore[no-untyped-def]
 @probes("torch-foreach")
 def test_torch_foreach(use: str) -> None:
     a, b = [torch.ones(3), torch.full((2,), 2.0)], [torch.zeros(3), torch.ones(2)]
-    diffs = compat.foreach_sub(a, b)
+    diffs = for_torch.foreach_sub(a, b)
     assert [d.tolist() for d in diffs] == [[1.0, 1.0, 1.0], [1.0, 1.0]]
-    assert [float(n) for n in compat.foreach_norm(diffs)] == pytest.approx([3**0.5, 2**0.5])
-    assert [t.tolist() for t in compat.foreach_mul(diffs, 2.0)] == [[2.0, 2.0, 2.0], [2.0, 2.0]]
+    assert [float(n) for n in for_torch.foreach_norm(diffs)] == pytest.approx([3**0.5, 2**0.5])
+    assert [t.tolist() for t in for_torch.foreach_mul(diffs, 2.0)] == [[2.0, 2.0, 2.0], [2.0, 2.0]]
 
 
 @probes("torchvision-file-lists")
@@ -48,9 +49,9 @@ def test_torchvision_file_lists(use: str, tmp_path: Path) -> None:
         assert all(f"self.{name} = " in source or f"self.{name}." in source for name in names), cls
     assert "self._samples = " in inspect.getsource(StanfordCars.__init__)
     fake = type("StanfordCars", (), {"_samples": [("a.jpg", 3)]})()
-    assert compat.torchvision_file_list(fake) == [(Path("a.jpg"), 3)]
+    assert for_torch.torchvision_file_list(fake) == [(Path("a.jpg"), 3)]
     pets = type("OxfordIIITPet", (), {"_images": ["p.jpg"], "_labels": [1]})()
-    assert compat.torchvision_file_list(pets) == [(Path("p.jpg"), 1)]
+    assert for_torch.torchvision_file_list(pets) == [(Path("p.jpg"), 1)]
 
 
 @probes("ray-result-trials")
@@ -61,7 +62,7 @@ def test_ray_result_trials(use: str) -> None:
     class Analysis:  # what ResultGrid wraps: an ExperimentAnalysis, whose __init__ sets .trials
         trials = ()
 
-    assert compat.tune_result_trials(ResultGrid(Analysis())) == []  # type: ignore[arg-type]
+    assert for_ray.tune_result_trials(ResultGrid(Analysis())) == []  # type: ignore[arg-type]
     assert "self.trials = " in inspect.getsource(ExperimentAnalysis.__init__)
 
 
@@ -75,9 +76,9 @@ def test_ray_optuna_search(use: str, tmp_path: Path) -> None:
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
     search = OptunaSearch(space=space, metric="m", mode="max", study_name="s", storage=storage)
     search._setup_study("max")  # the hook TaggedOptunaSearch overrides
-    assert isinstance(compat.ot_study(search), optuna.Study) and compat.search_metric(search) == "m"
-    assert isinstance(compat.ot_trials(search), dict) and isinstance(compat.completed_trials(search), set)
-    assert search.suggest("t1") is not None and "t1" in compat.ot_trials(search)
+    assert isinstance(for_ray.ot_study(search), optuna.Study) and for_ray.search_metric(search) == "m"
+    assert isinstance(for_ray.ot_trials(search), dict) and isinstance(for_ray.completed_trials(search), set)
+    assert search.suggest("t1") is not None and "t1" in for_ray.ot_trials(search)
 
 
 @probes("ray-tune-stop-signal")
@@ -91,7 +92,7 @@ def test_ray_tune_stop_signal(use: str) -> None:
     try:
         interrupted = tune_module._setup_signal_catching()
         assert not interrupted.is_set()
-        compat.stop_tune_run()
+        for_ray.stop_tune_run()
         assert interrupted.is_set()
     finally:
         signal.signal(signal.SIGINT, handlers[0])
@@ -113,11 +114,11 @@ def test_ray_tune_state_file(use: str, tmp_path: Path) -> None:
     trial.set_status(Trial.TERMINATED)
     path = tmp_path / "experiment_state-2026-12-06_10-00-00.json"
     path.write_text(json.dumps({"trial_data": [list(trial.get_json_state())]}))
-    found = compat.tune_state_file(tmp_path)
+    found = for_ray.tune_state_file(tmp_path)
     assert found is not None and found[0] == path
-    assert compat.tune_saved_statuses(path) == {"abc12345": "TERMINATED"}
+    assert for_ray.tune_saved_statuses(path) == {"abc12345": "TERMINATED"}
     path.write_text('{"trial_data": [["{\\"trial_id')  # being written: not readable whole
-    assert compat.tune_saved_statuses(path) is None
+    assert for_ray.tune_saved_statuses(path) is None
 
 
 @probes("optuna-trial-id")
@@ -125,18 +126,19 @@ def test_optuna_trial_id(use: str) -> None:
     study = optuna.create_study()
     trial = study.ask()
     (frozen,) = study.get_trials(deepcopy=False)
-    assert compat.frozen_trial_id(frozen) == trial._trial_id
-    optuna.Trial(study, compat.frozen_trial_id(frozen)).set_user_attr("seen", True)
+    assert for_optuna.frozen_trial_id(frozen) == trial._trial_id
+    optuna.Trial(study, for_optuna.frozen_trial_id(frozen)).set_user_attr("seen", True)
     assert study.trials[0].user_attrs == {"seen": True}
 
 
 @probes("optuna-rdb-methods")
 def test_optuna_rdb_methods(use: str, tmp_path: Path) -> None:
     """The private methods this Optuna has are retried, and so is every public call behind them."""
-    from study.record.optuna_storage import RETRIED, RetryingStorage
+    from study.record import RetryingStorage
+    from study.record.optuna_storage import RETRIED
 
-    found = compat.rdb_storage_methods()
-    assert found and set(found) <= set(compat.OPTUNA_RDB_PRIVATE)
+    found = for_optuna.rdb_storage_methods()
+    assert found and set(found) <= set(for_optuna.OPTUNA_RDB_PRIVATE)
     for name in RETRIED:
         assert getattr(RetryingStorage, name) is not getattr(optuna.storages.RDBStorage, name), name
     storage = RetryingStorage(f"sqlite:///{tmp_path / 'o.db'}")
@@ -150,7 +152,7 @@ def test_optuna_rdb_methods(use: str, tmp_path: Path) -> None:
 @probes("optuna-finished-trial-error")
 def test_optuna_finished_trial_error(use: str) -> None:
     """What updating a finished trial raises on this Optuna is what the storage's retry recognises."""
-    error, is_finished = compat.finished_trial_error()
+    error, is_finished = for_optuna.finished_trial_error()
     study = optuna.create_study()
     trial = study.ask()
     study.tell(trial, 1.0)
@@ -170,11 +172,11 @@ def test_mlflow_system_metrics(use: str, tmp_path: Path) -> None:
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e", artifact_location=tmp_path.as_uri()))
     if "tracking_uri" in inspect.signature(SystemMetricsMonitor).parameters:
-        monitor = compat.system_metrics_monitor(run.info.run_id, uri)
+        monitor = for_mlflow.system_metrics_monitor(run.info.run_id, uri)
         assert callable(monitor.start) and callable(monitor.finish)
     else:
         with pytest.raises(compat.Unavailable) as caught:
-            compat.system_metrics_monitor(run.info.run_id, uri)
+            for_mlflow.system_metrics_monitor(run.info.run_id, uri)
         assert "\n" not in str(caught.value) and str(caught.value).startswith(f"mlflow {compat.version('mlflow')}")
 
 
@@ -183,7 +185,7 @@ def test_mlflow_pytorch_log_model(use: str) -> None:
     """The arguments given are parameters of this MLflow's log_model (never left to its **kwargs)."""
     import mlflow.pytorch
 
-    arguments = compat.pytorch_log_model_arguments("model")
+    arguments = for_mlflow.pytorch_log_model_arguments("model")
     parameters = inspect.signature(mlflow.pytorch.log_model).parameters
     assert set(arguments) <= set(parameters)
     assert "model" in (arguments.get("name"), arguments.get("artifact_path"))
@@ -194,20 +196,20 @@ def test_mlflow_artifact_cache(use: str) -> None:
     from mlflow.tracking._tracking_service import utils
 
     utils._artifact_repos_cache["run-x"] = object()
-    compat.forget_artifact_repos(["run-x"])
+    for_mlflow.forget_artifact_repos(["run-x"])
     assert "run-x" not in utils._artifact_repos_cache
 
 
 def test_every_use_is_probed_and_every_guard_is_listed() -> None:
     assert set(compat.USES) == PROBED
-    source = Path(compat.__file__).read_text()
+    source = "".join(path.read_text() for path in Path(compat.__file__).parent.glob("*.py"))
     assert set(re.findall(r'_guard\("([a-z-]+)"', source)) == set(compat.USES)
 
 
 def test_a_removed_private_name_is_one_line_naming_the_dependency_version_and_range() -> None:
     gone = object()  # an OptunaSearch of a Ray that renamed _ot_study
     with pytest.raises(compat.CompatError) as caught:
-        compat.ot_study(gone)
+        for_ray.ot_study(gone)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"ray {compat.version('ray')}: OptunaSearch._ot_study")

@@ -22,7 +22,7 @@ import numpy as np
 
 from finetune.analysis import feature_spectrum, load_run
 from finetune.regularizers import BSSConfig
-from study.record.folder import StudyFolder, read_trials
+from study.record import StudyFolder, read_trials
 from study.reporting import stats
 
 

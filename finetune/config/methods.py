@@ -85,9 +85,8 @@ METHODS: Registry[Method] = Registry("regulariser", "regularizer.name")
 
 
 def method_registry() -> Registry[Method]:
-    """Every registered term, the built-ins first (they register when ``finetune.regularizers`` loads)."""
-    import finetune.regularizers  # noqa: F401  (registers the built-ins)
-
+    """Every registered term, the built-ins first: they register when ``finetune.regularizers`` loads,
+    which the ``finetune`` package does first of all (this registry is a leaf they fill)."""
     return METHODS
 
 

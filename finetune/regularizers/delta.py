@@ -203,7 +203,7 @@ def _delta_from_config(context: BuildContext) -> DELTA:
             cache,
             attention_key(config, layers),
             lambda: supervised_attention(
-                model, layers, context.train_images(), context.train_labels, config, context.device
+                model, layers, context.train_images(), context.train_labels, config, settings, context.device
             ),
         )
     r = config.regularizer

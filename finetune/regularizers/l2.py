@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-import compat
+from compat import for_torch
 from finetune.regularizers.base import BuildContext, Regularizer, StepState, register
 
 
@@ -21,14 +21,14 @@ class _SquaredDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, count: int, *tensors: torch.Tensor) -> torch.Tensor:
         params, refs = list(tensors[:count]), list(tensors[count:])
-        diffs = compat.foreach_sub(params, refs) if refs else params
+        diffs = for_torch.foreach_sub(params, refs) if refs else params
         ctx.count, ctx.has_refs = count, bool(refs)
         ctx.save_for_backward(*diffs)
-        return torch.stack(compat.foreach_norm(diffs)).pow(2).sum()
+        return torch.stack(for_torch.foreach_norm(diffs)).pow(2).sum()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grads = compat.foreach_mul(ctx.saved_tensors, 2 * grad)
+        grads = for_torch.foreach_mul(ctx.saved_tensors, 2 * grad)
         return (None, *grads, *([None] * ctx.count if ctx.has_refs else []))
 
 

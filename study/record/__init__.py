@@ -1,1 +1,179 @@
-"""(front door written below)"""
+"""The record: what a study keeps and where (the study folder, its stores and their resolution, the
+driver's lock, the Optuna storage, MLflow's runs and the outbox of what MLflow missed, the result
+table, a trial's saved config, the budget ledger, the disk check, the confirmations' results) and
+the live state of a running driver (:mod:`~study.record.live`). Above the spec; never imports Ray."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from study._front import front_door
+
+# each public name -> its module in this room (imported on first use)
+_EXPORTS = {
+    "BoundStorage": "optuna_storage",
+    "DiskGuard": "disk",
+    "EXPORT_DIR": "folder",
+    "FolderLock": "lock",
+    "Guard": "budget",
+    "LEDGER_FILE": "budget",
+    "LOCK_FILE": "lock",
+    "Ledger": "budget",
+    "Outbox": "outbox",
+    "PENDING_FILE": "outbox",
+    "RECORDS_BYTES": "disk",
+    "REPORT_DIR": "folder",
+    "RetryingStorage": "optuna_storage",
+    "RunWriter": "run_writer",
+    "SPECTRUM_COLUMNS": "results",
+    "SPEC_FILE": "folder",
+    "StoreChoice": "stores",
+    "Stores": "stores",
+    "StudyFolder": "folder",
+    "StudyRecord": "folder",
+    "StudyRun": "tracking",
+    "TRIALS_FILE": "folder",
+    "TUNE_DIR": "folder",
+    "TUNE_TRIAL_ATTR": "optuna_storage",
+    "TrialRow": "results",
+    "UID_ATTR": "folder",
+    "best_row": "results",
+    "bound": "live",
+    "check_database": "tracking",
+    "check_free": "disk",
+    "check_reachable": "tracking",
+    "check_stores": "tracking",
+    "choose": "stores",
+    "confirmation_specs": "confirmations",
+    "confirmed": "confirmations",
+    "driver_lock": "lock",
+    "first_line": "folder",
+    "format_table": "results",
+    "guarded": "budget",
+    "largest_state": "disk",
+    "launched_spec": "folder",
+    "load_optuna_study": "folder",
+    "lookup": "live",
+    "open_study": "folder",
+    "params_text": "results",
+    "parse_budget": "budget",
+    "raise_limits": "budget",
+    "ranked_rows": "folder",
+    "read_trials": "folder",
+    "rebase_artifacts": "folder",
+    "refused": "lock",
+    "result_event": "run_writer",
+    "row_config": "trial_config",
+    "row_params": "results",
+    "running_driver": "lock",
+    "status_line": "budget",
+    "tracking_client": "folder",
+    "trials_table": "results",
+    "trials_table_state": "folder",
+    "write_table": "results",
+}
+__all__ = [
+    "BoundStorage",
+    "DiskGuard",
+    "EXPORT_DIR",
+    "FolderLock",
+    "Guard",
+    "LEDGER_FILE",
+    "LOCK_FILE",
+    "Ledger",
+    "Outbox",
+    "PENDING_FILE",
+    "RECORDS_BYTES",
+    "REPORT_DIR",
+    "RetryingStorage",
+    "RunWriter",
+    "SPECTRUM_COLUMNS",
+    "SPEC_FILE",
+    "StoreChoice",
+    "Stores",
+    "StudyFolder",
+    "StudyRecord",
+    "StudyRun",
+    "TRIALS_FILE",
+    "TUNE_DIR",
+    "TUNE_TRIAL_ATTR",
+    "TrialRow",
+    "UID_ATTR",
+    "best_row",
+    "bound",
+    "check_database",
+    "check_free",
+    "check_reachable",
+    "check_stores",
+    "choose",
+    "confirmation_specs",
+    "confirmed",
+    "driver_lock",
+    "first_line",
+    "format_table",
+    "guarded",
+    "largest_state",
+    "launched_spec",
+    "load_optuna_study",
+    "lookup",
+    "open_study",
+    "params_text",
+    "parse_budget",
+    "raise_limits",
+    "ranked_rows",
+    "read_trials",
+    "rebase_artifacts",
+    "refused",
+    "result_event",
+    "row_config",
+    "row_params",
+    "running_driver",
+    "status_line",
+    "tracking_client",
+    "trials_table",
+    "trials_table_state",
+    "write_table",
+]
+__getattr__ = front_door(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from study.record.budget import LEDGER_FILE, Guard, Ledger, guarded, parse_budget, raise_limits, status_line
+    from study.record.confirmations import confirmation_specs, confirmed
+    from study.record.disk import RECORDS_BYTES, DiskGuard, check_free, largest_state
+    from study.record.folder import (
+        EXPORT_DIR,
+        REPORT_DIR,
+        SPEC_FILE,
+        TRIALS_FILE,
+        TUNE_DIR,
+        UID_ATTR,
+        StudyFolder,
+        StudyRecord,
+        first_line,
+        launched_spec,
+        load_optuna_study,
+        open_study,
+        ranked_rows,
+        read_trials,
+        rebase_artifacts,
+        tracking_client,
+        trials_table_state,
+    )
+    from study.record.live import bound, lookup
+    from study.record.lock import LOCK_FILE, FolderLock, driver_lock, refused, running_driver
+    from study.record.optuna_storage import TUNE_TRIAL_ATTR, BoundStorage, RetryingStorage
+    from study.record.outbox import PENDING_FILE, Outbox
+    from study.record.results import (
+        SPECTRUM_COLUMNS,
+        TrialRow,
+        best_row,
+        format_table,
+        params_text,
+        row_params,
+        trials_table,
+        write_table,
+    )
+    from study.record.run_writer import RunWriter, result_event
+    from study.record.stores import StoreChoice, Stores, choose
+    from study.record.tracking import StudyRun, check_database, check_reachable, check_stores
+    from study.record.trial_config import row_config

@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from study.record import live
-from study.spec.checks import check_budget
-from study.spec.errors import StudyError
-from study.spec.model import BudgetSpec
+from study.spec import BudgetSpec, StudyError, check_budget
 
 LEDGER_FILE = "budget.json"
 LIMITS = ("gpu_hours", "wall_hours")

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from study.record import live
-from study.spec.errors import StudyError
+from study.spec import StudyError
 from trainables.trial_store import KEEP_STATES, TRIALS_DIR, TrialStore
 
 MIB = 2**20

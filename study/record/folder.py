@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import compat
+from compat import for_mlflow
 from study.record.stores import StoreChoice, Stores
-from study.spec.errors import StudyError
-from study.spec.uris import redact_text, sqlite_path
+from study.spec import SPEC_FILE, StudyError, StudySpec, load_folder_spec, redact_text, sqlite_path
 from trainables.trial_store import TRIALS_DIR, TrialStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from mlflow.tracking import MlflowClient
 
-SPEC_FILE = "spec.yaml"
 RECORD_FILE = "study.json"
 TRIALS_FILE = "trials.parquet"
 BEST_FILE = "best.yaml"
@@ -195,7 +194,7 @@ def forget_artifact_locations(run_ids: list[str]) -> None:
     """MLflow caches each run's artifact repository for the life of the process (by run id): drop
     the relocated runs' entries, so a process that used the original folder logs into the copy."""
     with contextlib.suppress(compat.CompatError):  # gone in a later MLflow: nothing cached there to drop
-        compat.forget_artifact_repos(run_ids)
+        for_mlflow.forget_artifact_repos(run_ids)
 
 
 def read_trials(folder: StudyFolder) -> pa.Table:
@@ -266,11 +265,10 @@ def first_line(exc: BaseException) -> str:
 
 def open_study(path: Path) -> OpenStudy:
     """A launched study folder opened for a command: its spec, record and live stores."""
-    from study.spec.load import load_spec
 
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    spec = load_folder_spec(folder.path)
     record = StudyRecord.load(folder)
     return OpenStudy(folder, spec, record, record.stores(folder))
 
@@ -281,3 +279,19 @@ class OpenStudy:
     spec: Any  # study.spec.load.StudySpec (not imported here: the spec module imports the core)
     record: StudyRecord
     stores: Stores
+
+
+def launched_spec(path: Path) -> StudySpec:
+    """The spec of the study folder at ``path`` (one line if it is no launched study folder)."""
+    folder = StudyFolder(path)
+    folder.require_launched()
+    return load_folder_spec(folder.path)
+
+
+def ranked_rows(folder: StudyFolder, metric: str) -> list[dict[str, Any]]:
+    """The trials of a finished study, best first by the study's selection metric."""
+    from study.record.results import counts_for
+
+    rows = read_trials(folder).to_pylist()
+    ranked = [r for r in rows if r[metric] is not None and counts_for(metric, r["status"], r["early_stopped"])]
+    return sorted(ranked, key=lambda r: r[metric], reverse=True)

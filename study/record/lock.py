@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from study.spec.errors import StudyError
-from study.spec.uris import redact, scheme
+from study.spec import StudyError, redact, scheme
 
 LOCK_FILE = "driver.lock"
 ADVISORY_NAMESPACE = 0x5B55  # the first key of every advisory lock of this project

@@ -22,13 +22,13 @@ from typing import Any
 import optuna
 from optuna.exceptions import StorageInternalError
 
-import compat
+from compat import for_optuna
 
 RETRY_ENV = "BSS_STUDY_DB_RETRY_S"
 TUNE_TRIAL_ATTR = "tune_trial_id"  # the user attribute linking an Optuna trial to its Tune trial
-FINISHED_ERROR, _IS_FINISHED = compat.finished_trial_error()
+FINISHED_ERROR, _IS_FINISHED = for_optuna.finished_trial_error()
 RETRIED = (
-    *compat.rdb_storage_methods(),
+    *for_optuna.rdb_storage_methods(),
     "create_new_study",
     "set_trial_param",
     *("get_all_studies", "get_study_directions", "get_study_id_from_name", "get_study_name_from_id"),
@@ -81,7 +81,7 @@ class RetryingStorage(optuna.storages.RDBStorage):
         super().__init__(url, engine_kwargs=engine_kwargs)
 
 
-_PRIVATE = compat.rdb_storage_methods()
+_PRIVATE = for_optuna.rdb_storage_methods()
 for _name in RETRIED:  # every call that reaches the database (the private ones through compat)
     _method = _PRIVATE[_name] if _name.startswith("_") else getattr(optuna.storages.RDBStorage, _name)
     setattr(RetryingStorage, _name, _retrying(_name, _method))

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.spec.errors import StudyError
-from study.spec.uris import (
+from study.spec import (
     OPTUNA_SCHEMES,
     TRACKING_SCHEMES,
+    StudyError,
     absolute,
     check_driver,
     check_uri,

@@ -18,8 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
 from study.record.folder import first_line
 from study.record.stores import Stores
-from study.spec.errors import StudyError
-from study.spec.uris import is_remote, is_server_database, redact
+from study.spec import StudyError, is_remote, is_server_database, redact
 
 MAX_PARAM_LENGTH = 6000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -15,7 +15,7 @@ from typing import Any
 
 from finetune import ConfigError, TrainConfig, load_config, resolve_config
 from study.record.results import row_params
-from study.spec.errors import StudyError
+from study.spec import StudyError
 from trainables.trial_store import RESOLVED_CONFIG
 
 

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from finetune.config import applicable_params
-from study.record.results import SPECTRUM_COLUMNS, params_text, row_params
-from study.record.trial_config import row_config
+from study.record import SPECTRUM_COLUMNS, params_text, row_config, row_params
 from study.reporting import stats
-from study.spec.errors import StudyError
+from study.spec import StudyError
 
 Key = tuple[tuple[str, str], ...]
 

@@ -7,23 +7,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import compat
+from compat import for_mlflow
 from finetune import config_to_yaml
-from study.record.folder import EXPORT_DIR, StudyFolder, StudyRecord, read_trials, rebase_artifacts
-from study.record.results import counts_for
-from study.record.trial_config import row_config
-from study.spec.errors import StudyError
-from study.spec.load import load_spec
+from study.record import EXPORT_DIR, StudyFolder, StudyRecord, ranked_rows, rebase_artifacts, row_config
+from study.spec import StudyError, load_folder_spec
 from trainables import BEST_WEIGHTS
-
-
-def ranked_rows(folder: StudyFolder, metric: str) -> list[dict[str, Any]]:
-    """The trials of a finished study, best first by the study's selection metric."""
-    rows = read_trials(folder).to_pylist()
-    ranked = [r for r in rows if r[metric] is not None and counts_for(metric, r["status"], r["early_stopped"])]
-    return sorted(ranked, key=lambda r: r[metric], reverse=True)
 
 
 def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]:
@@ -31,7 +20,7 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
         raise StudyError(f"--top: must be >= 1, got {top}")
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    spec = load_folder_spec(folder.path)
     metric = str(spec.metric)
     rows = ranked_rows(folder, metric)
     out = out or folder.path / EXPORT_DIR
@@ -69,7 +58,7 @@ def register_best(path: Path, model_name: str | None = None) -> str:
 
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    spec = load_folder_spec(folder.path)
     record = StudyRecord.load(folder)
     candidates = [r for r in ranked_rows(folder, str(spec.metric)) if r.get("has_weights") and r.get("trial_dir")]
     if not candidates:
@@ -86,7 +75,7 @@ def register_best(path: Path, model_name: str | None = None) -> str:
         info = mlflow.pytorch.log_model(
             model,
             # name="model" and the nn.Module itself pickled (loaded back by mlflow.pytorch.load_model)
-            **compat.pytorch_log_model_arguments("model"),
+            **for_mlflow.pytorch_log_model_arguments("model"),
             registered_model_name=name,
             pip_requirements=requirements,  # stated, not inferred (inference loads the model in a subprocess)
             code_paths=[str(Path(finetune.__file__).parent)],  # the Classifier's code travels with it

@@ -11,13 +11,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from study.record.folder import REPORT_DIR, StudyFolder, StudyRecord, load_optuna_study, read_trials, rebase_artifacts
-from study.record.folder import tracking_client as open_tracking
+from study.record import (
+    REPORT_DIR,
+    StudyFolder,
+    StudyRecord,
+    confirmed,
+    load_optuna_study,
+    read_trials,
+    rebase_artifacts,
+)
+from study.record import tracking_client as open_tracking
 from study.reporting.data import ReportOptions, confirmation_rows, report_data, summary_table, trials_from_table
 from study.reporting.sections import SECTIONS, Context, assemble
-from study.run.confirm import confirmed
-from study.spec.errors import StudyError
-from study.spec.load import load_spec
+from study.spec import StudyError, load_folder_spec
 
 SUMMARY_FILE = "summary.parquet"  # every number of report.md's tables, one row each
 
@@ -27,7 +33,7 @@ def write_report(path: Path, options: ReportOptions | None = None) -> list[Path]
     Every input is checked (one line naming a missing or damaged file) before anything is written."""
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    spec = load_folder_spec(folder.path)
     rows = read_trials(folder).to_pylist()
     record = StudyRecord.load(folder)
     client = open_tracking(folder, record)

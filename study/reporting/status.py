@@ -9,11 +9,17 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from study.record.budget import status_line as budget_status
-from study.record.folder import StudyFolder, StudyRecord, load_optuna_study, tracking_client, trials_table_state
-from study.record.lock import running_driver
-from study.record.optuna_storage import TUNE_TRIAL_ATTR
-from study.spec.load import load_spec
+from study.record import (
+    TUNE_TRIAL_ATTR,
+    StudyFolder,
+    StudyRecord,
+    load_optuna_study,
+    running_driver,
+    tracking_client,
+    trials_table_state,
+)
+from study.record import status_line as budget_status
+from study.spec import load_folder_spec
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def study_status(path: Path) -> StudyStatus:
     only checked, not read (a tracking server that is down does not stop ``status``)."""
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_spec(folder.spec_file, output_dir=folder.path)
+    spec = load_folder_spec(folder.path)
     record = StudyRecord.load(folder)
     if record.stores(folder).tracking_local:
         tracking_client(folder, record)  # a missing or damaged mlflow.db is one line, as everywhere

@@ -20,40 +20,47 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 import compat
+from compat import for_mlflow, for_ray
 from finetune import config_to_yaml
 from finetune.config import flatten
-from study.record import disk
-from study.record.budget import guarded
-from study.record.folder import (
+from study.record import (
+    LOCK_FILE,
+    PENDING_FILE,
     SPEC_FILE,
     TUNE_DIR,
     UID_ATTR,
+    BoundStorage,
+    StoreChoice,
     StudyFolder,
     StudyRecord,
+    StudyRun,
+    TrialRow,
+    best_row,
+    bound,
+    check_stores,
+    disk,
+    format_table,
+    guarded,
+    launched_spec,
     load_optuna_study,
     read_trials,
     rebase_artifacts,
+    refused,
+    running_driver,
     tracking_client,
+    trials_table,
     trials_table_state,
+    write_table,
 )
-from study.record.live import bound
-from study.record.lock import LOCK_FILE, refused, running_driver
-from study.record.optuna_storage import BoundStorage
-from study.record.outbox import PENDING_FILE
-from study.record.results import TrialRow, best_row, format_table, trials_table, write_table
-from study.record.stores import StoreChoice
-from study.record.tracking import StudyRun, check_stores
 from study.record.trial_config import trial_config
 from study.run import warm_start
 from study.run.progress import ProgressLine
 from study.run.searcher import TaggedOptunaSearch, close_orphans, optuna_numbers, tell_ended
 from study.run.stop_callbacks import BudgetCallback, DiskSpaceCallback
+from study.run.sync import replay_pending
 from study.run.trial_errors import trial_error_message
-from study.run.trial_logger import MlflowTrialLogger
-from study.spec.checks import check_inputs, check_links
-from study.spec.errors import StudyError
-from study.spec.load import spec_to_yaml
-from study.spec.model import StudySpec
+from study.run.trial_logger import MlflowTrialLogger, behind_message, trial_logger
+from study.spec import StudyError, StudySpec, check_inputs, check_links, load_folder_spec, spec_to_yaml
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.trial_store import BEST_WEIGHTS
 
@@ -90,10 +97,8 @@ class StudyOutcome:
 def _same_spec(spec: StudySpec, folder: Path) -> bool:
     """Whether the folder's spec.yaml, read by this version (its defaults and resolved fields
     filled in), is ``spec``: a folder written by an older version lacks fields added since."""
-    from study.spec.load import load_spec
-
     try:
-        return load_spec(folder / SPEC_FILE, output_dir=folder) == spec
+        return load_folder_spec(folder) == spec
     except StudyError:
         return False
 
@@ -205,18 +210,6 @@ def _trainable(spec: StudySpec) -> Any:
     )
 
 
-def trial_logger(spec: StudySpec, record: StudyRecord) -> MlflowTrialLogger:
-    """The MLflow callback; it finds the study's folder and stores through the binding (Tune pickles it)."""
-    return MlflowTrialLogger(
-        record.parent_run_id,
-        record.experiment_id,
-        record.parent_run_id,
-        spec.base,
-        spec.base_config.total_epochs,
-        spec.name,
-    )
-
-
 def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
     """The Tuner of a new study; call it with the study bound (``_fit`` does)."""
     max_epochs = spec.base_config.total_epochs
@@ -299,8 +292,8 @@ def trial_rows(
 
 def tune_trials(results: tune.ResultGrid) -> list[Trial]:
     """Every Tune trial of a finished or interrupted ``fit`` (status, failures, error files, last
-    result). Ray's public ResultGrid has Results, not Trials (``compat.tune_result_trials``)."""
-    return compat.tune_result_trials(results)
+    result). Ray's public ResultGrid has Results, not Trials (``for_ray.tune_result_trials``)."""
+    return for_ray.tune_result_trials(results)
 
 
 def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | None) -> StudyOutcome:
@@ -381,19 +374,11 @@ def report_efficiency(
     )
 
 
-def behind_message(logger: MlflowTrialLogger, shown_uri: str) -> str:
-    return (
-        f"tracking_uri: {shown_uri} did not answer ({logger.outbox.failure or 'no answer'}); every trial's result "
-        f"is in the study folder, and the {logger.pending} record(s) MLflow missed are kept in "
-        f"{logger.outbox.path}: `study sync` replays them once it answers"
-    )
-
-
 def system_metrics(parent_run_id: str, tracking_uri: str) -> Any:
     """MLflow's system metrics (CPU, memory, disk, network, GPUs) of the driver's machine on the
     parent run while trials run: on a local study, the machine the trials run on. None without psutil."""
     try:
-        monitor = compat.system_metrics_monitor(parent_run_id, tracking_uri)
+        monitor = for_mlflow.system_metrics_monitor(parent_run_id, tracking_uri)
     except compat.CompatError as exc:  # the study goes on without them
         print(f"[study] no system metrics on the parent run: {exc}", file=sys.stderr)
         return None
@@ -460,16 +445,6 @@ def run_study(
     return _fit(spec, record, lambda: build_tuner(spec, record), out)
 
 
-def load_study_spec(path: Path) -> StudySpec:
-    """The spec a study folder was launched with, its ``output_dir`` being this folder (wherever it
-    was launched: a study folder can be moved or copied)."""
-    from study.spec.load import load_spec
-
-    folder = StudyFolder(path)
-    folder.require_launched()
-    return load_spec(folder.spec_file, output_dir=folder.path)
-
-
 @dataclass(frozen=True)
 class Resumable:
     """A study folder checked for ``study resume``, before Ray starts and before anything is written."""
@@ -487,7 +462,7 @@ class Resumable:
 def check_resumable(path: Path) -> Resumable:
     """Every file a resume needs, each missing or damaged one a one-line StudyError."""
     folder = StudyFolder(path)
-    spec = load_study_spec(folder.path)
+    spec = launched_spec(folder.path)
     check_links(folder.path, "STUDY_DIR")  # nothing it writes may land outside it
     table_state = trials_table_state(folder)
     if table_state == "ok":
@@ -513,8 +488,6 @@ def resume_study(checked: Resumable, out: IO[str] | None = None) -> StudyOutcome
     parent = StudyRun(tracking_client(folder, record), record.parent_run_id)
     rebase_artifacts(folder, record)
     if folder.path.joinpath(PENDING_FILE).is_file():  # what MLflow missed last time comes first
-        from study.run.sync import replay_pending
-
         with bound(record.parent_run_id, folder.path, record.stores(folder)):
             replay_pending(spec, record, out)
     if table_state == "damaged":

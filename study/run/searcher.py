@@ -28,11 +28,9 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-import compat
-from study.record import budget
+from compat import for_optuna, for_ray
+from study.record import TUNE_DIR, TUNE_TRIAL_ATTR, RetryingStorage, budget
 from study.record import live as binding
-from study.record.folder import TUNE_DIR
-from study.record.optuna_storage import TUNE_TRIAL_ATTR, RetryingStorage
 from trainables.finetune_trial import REPLAYED
 from trainables.trial_store import TRIALS_DIR
 
@@ -75,7 +73,7 @@ class TaggedOptunaSearch(OptunaSearch):
 
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)
-        study, metric = compat.ot_study(self), compat.search_metric(self)
+        study, metric = for_ray.ot_study(self), for_ray.search_metric(self)
         if study is not None and metric:
             with warnings.catch_warnings():  # set_metric_names is marked experimental
                 warnings.simplefilter("ignore")
@@ -83,14 +81,14 @@ class TaggedOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.tell_saved()
-        trials = compat.ot_trials(self)
-        if result.get(REPLAYED) or trial_id in compat.completed_trials(self) or trial_id not in trials:
+        trials = for_ray.ot_trials(self)
+        if result.get(REPLAYED) or trial_id in for_ray.completed_trials(self) or trial_id not in trials:
             return
-        trials[trial_id].report(float(result[str(compat.search_metric(self))]), int(result["epoch"]))
+        trials[trial_id].report(float(result[str(for_ray.search_metric(self))]), int(result["epoch"]))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Kept until Tune's saved state records the end (:meth:`tell_saved`)."""
-        if trial_id in compat.completed_trials(self) or trial_id not in compat.ot_trials(self):
+        if trial_id in for_ray.completed_trials(self) or trial_id not in for_ray.ot_trials(self):
             super().on_trial_complete(trial_id, result, error)
             return
         self.deferred[trial_id] = (dict(result or {}), error)
@@ -113,11 +111,11 @@ class TaggedOptunaSearch(OptunaSearch):
         return len(told)
 
     def _tell(self, trial_id: str, result: dict[str, Any], error: bool) -> None:
-        trials, completed = compat.ot_trials(self), compat.completed_trials(self)
+        trials, completed = for_ray.ot_trials(self), for_ray.completed_trials(self)
         if not stopped_early(result, error, self.max_epochs) or trial_id in completed or trial_id not in trials:
             super().on_trial_complete(trial_id, result or None, error)
             return
-        study: optuna.Study = compat.ot_study(self)
+        study: optuna.Study = for_ray.ot_study(self)
         study.tell(trials[trial_id], state=TrialState.PRUNED)
         completed.add(trial_id)
 
@@ -126,23 +124,23 @@ class TaggedOptunaSearch(OptunaSearch):
         guard = budget.active(getattr(self, "key", None))
         if guard is not None and guard.exhausted:
             return None  # the budget is spent: no new trial (the study stops once the running ones end an epoch)
-        if trial_id not in compat.ot_trials(self):
+        if trial_id not in for_ray.ot_trials(self):
             self._take_over_orphan(trial_id)
         config = super().suggest(trial_id)
-        ot_trial = compat.ot_trials(self).get(trial_id)
+        ot_trial = for_ray.ot_trials(self).get(trial_id)
         if ot_trial is not None and isinstance(config, dict):
             ot_trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
             self.bound.numbers[trial_id] = ot_trial.number  # the MLflow logger's lookup, in memory
         return config
 
     def _take_over_orphan(self, trial_id: str) -> None:
-        study: optuna.Study = compat.ot_study(self)
-        trials = compat.ot_trials(self)
+        study: optuna.Study = for_ray.ot_study(self)
+        trials = for_ray.ot_trials(self)
         known = {t.number for t in trials.values()}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in known:
                 continue
-            trial = optuna.Trial(study, compat.frozen_trial_id(frozen))
+            trial = optuna.Trial(study, for_optuna.frozen_trial_id(frozen))
             previous = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
             if previous:
                 trial.set_user_attr(TAKEN_OVER_ATTR, previous)
@@ -163,14 +161,14 @@ def saved_ended(tune_dir: Path, last: dict[str, Any]) -> frozenset[str]:
     """The Tune trial ids that Tune's newest experiment state in ``tune_dir`` records as ended
     (TERMINATED or ERROR); read again only when the file changes (``last``: the last reading,
     kept with the study's live state)."""
-    newest = compat.tune_state_file(tune_dir)
+    newest = for_ray.tune_state_file(tune_dir)
     if newest is None:
         return frozenset()
     path, mtime = newest
     if last.get("path") == path and last.get("mtime") == mtime:
         ended: frozenset[str] = last["ended"]
         return ended
-    statuses = compat.tune_saved_statuses(path)
+    statuses = for_ray.tune_saved_statuses(path)
     if statuses is None:
         return frozenset()  # being written: the next look reads it whole
     ended = frozenset(trial_id for trial_id, status in statuses.items() if status in ("TERMINATED", "ERROR"))
@@ -218,7 +216,7 @@ def close_orphans(storage: Any, study_name: str, trial_ids: set[str]) -> list[in
     closed = []
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.user_attrs.get(TUNE_TRIAL_ATTR) not in trial_ids:
-            optuna.Trial(study, compat.frozen_trial_id(frozen)).set_user_attr("orphaned", True)
+            optuna.Trial(study, for_optuna.frozen_trial_id(frozen)).set_user_attr("orphaned", True)
             study.tell(frozen.number, state=TrialState.FAIL)
             closed.append(frozen.number)
     return closed

@@ -1,6 +1,6 @@
 """The driver's Tune callbacks that end a run cleanly before it should go on: at the study's budget
 (``study.record.budget``) and before its disk is full (``study.record.disk``). Each stops Tune as Ctrl-C does
-(``compat.stop_tune_run``): Tune saves its state with every unfinished trial resumable. They are
+(``for_ray.stop_tune_run``): Tune saves its state with every unfinished trial resumable. They are
 pickled with the study's key only; on ``study resume`` they find the resumed driver's guards.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-import compat
+from compat import for_ray
 from study.record import budget, disk
 
 
@@ -34,7 +34,7 @@ class BudgetCallback(Callback):
             return
         if guard.check({t.trial_id for t in trials if t.status == Trial.RUNNING}):
             guard.stop_requested = True
-            compat.stop_tune_run()
+            for_ray.stop_tune_run()
 
 
 class DiskSpaceCallback(Callback):
@@ -49,7 +49,7 @@ class DiskSpaceCallback(Callback):
             return
         if guard.check(force):
             guard.stop_requested = True
-            compat.stop_tune_run()
+            for_ray.stop_tune_run()
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         guard = disk.active(self.key)

@@ -15,12 +15,9 @@ from typing import IO
 
 from mlflow.entities import RunStatus
 
-from study.record.folder import StudyRecord, open_study, read_trials, trials_table_state
-from study.record.live import bound
-from study.record.results import write_table
-from study.record.tracking import check_reachable
-from study.spec.errors import StudyError
-from study.spec.model import StudySpec
+from study.record import StudyRecord, bound, check_reachable, open_study, read_trials, trials_table_state, write_table
+from study.run.trial_logger import behind_message, trial_logger
+from study.spec import StudyError, StudySpec
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,6 @@ class SyncOutcome:
 def replay_pending(spec: StudySpec, record: StudyRecord, out: IO[str] | None = None) -> int:
     """Replay the study's kept records (the study must be bound); raise naming the URI if MLflow
     still does not take them all. Returns how many were replayed."""
-    from study.run.driver import behind_message, trial_logger
 
     logger = trial_logger(spec, record)
     logger.out = out
@@ -51,8 +47,6 @@ def replay_pending(spec: StudySpec, record: StudyRecord, out: IO[str] | None = N
 
 def sync_study(path: Path, out: IO[str] | None = None) -> SyncOutcome:
     import pyarrow as pa
-
-    from study.run.driver import trial_logger
 
     opened = open_study(path)
     folder, spec, record, stores = opened.folder, opened.spec, opened.record, opened.stores
@@ -85,7 +79,5 @@ def sync_study(path: Path, out: IO[str] | None = None) -> SyncOutcome:
             logger.parent_status(RunStatus.to_string(done))
         logger.remove_orphans({str(r["trial_id"]) for r in rows})
         if not logger.drain(0.0):
-            from study.run.driver import behind_message
-
             raise StudyError(behind_message(logger, stores.shown()))
     return SyncOutcome(replayed, closed, len(filled))

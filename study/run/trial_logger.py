@@ -25,10 +25,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from study.record import PENDING_FILE, Outbox, RunWriter, StudyRecord, result_event
 from study.record import live as binding
-from study.record.outbox import PENDING_FILE, Outbox
-from study.record.run_writer import RunWriter, result_event
 from study.run.trial_errors import failure_tags, trial_error_message
+from study.spec import StudySpec
 
 
 class MlflowTrialLogger(Callback):
@@ -104,7 +104,7 @@ class MlflowTrialLogger(Callback):
         if found is not None:
             return found
         if self._stored_numbers is None:
-            from study.record.optuna_storage import BoundStorage
+            from study.record import BoundStorage
             from study.run.searcher import optuna_numbers
 
             self._stored_numbers = optuna_numbers(BoundStorage(self.key), self.study_name) if self.study_name else {}
@@ -189,7 +189,7 @@ class MlflowTrialLogger(Callback):
         try:
             self.remove_orphans({t.trial_id for t in trials})
         except Exception as exc:  # MLflow went away just now: `study sync` tidies up later
-            from study.record.folder import first_line
+            from study.record import first_line
 
             print(f"[study] orphaned runs not removed ({first_line(exc)})", file=out or sys.stdout)
 
@@ -200,3 +200,23 @@ class MlflowTrialLogger(Callback):
     @property
     def pending(self) -> int:
         return len(self.outbox.pending)
+
+
+def trial_logger(spec: StudySpec, record: StudyRecord) -> MlflowTrialLogger:
+    """The MLflow callback; it finds the study's folder and stores through the binding (Tune pickles it)."""
+    return MlflowTrialLogger(
+        record.parent_run_id,
+        record.experiment_id,
+        record.parent_run_id,
+        spec.base,
+        spec.base_config.total_epochs,
+        spec.name,
+    )
+
+
+def behind_message(logger: MlflowTrialLogger, shown_uri: str) -> str:
+    return (
+        f"tracking_uri: {shown_uri} did not answer ({logger.outbox.failure or 'no answer'}); every trial's result "
+        f"is in the study folder, and the {logger.pending} record(s) MLflow missed are kept in "
+        f"{logger.outbox.path}: `study sync` replays them once it answers"
+    )

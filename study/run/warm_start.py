@@ -31,8 +31,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from finetune import config_to_dict, resolve_config
 from finetune.config import flatten
-from study.spec.errors import StudyError
-from study.spec.model import StudySpec
+from study.spec import StudyError, StudySpec
 
 WARM_ATTR = "warm_start"  # user attribute of an Optuna trial added from an earlier study (its source)
 REPORT_FILE = "warm_start.txt"
@@ -84,9 +83,7 @@ def source_trials(spec: StudySpec) -> tuple[str, list[SourceTrial]]:
 
 
 def _folder_trials(path: Path, metric: str) -> list[SourceTrial]:
-    from study.record.folder import StudyFolder, read_trials, trials_table_state
-    from study.record.trial_config import row_config
-    from study.run.driver import load_study_spec
+    from study.record import StudyFolder, launched_spec, read_trials, row_config, trials_table_state
 
     folder = StudyFolder(path)
     if not folder.spec_file.is_file():
@@ -96,7 +93,7 @@ def _folder_trials(path: Path, metric: str) -> list[SourceTrial]:
             f"warm_start.from: {path} has no readable trials.parquet (the study has not finished); "
             f"finish it with `study resume {path}` or name another study"
         )
-    source_spec = load_study_spec(folder.path)
+    source_spec = launched_spec(folder.path)
     found = []
     for row in read_trials(folder).to_pylist():
         if row["status"] != "finished" or row.get(metric) is None:
@@ -110,8 +107,8 @@ def _folder_trials(path: Path, metric: str) -> list[SourceTrial]:
 def _experiment_trials(spec: StudySpec, name: str) -> list[SourceTrial]:
     from mlflow.tracking import MlflowClient
 
-    from study.record.stores import choose
-    from study.spec.uris import sqlite_path
+    from study.record import choose
+    from study.spec import sqlite_path
 
     stores = choose(spec.tracking_uri, spec.optuna_storage, spec.study_dir, Path.cwd()).open(spec.study_dir)
     database = sqlite_path(stores.tracking_uri)

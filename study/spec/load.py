@@ -110,6 +110,9 @@ def read_yaml(path: Path, what: str) -> Any:
         raise StudyError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
+SPEC_FILE = "spec.yaml"  # the spec a study folder keeps, as launched
+
+
 def load_spec(path: str | Path, relative_to: Path | None = None, output_dir: Path | None = None) -> StudySpec:
     """Read and validate a study YAML. ``output_dir`` is resolved against ``relative_to`` (cwd),
     unless given (a study folder's spec.yaml is loaded with the folder's own path)."""
@@ -121,3 +124,9 @@ def spec_to_yaml(spec: StudySpec) -> str:
     from dataclasses import asdict
 
     return yaml.safe_dump(asdict(spec), sort_keys=False)
+
+
+def load_folder_spec(folder: Path) -> StudySpec:
+    """The spec a study folder keeps (``spec.yaml``), its ``output_dir`` being the folder itself
+    (wherever it was launched: a study folder can be moved or copied)."""
+    return load_spec(folder / SPEC_FILE, output_dir=folder)

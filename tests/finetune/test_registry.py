@@ -6,7 +6,8 @@ import pytest
 
 from finetune import ConfigError
 from finetune.registry import Registry
-from study.cli import main, registries
+from study.cli import main
+from study.cli.reading import registries
 
 
 def test_duplicate_names_are_refused_and_unknown_names_list_the_choices() -> None:

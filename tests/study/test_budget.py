@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from study.cli import main
-from study.record.budget import LEDGER_FILE, Guard, Ledger, parse_budget, status_line
-from study.spec.errors import StudyError
+from study.record import LEDGER_FILE, Guard, Ledger, parse_budget, status_line
+from study.spec import StudyError
 from tests.conftest import small_study, tiny_base
 from tests.record import assert_every_trial_once
 

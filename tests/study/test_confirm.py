@@ -8,10 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from study.record.results import TrialRow, trials_table
-from study.reporting.data import ReportOptions, confirmation_rows, trials_from_table
-from study.spec.errors import StudyError
-from study.spec.load import load_spec
+from study.record import TrialRow, trials_table
+from study.reporting import ReportOptions, confirmation_rows, trials_from_table
+from study.spec import StudyError, load_spec
 from tests.conftest import small_study, tiny_base
 from tests.study.test_spec_cli import write_spec
 
@@ -83,9 +82,8 @@ def test_a_confirmed_search_reports_fresh_seed_headline_numbers(tmp_path: Path) 
 
 
 def test_pending_counts_only_the_configurations_there_are(tmp_path: Path) -> None:
-    from study.record.folder import StudyFolder
-    from study.record.results import write_table
-    from study.run import confirm
+    from study.record import StudyFolder, write_table
+    from study.record import confirmations as confirm
 
     spec = load_spec(write_spec(tmp_path, **{"confirm.top": 2}), tmp_path)
     folder = StudyFolder(spec.study_dir)

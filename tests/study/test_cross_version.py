@@ -91,7 +91,7 @@ def test_a_study_end_to_end_on_the_installed_versions(
     import mlflow.pytorch
     import torch
 
-    from study.reporting.export import mlflow_uris
+    from study.reporting import mlflow_uris
 
     with mlflow_uris(tracking):
         loaded = mlflow.pytorch.load_model(f"models:/{name}/1")

@@ -17,8 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
-from study.record.disk import RECORDS_BYTES, DiskGuard, check_free, largest_state
-from study.spec.errors import StudyError
+from study.record import RECORDS_BYTES, DiskGuard, check_free, largest_state
+from study.spec import StudyError
 from tests.conftest import REPO, small_study, tiny_base
 from tests.record import assert_every_trial_once
 

@@ -17,7 +17,7 @@ from ray import cloudpickle, tune
 import study.run.driver
 from search_spaces import register_space
 from study.cli import main
-from study.run.trial_errors import failure_reason
+from study.run import failure_reason
 from tests.conftest import tiny_base
 from trainables.finetune_trial import run_trial
 from trainables.trial_store import TrialStore

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from study.cli import main
-from study.record.lock import LOCK_FILE, FolderLock, running_driver
-from study.spec.errors import StudyError
+from study.record import LOCK_FILE, FolderLock, running_driver
+from study.spec import StudyError
 from tests.conftest import REPO, tiny_base
 
 HOLD = "import sys, time; from pathlib import Path; from study.record.lock import FolderLock; " \

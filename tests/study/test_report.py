@@ -11,12 +11,10 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from study.cli import main
-from study.record.folder import TRIALS_FILE, StudyFolder, StudyRecord
-from study.record.results import TrialRow, trials_table, write_table
-from study.record.stores import StoreChoice
-from study.reporting.data import report_data, spectra_markdown, table2_markdown, trials_from_table
-from study.run.driver import start_record
-from study.spec.load import spec_from_mapping
+from study.record import TRIALS_FILE, StoreChoice, StudyFolder, StudyRecord, TrialRow, trials_table, write_table
+from study.reporting import report_data, spectra_markdown, table2_markdown, trials_from_table
+from study.run import start_record
+from study.spec import spec_from_mapping
 from tests.conftest import tiny_base
 
 
@@ -98,7 +96,7 @@ def sequence_rows() -> list[TrialRow]:
 
 
 def test_table3_has_each_task_the_average_and_forgetting_and_pairs_bss_per_column() -> None:
-    from study.reporting.data import table3_markdown, task_gains_markdown
+    from study.reporting import table3_markdown, task_gains_markdown
     from tests.finetune.test_incremental import sequence_base
 
     table = trials_table(sequence_rows())
@@ -227,7 +225,7 @@ def paired_rows(partner_of_seed_2: str = "failed") -> list[TrialRow]:
 
 
 def test_a_gain_counts_its_pairs_and_says_why_a_seed_has_none() -> None:
-    from study.reporting.data import gains_markdown
+    from study.reporting import gains_markdown
 
     data = report_data(trials_from_table(trials_table(paired_rows()).to_pylist(), {}))
     (gain,) = data.gains
@@ -262,7 +260,7 @@ def test_duplicates_count_once_the_finished_then_the_latest_kept() -> None:
 
 
 def test_the_summary_parquet_holds_the_markdown_numbers(tmp_path: Path) -> None:
-    from study.reporting.data import gains_markdown, summary_table
+    from study.reporting import gains_markdown, summary_table
 
     data = report_data(trials_from_table(trials_table(synthetic_rows()).to_pylist(), {"regularizer": {"name": "l2"}}))
     summary = summary_table(data).to_pylist()
@@ -310,8 +308,7 @@ def test_the_table_says_how_each_trial_evaluated_tsvd() -> None:
 
 
 def test_published_numbers_beside_matching_cells() -> None:
-    from study.reporting.data import references_markdown
-    from study.reporting.references import published
+    from study.reporting import published, references_markdown
 
     base = {"data": {"dataset": "cub200"}, "model": {"backbone": "resnet50", "weights": None}}
     rows = []
@@ -334,7 +331,7 @@ def test_published_numbers_beside_matching_cells() -> None:
 
 
 def test_trials_of_the_same_data_and_seed_that_drew_different_images_are_refused() -> None:
-    from study.spec.errors import StudyError
+    from study.spec import StudyError
 
     table = trials_table(paired_rows()).to_pylist()
     for row in table:

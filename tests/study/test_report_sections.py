@@ -7,9 +7,8 @@ from pathlib import Path
 
 import optuna
 
-from study.reporting.data import ReportData
-from study.reporting.sections import SECTIONS, Context, Figures, Markdown, Nothing, Section, assemble
-from study.spec.load import spec_from_mapping
+from study.reporting import SECTIONS, Context, Figures, Markdown, Nothing, ReportData, Section, assemble
+from study.spec import spec_from_mapping
 from tests.conftest import tiny_base
 
 

@@ -13,10 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.record.live import bound
-from study.record.optuna_storage import BoundStorage
-from study.record.stores import StoreChoice
-from study.run.searcher import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, TaggedOptunaSearch
+from study.record import BoundStorage, StoreChoice, bound
+from study.run import TAKEN_OVER_ATTR, TUNE_TRIAL_ATTR, TaggedOptunaSearch
 
 
 def space(trial: optuna.Trial) -> None:

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from study.cli import main
-from study.spec.errors import StudyError
-from study.spec.load import load_spec, spec_from_mapping
+from study.spec import StudyError, load_spec, spec_from_mapping
 from tests.conftest import REPO
 
 
@@ -32,7 +31,7 @@ def test_demo_spec_is_valid(tmp_path: Path) -> None:
     spec = load_spec(REPO / "studies" / "demo.yaml", relative_to=tmp_path)
     assert spec.num_samples >= 8 and spec.max_concurrent == 2 and spec.base_config.data.sampling_rate == 0.15
     assert Path(spec.output_dir).is_absolute()
-    from study.record.stores import choose
+    from study.record import choose
 
     stores = choose(spec.tracking_uri, spec.optuna_storage, spec.study_dir, tmp_path, environ={}).open(spec.study_dir)
     assert stores.tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'demo' / 'mlflow.db'}" and stores.tracking_local
@@ -61,7 +60,7 @@ def test_selection_follows_the_space_and_reaches_the_trials(tmp_path: Path) -> N
         )
     )
     assert older.selection == "best_val"  # a spec written before `selection` keeps what it ran with
-    from study.spec.load import spec_to_yaml
+    from study.spec import spec_to_yaml
 
     again = tmp_path / "again.yaml"
     again.write_text(spec_to_yaml(grid))  # the study folder's copy loads to the same spec
@@ -170,7 +169,7 @@ def test_train_missing_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def launched_folder(tmp_path: Path, record: dict) -> Path:
     """A study folder as launch leaves it (spec.yaml, study.json), without running anything."""
-    from study.spec.load import spec_to_yaml
+    from study.spec import spec_to_yaml
 
     folder = tmp_path / "out"
     folder.mkdir()
@@ -246,8 +245,7 @@ def test_cluster_study_spec_validates_against_a_cub_layout(tmp_path: Path) -> No
     spec["output_dir"] = str(tmp_path / "out")
     path = tmp_path / "cub.yaml"
     path.write_text(yaml.safe_dump(spec))
-    from study.spec.checks import check_inputs
-    from study.spec.errors import StudyError
+    from study.spec import StudyError, check_inputs
 
     # the test layout has a few images a class: the tllib batch of 48 cannot be filled, said before launch
     with pytest.raises(StudyError, match=r"^base\.data\.batch_size: 48 is more than the \d+ training images"):
@@ -262,8 +260,7 @@ def test_cluster_study_spec_validates_against_a_cub_layout(tmp_path: Path) -> No
 
 
 def test_gpus_asked_but_absent_fail_before_anything_is_written(tmp_path: Path) -> None:
-    from study.spec.checks import check_local_resources
-    from study.spec.errors import StudyError
+    from study.spec import StudyError, check_local_resources
 
     spec = load_spec(write_spec(tmp_path, **{"resources.gpu": 0.25}))
     with pytest.raises(StudyError, match=r"^resources\.gpu: each trial asks for 0\.25 GPUs but this machine has 0"):
@@ -278,7 +275,7 @@ def test_gpus_asked_but_absent_fail_before_anything_is_written(tmp_path: Path) -
 def test_ray_address_from_ray_job_submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver started by `ray job submit` has RAY_ADDRESS: it joins that cluster, and the local
     checks (ray_num_cpus, this machine's CPUs and GPUs) do not apply."""
-    from study.spec.checks import check_local_resources
+    from study.spec import check_local_resources
 
     spec = load_spec(write_spec(tmp_path, **{"resources.cpu": 3}, ray_num_cpus=2, ray_address=None))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -293,8 +290,8 @@ def test_ray_address_from_ray_job_submit(tmp_path: Path, monkeypatch: pytest.Mon
 def test_schedulers_build() -> None:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
-    from study.run.driver import make_scheduler
-    from study.spec.model import SchedulerSpec, StudySpec
+    from study.run import make_scheduler
+    from study.spec import SchedulerSpec, StudySpec
 
     kinds = {"asha": ASHAScheduler, "hyperband": HyperBandScheduler, "fifo": FIFOScheduler}
     for name, cls in kinds.items():
@@ -318,8 +315,8 @@ def test_unreachable_tracking_server(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_sweep_efficiency() -> None:
-    from study.record.results import TrialRow
-    from study.run.driver import sweep_efficiency
+    from study.record import TrialRow
+    from study.run import sweep_efficiency
 
     rows = [TrialRow(str(i), "finished", {}, {"time_total_s": 9.0, "start_epoch": 0.0}) for i in range(4)]
     value, overhead = sweep_efficiency(rows, wall=20.0, slots=2)  # type: ignore[misc]
@@ -331,7 +328,7 @@ def test_sweep_efficiency() -> None:
 
 
 def test_progress_line_bar_best_and_time_left() -> None:
-    from study.run.progress import ProgressLine
+    from study.run import ProgressLine
 
     progress = ProgressLine(requested=8, metric="test_acc")
     progress.ended = {"a", "b"}
@@ -347,8 +344,8 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     a field existed get its default instead of failing the resumed study."""
     import pickle
 
-    from study.record.tracking import MlflowTrialLogger, ProgressLine  # where older versions pickled them from
-    from study.run.driver import OptunaNumber
+    from study.run import OptunaNumber
+    from study.tracking import MlflowTrialLogger, ProgressLine  # where older versions pickled them from
 
     progress = ProgressLine(requested=4)
     for name in ("started_here", "started"):
@@ -376,7 +373,7 @@ def test_callbacks_pickled_by_an_older_version_resume(tmp_path: Path) -> None:
     "name", ["demo", "fig3d-embedded", "fig3d-embedded-epochs", "table3-embedded", "table3-eta-embedded"]
 )
 def test_every_shipped_study_on_the_embedded_data_passes_its_launch_checks(name: str, tmp_path: Path) -> None:
-    from study.spec.checks import check_inputs
+    from study.spec import check_inputs
 
     spec = load_spec(REPO / "studies" / f"{name}.yaml", relative_to=tmp_path)
     check_inputs(spec)
@@ -384,7 +381,7 @@ def test_every_shipped_study_on_the_embedded_data_passes_its_launch_checks(name:
 
 
 def test_a_search_over_a_task_sequence_must_report_the_last_epoch(tmp_path: Path) -> None:
-    from study.spec.errors import StudyError
+    from study.spec import StudyError
     from tests.finetune.test_incremental import sequence_base
 
     base = sequence_base()
@@ -409,10 +406,9 @@ def test_a_spec_names_what_it_holds_fixed_across_rates(tmp_path: Path) -> None:
 def test_a_folder_written_before_a_spec_field_existed_still_holds_its_study(tmp_path: Path) -> None:
     """A complete study folder whose spec.yaml predates ``held_fixed`` and ``confirm`` is the same
     study (re-launching it shows its table), and a folder of another study is still refused."""
-    from study.record.folder import StudyFolder
-    from study.record.results import TrialRow, trials_table, write_table
-    from study.run.driver import check_study_dir
-    from study.spec.load import spec_to_yaml
+    from study.record import StudyFolder, TrialRow, trials_table, write_table
+    from study.run import check_study_dir
+    from study.spec import spec_to_yaml
 
     spec = load_spec(write_spec(tmp_path), tmp_path)
     folder = StudyFolder(spec.study_dir)

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from study.record.folder import StudyFolder, StudyRecord
-from study.record.live import bound, lookup
-from study.record.stores import StoreChoice, choose
-from study.spec.errors import StudyError
-from study.spec.uris import expand, redact
+from study.record import StoreChoice, StudyFolder, StudyRecord, bound, choose, lookup
+from study.spec import StudyError, expand, redact
 
 
 def test_the_spec_wins_then_the_environment_then_the_folder(tmp_path: Path) -> None:
@@ -91,7 +88,7 @@ def test_a_password_in_the_environment_is_referenced_never_recorded(tmp_path: Pa
 
 
 def test_pickled_storage_holds_the_key_not_the_url(tmp_path: Path) -> None:
-    from study.record.optuna_storage import BoundStorage
+    from study.record import BoundStorage
 
     stores = StoreChoice(None, None).open(tmp_path)
     with bound("parent-1", tmp_path, stores):

@@ -165,7 +165,7 @@ def test_two_trial_study_end_to_end(
     import mlflow
     import torch
 
-    from study.reporting.export import mlflow_uris
+    from study.reporting import mlflow_uris
 
     assert "MLFLOW_TRACKING_URI" not in os.environ  # registering left the process's MLflow settings alone
     with mlflow_uris(f"sqlite:///{out / 'mlflow.db'}"):

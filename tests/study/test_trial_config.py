@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from finetune import config_from_dict, config_to_yaml
-from study.record.trial_config import row_config, trial_config
-from study.spec.errors import StudyError
+from study.record import row_config
+from study.record.trial_config import trial_config
+from study.spec import StudyError
 
 BASE = {"optim": {"epochs": 3}, "model": {"backbone": "resnet18", "weights": None}}
 

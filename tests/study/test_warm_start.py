@@ -14,11 +14,9 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from study.cli import main
-from study.record.folder import StudyFolder, StudyRecord
-from study.record.results import TrialRow, trials_table, write_table
-from study.run.warm_start import WARM_ATTR, fits, seed_trials
-from study.spec.errors import StudyError
-from study.spec.load import spec_from_mapping, spec_to_yaml
+from study.record import StudyFolder, StudyRecord, TrialRow, trials_table, write_table
+from study.run import WARM_ATTR, fits, seed_trials
+from study.spec import StudyError, spec_from_mapping, spec_to_yaml
 from tests.conftest import small_study, tiny_base
 
 NARROW = {  # the demo space with a narrower lr and k

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from study.reporting.data import ReportData
-from study.spec.model import StudySpec
+from study.spec import StudySpec
 
 
 @dataclass(frozen=True)

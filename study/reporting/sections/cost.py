@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from study.record.results import params_text, row_params
+from study.record import params_text, row_params
 from study.reporting.sections.base import Context, Markdown, Nothing, Section
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from study.reporting.data import ReportData
 from study.reporting.sections.base import Context, Figures, Nothing, Section
 from study.reporting.stats import interval_name
-from study.spec.model import HELD_FIXED
+from study.spec import HELD_FIXED
 
 FIGURE = "fig3d.png"
 

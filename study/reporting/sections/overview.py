@@ -5,7 +5,7 @@ from __future__ import annotations
 from study.reporting import stats
 from study.reporting.data import ReportOptions
 from study.reporting.sections.base import Context, Markdown, Section
-from study.spec.model import HELD_FIXED
+from study.spec import HELD_FIXED
 
 SELECTION_TEXT = {
     "last": "Selection: `last` (the paper's protocol for fixed settings): each trial trains on every sampled "
