@@ -14,25 +14,25 @@ _EXPORTS = {
     "Figures": "sections",
     "Markdown": "sections",
     "Nothing": "sections",
-    "ReportData": "data",
-    "ReportOptions": "data",
+    "ReportData": "model",
+    "ReportOptions": "model",
     "SECTIONS": "sections",
     "Section": "sections",
     "assemble": "sections",
     "confirmation_rows": "data",
     "export_best": "export",
-    "gains_markdown": "data",
+    "gains_markdown": "markdown",
     "mlflow_uris": "export",
     "published": "references",
-    "references_markdown": "data",
+    "references_markdown": "markdown",
     "register_best": "export",
     "report_data": "data",
-    "spectra_markdown": "data",
+    "spectra_markdown": "markdown",
     "study_status": "status",
-    "summary_table": "data",
-    "table2_markdown": "data",
-    "table3_markdown": "data",
-    "task_gains_markdown": "data",
+    "summary_table": "summary",
+    "table2_markdown": "markdown",
+    "table3_markdown": "markdown",
+    "task_gains_markdown": "markdown",
     "trials_from_table": "data",
     "write_report": "report",
 }
@@ -66,22 +66,19 @@ __all__ = [
 __getattr__ = front_door(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from study.reporting.data import (
-        ReportData,
-        ReportOptions,
-        confirmation_rows,
+    from study.reporting.data import confirmation_rows, report_data, trials_from_table
+    from study.reporting.export import export_best, mlflow_uris, register_best
+    from study.reporting.markdown import (
         gains_markdown,
         references_markdown,
-        report_data,
         spectra_markdown,
-        summary_table,
         table2_markdown,
         table3_markdown,
         task_gains_markdown,
-        trials_from_table,
     )
-    from study.reporting.export import export_best, mlflow_uris, register_best
+    from study.reporting.model import ReportData, ReportOptions
     from study.reporting.references import published
     from study.reporting.report import write_report
     from study.reporting.sections import SECTIONS, Context, Figures, Markdown, Nothing, Section, assemble
     from study.reporting.status import study_status
+    from study.reporting.summary import summary_table

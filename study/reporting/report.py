@@ -21,8 +21,10 @@ from study.record import (
     rebase_artifacts,
 )
 from study.record import tracking_client as open_tracking
-from study.reporting.data import ReportOptions, confirmation_rows, report_data, summary_table, trials_from_table
+from study.reporting.data import confirmation_rows, report_data, trials_from_table
+from study.reporting.model import ReportOptions
 from study.reporting.sections import SECTIONS, Context, assemble
+from study.reporting.summary import summary_table
 from study.spec import StudyError, load_folder_spec
 
 SUMMARY_FILE = "summary.parquet"  # every number of report.md's tables, one row each

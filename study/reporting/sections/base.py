@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study.reporting.data import ReportData
+from study.reporting.model import ReportData
 from study.spec import StudySpec
 
 

@@ -3,7 +3,7 @@ seeds (``confirm:`` in the spec, :mod:`study.run.confirm`), beside what the sear
 
 from __future__ import annotations
 
-from study.reporting.data import confirmation_markdown, family_text
+from study.reporting.markdown import confirmation_markdown, family_text
 from study.reporting.sections.base import Context, Markdown, Nothing, Section
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from study.reporting.data import ReportData
+from study.reporting.model import ReportData
 from study.reporting.sections.base import Context, Figures, Nothing, Section
 from study.reporting.stats import interval_name
 from study.spec import HELD_FIXED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from study.reporting import stats
-from study.reporting.data import ReportOptions
+from study.reporting.model import ReportOptions
 from study.reporting.sections.base import Context, Markdown, Section
 from study.spec import HELD_FIXED
 

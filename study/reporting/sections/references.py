@@ -3,7 +3,7 @@ wherever a cell's dataset, backbone, method and rate match (``study/references.y
 
 from __future__ import annotations
 
-from study.reporting.data import references_markdown
+from study.reporting.markdown import references_markdown
 from study.reporting.references import sources
 from study.reporting.sections.base import Context, Markdown, Section
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from study.reporting.data import family_text, table3_markdown, task_gains_markdown
+from study.reporting.markdown import family_text, table3_markdown, task_gains_markdown
 from study.reporting.sections.base import Context, Markdown, Section
 
 
