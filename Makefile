@@ -31,11 +31,14 @@ demo: setup
 # Ray/torch/pyarrow/Playwright native objects (see tests/conftest.py)
 PYTEST := PYTHONFAULTHANDLER=1 TESTS_SKIP_TEARDOWN=1 $(PY) -m pytest -q
 
+# the fast suite on every core (pytest-xdist), then the tests that start Ray, MLflow or servers, one at a time
 test: setup lint docs
-	$(PYTEST)
+	$(PYTEST) -m "not slow" -n auto
+	$(PYTEST) -m slow
 
+# what a developer runs before each commit
 test-fast: setup
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow" -n auto
 
 # The cross-version matrix (tools/compat_matrix.py): a venv per set of compat/supported.py under
 # .matrix/ (the newest releases, the oldest, and mixed sets), each running the compat probes, the
