@@ -31,10 +31,12 @@ demo: setup
 # Ray/torch/pyarrow/Playwright native objects (see tests/conftest.py)
 PYTEST := PYTHONFAULTHANDLER=1 TESTS_SKIP_TEARDOWN=1 $(PY) -m pytest -q
 
-# the fast suite on every core (pytest-xdist), then the tests that start Ray, MLflow or servers, one at a time
+# the fast suite on every core (pytest-xdist), then the tests that start Ray, MLflow or servers, one at a
+# time; the cross-version end-to-end study (marker `matrix`) runs in each set of `make compat` and in
+# `make test-oldest`, where it proves something the suite's own end-to-end tests do not
 test: setup lint docs
 	$(PYTEST) -m "not slow" -n auto
-	$(PYTEST) -m slow
+	$(PYTEST) -m "slow and not matrix"
 
 # what a developer runs before each commit
 test-fast: setup
@@ -79,6 +81,7 @@ bench: setup
 	$(PY) bench/amp_parity.py --epochs 1 --seeds 0 1
 	$(PY) bench/sweep_overhead.py --trials 6 --epochs 4
 	$(PY) bench/study_overhead.py --sizes 10 50 --backends folder
+	$(PY) bench/cli_latency.py --repeats 3 --sizes 10 500
 	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-full: setup
@@ -89,6 +92,7 @@ bench-full: setup
 	$(PY) bench/amp_parity.py
 	$(PY) bench/sweep_overhead.py
 	$(PY) bench/study_overhead.py
+	$(PY) bench/cli_latency.py --repeats 5 --sizes 10 500 --postgres
 	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-bss: setup

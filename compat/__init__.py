@@ -68,6 +68,11 @@ USES: dict[str, Private] = {
         "exist differs by version)",
         "retrying every call that reaches the database after a lost connection",
     ),
+    "optuna-rdb-schema": Private(
+        "optuna",
+        "the RDB storage's tables (studies, trials, trial_values, trial_intermediate_values, the user attributes)",
+        "`study status` in about a second: the trials read with SQL, without Optuna's ORM and alembic",
+    ),
     "optuna-finished-trial-error": Private(
         "optuna",
         "the error an update of a finished trial raises (UpdateFinishedTrialError from 4.3, RuntimeError before)",

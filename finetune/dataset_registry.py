@@ -1,6 +1,6 @@
 """The datasets' registry, a leaf: the loaders register here as their modules load (the embedded
-set in :mod:`finetune.data`, the paper's file-based datasets in :mod:`finetune.datasets`; the
-``finetune`` package loads both), and what a loader returns: each split's labels and decoder."""
+set in :mod:`finetune.data`, the paper's file-based datasets in :mod:`finetune.datasets`; loaded the
+first time the registry is read), and what a loader returns: each split's labels and decoder."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class DatasetSources:
 
 
 Loader = Callable[[DataConfig], DatasetSources]
-DATASETS: Registry[Loader] = Registry("dataset", "data.dataset")
+DATASETS: Registry[Loader] = Registry("dataset", "data.dataset", providers=("finetune.data", "finetune.datasets"))
 
 
 def register_dataset(name: str, description: str = "") -> Callable[[Loader], Loader]:

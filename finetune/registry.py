@@ -8,7 +8,8 @@ choices; ``study list`` prints every registry's names and descriptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from finetune.errors import ConfigError
@@ -23,12 +24,22 @@ class UnknownName(ConfigError, KeyError):
 
 
 class Registry(Mapping[str, T], Generic[T]):
-    """Named entries of one kind. ``field`` is the config field that chooses among them."""
+    """Named entries of one kind. ``field`` is the config field that chooses among them.
 
-    def __init__(self, kind: str, field: str) -> None:
+    ``providers`` name the modules whose import registers the built-in entries: they are imported
+    the first time the registry is read, not when it is defined, so the registry stays a leaf (no
+    import of what fills it) and a module that only names a registry loads none of its entries."""
+
+    def __init__(self, kind: str, field: str, providers: Sequence[str] = ()) -> None:
         self.kind, self.field = kind, field
         self._entries: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
+        self._providers = tuple(providers)
+
+    def _load(self) -> None:
+        providers, self._providers = self._providers, ()
+        for module in providers:  # each once; an entry they add lands in this registry
+            importlib.import_module(module)
 
     def add(self, name: str, entry: T, description: str = "") -> T:
         if name in self._entries:
@@ -47,6 +58,7 @@ class Registry(Mapping[str, T], Generic[T]):
         return lambda entry: self.add(name, entry, description)
 
     def __getitem__(self, name: str) -> T:
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
@@ -56,13 +68,21 @@ class Registry(Mapping[str, T], Generic[T]):
         self[name]  # raises the one-line error for an unknown name
 
     def choices(self) -> str:
+        self._load()
         return ", ".join(sorted(self._entries))
 
     def describe(self) -> list[tuple[str, str]]:
+        self._load()
         return sorted(self._descriptions.items())
 
     def __iter__(self) -> Iterator[str]:
+        self._load()
         return iter(self._entries)
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries

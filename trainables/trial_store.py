@@ -12,18 +12,19 @@ trial (retry or ``study resume``) continues from it, whatever Tune remembers.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-TRIALS_DIR = "trials"  # inside the study folder: one sub-folder per Tune trial id
-BEST_WEIGHTS = "best_model.pt"
-RESOLVED_CONFIG = "config.yaml"
-FATAL_ERROR = "fatal_error.txt"  # a config, data or weights error: retrying cannot help
-STATE_PATTERN = re.compile(r"^epoch_(\d{6})\.pt$")
-KEEP_STATES = 2  # the newest and the one before it (in case the newest cannot be read)
+from trainables.layout import (
+    BEST_WEIGHTS,
+    FATAL_ERROR,
+    KEEP_STATES,
+    RESOLVED_CONFIG,
+    STATE_PATTERN,
+    TRIALS_DIR,
+)
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -81,12 +81,12 @@ class Method:
         return bool(getattr(config.sections[self.name], "enabled", False))
 
 
-METHODS: Registry[Method] = Registry("regulariser", "regularizer.name")
+METHODS: Registry[Method] = Registry("regulariser", "regularizer.name", providers=("finetune.regularizers",))
 
 
 def method_registry() -> Registry[Method]:
     """Every registered term, the built-ins first: they register when ``finetune.regularizers`` loads,
-    which the ``finetune`` package does first of all (this registry is a leaf they fill)."""
+    which the registry does the first time it is read (it is a leaf they fill)."""
     return METHODS
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from study._front import front_door
+from finetune._front import front_door
 
 # each public name -> its module in this room (imported on first use)
 _EXPORTS = {
@@ -34,9 +34,9 @@ _EXPORTS = {
     "StudyRun": "tracking",
     "TRIALS_FILE": "folder",
     "TUNE_DIR": "folder",
-    "TUNE_TRIAL_ATTR": "optuna_storage",
+    "TUNE_TRIAL_ATTR": "attrs",
     "TrialRow": "results",
-    "UID_ATTR": "folder",
+    "UID_ATTR": "attrs",
     "best_row": "results",
     "bound": "live",
     "check_database": "tracking",
@@ -68,6 +68,8 @@ _EXPORTS = {
     "running_driver": "lock",
     "status_line": "budget",
     "tracking_client": "folder",
+    "trial_summaries": "optuna_summary",
+    "check_tracking_store": "folder",
     "trials_table": "results",
     "trials_table_state": "folder",
     "write_table": "results",
@@ -130,6 +132,8 @@ __all__ = [
     "running_driver",
     "status_line",
     "tracking_client",
+    "trial_summaries",
+    "check_tracking_store",
     "trials_table",
     "trials_table_state",
     "write_table",
@@ -137,6 +141,7 @@ __all__ = [
 __getattr__ = front_door(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from study.record.attrs import TUNE_TRIAL_ATTR, UID_ATTR
     from study.record.budget import LEDGER_FILE, Guard, Ledger, guarded, parse_budget, raise_limits, status_line
     from study.record.confirmations import confirmation_specs, confirmed
     from study.record.disk import RECORDS_BYTES, DiskGuard, check_free, largest_state
@@ -146,9 +151,9 @@ if TYPE_CHECKING:
         SPEC_FILE,
         TRIALS_FILE,
         TUNE_DIR,
-        UID_ATTR,
         StudyFolder,
         StudyRecord,
+        check_tracking_store,
         first_line,
         launched_spec,
         load_optuna_study,
@@ -161,7 +166,8 @@ if TYPE_CHECKING:
     )
     from study.record.live import bound, lookup
     from study.record.lock import LOCK_FILE, FolderLock, driver_lock, refused, running_driver
-    from study.record.optuna_storage import TUNE_TRIAL_ATTR, BoundStorage, RetryingStorage
+    from study.record.optuna_storage import BoundStorage, RetryingStorage
+    from study.record.optuna_summary import trial_summaries
     from study.record.outbox import PENDING_FILE, Outbox
     from study.record.results import (
         SPECTRUM_COLUMNS,

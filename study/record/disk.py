@@ -20,7 +20,7 @@ from pathlib import Path
 
 from study.record import live
 from study.spec import StudyError
-from trainables.trial_store import KEEP_STATES, TRIALS_DIR, TrialStore
+from trainables.layout import KEEP_STATES, TRIALS_DIR
 
 MIB = 2**20
 RECORDS_BYTES = 64 * MIB  # MLflow's and Optuna's databases, Tune's state, the table and report
@@ -52,6 +52,8 @@ class DiskGuard:
 
     def saw(self, trial_id: str) -> None:
         """A trial ended an epoch: the size of its newest state file."""
+        from trainables.trial_store import TrialStore
+
         store = TrialStore.of(self.folder, trial_id)
         epochs = store.epochs()
         if epochs:

@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import compat
 from compat import for_mlflow
+from study.record.attrs import UID_ATTR
 from study.record.stores import StoreChoice, Stores
 from study.spec import SPEC_FILE, StudyError, StudySpec, load_folder_spec, redact_text, sqlite_path
-from trainables.trial_store import TRIALS_DIR, TrialStore
+from trainables.layout import TRIALS_DIR
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from mlflow.tracking import MlflowClient
+
+    from trainables.trial_store import TrialStore
 
 RECORD_FILE = "study.json"
 TRIALS_FILE = "trials.parquet"
@@ -70,6 +73,8 @@ class StudyFolder:
         return f"sqlite:///{self.optuna_file}"
 
     def trial_store(self, trial_id: str) -> TrialStore:
+        from trainables.trial_store import TrialStore
+
         return TrialStore.of(self.path, trial_id)
 
     def relative(self, path: Path) -> str:
@@ -142,17 +147,22 @@ def check_sqlite(path: Path, table: str, what: str, fix: str) -> None:
         raise StudyError(f"STUDY_DIR: {path} is not a readable {what} ({exc}); {fix}") from None
 
 
-def tracking_client(folder: StudyFolder, record: StudyRecord) -> MlflowClient:
-    """The study's MLflow client; a folder-local database must exist and be one, an external
-    SQLite file must exist (MLflow would create an empty one)."""
-    from mlflow.tracking import MlflowClient
-
+def check_tracking_store(folder: StudyFolder, record: StudyRecord) -> None:
+    """A folder-local MLflow database must exist and be one, an external SQLite file must exist
+    (MLflow would create an empty one): one line otherwise. Reads the file with sqlite3 only."""
     stores = record.stores(folder)
     if stores.tracking_local:
         check_sqlite(folder.mlflow_file, "runs", "MLflow database", "restore it from a backup of the study folder")
     elif (path := sqlite_path(stores.tracking_uri)) is not None:
         check_sqlite(path, "runs", "MLflow database", "restore it, or point the study at its database")
-    return MlflowClient(stores.tracking_uri)
+
+
+def tracking_client(folder: StudyFolder, record: StudyRecord) -> MlflowClient:
+    """The study's MLflow client, its store checked first (:func:`check_tracking_store`)."""
+    from mlflow.tracking import MlflowClient
+
+    check_tracking_store(folder, record)
+    return MlflowClient(record.stores(folder).tracking_uri)
 
 
 def rebase_artifacts(folder: StudyFolder, record: StudyRecord) -> None:
@@ -224,9 +234,6 @@ def trials_table_state(folder: StudyFolder) -> str:
     except StudyError:
         return "damaged"
     return "ok"
-
-
-UID_ATTR = "bss_study.uid"  # the Optuna study's user attribute naming the study folder's record
 
 
 def load_optuna_study(folder: StudyFolder, record: StudyRecord, study_name: str) -> Any:

@@ -23,9 +23,9 @@ import optuna
 from optuna.exceptions import StorageInternalError
 
 from compat import for_optuna
+from study.record.attrs import TUNE_TRIAL_ATTR  # noqa: F401  (its home is attrs; imported from here by older code)
 
 RETRY_ENV = "BSS_STUDY_DB_RETRY_S"
-TUNE_TRIAL_ATTR = "tune_trial_id"  # the user attribute linking an Optuna trial to its Tune trial
 FINISHED_ERROR, _IS_FINISHED = for_optuna.finished_trial_error()
 RETRIED = (
     *for_optuna.rdb_storage_methods(),

@@ -16,7 +16,7 @@ from typing import Any
 from finetune import ConfigError, TrainConfig, load_config, resolve_config
 from study.record.results import row_params
 from study.spec import StudyError
-from trainables.trial_store import RESOLVED_CONFIG
+from trainables.layout import RESOLVED_CONFIG
 
 
 def trial_config(trial_dir: Path | None, params: Mapping[str, Any], base: Mapping[str, Any]) -> TrainConfig:

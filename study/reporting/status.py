@@ -7,19 +7,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from optuna.trial import FrozenTrial, TrialState
-
+from compat.for_optuna import TrialSummary
 from study.record import (
     TUNE_TRIAL_ATTR,
     StudyFolder,
     StudyRecord,
-    load_optuna_study,
+    check_tracking_store,
     running_driver,
-    tracking_client,
+    trial_summaries,
     trials_table_state,
 )
 from study.record import status_line as budget_status
-from study.spec import load_folder_spec
+from study.spec import load_folder_spec, saved_settings
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,19 @@ def study_status(path: Path) -> StudyStatus:
     only checked, not read (a tracking server that is down does not stop ``status``)."""
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_folder_spec(folder.path)
+    # the settings as launch resolved them, not checked again: no import of the fine-tuning core
+    settings = saved_settings(folder.path)
+    if not settings.get("metric"):  # a folder written before the metric was resolved at launch
+        settings = {**settings, "metric": load_folder_spec(folder.path).metric}
+    name, metric, requested = str(settings["name"]), str(settings["metric"]), int(settings["num_samples"])
     record = StudyRecord.load(folder)
     if record.stores(folder).tracking_local:
-        tracking_client(folder, record)  # a missing or damaged mlflow.db is one line, as everywhere
-    study = load_optuna_study(folder, record, spec.name)
+        check_tracking_store(folder, record)  # a missing or damaged mlflow.db is one line, as everywhere
+    trials = trial_summaries(folder, record, name)
     live = running_driver(folder.path) is not None
-    metric = str(spec.metric)
     counts: Counter[str] = Counter()
     best_val, best_trial = None, None
-    for trial in study.get_trials(deepcopy=False):  # in trial-number order: ties go to the earlier trial
+    for trial in trials:  # in trial-number order: ties go to the earlier trial
         if TUNE_TRIAL_ATTR not in trial.user_attrs or trial.user_attrs.get("orphaned"):
             continue  # asked for but never run (a driver killed in between), or closed as an orphan
         counts[state_name(trial.state, live)] += 1
@@ -76,8 +78,8 @@ def study_status(path: Path) -> StudyStatus:
         if value is not None and not math.isnan(value) and (best_val is None or value > best_val):
             best_val, best_trial = value, str(trial.user_attrs[TUNE_TRIAL_ATTR])
     return StudyStatus(
-        spec.name,
-        spec.num_samples,
+        name,
+        requested,
         dict(counts),
         metric,
         best_val,
@@ -88,20 +90,21 @@ def study_status(path: Path) -> StudyStatus:
     )
 
 
-def state_name(state: TrialState, driver_alive: bool) -> str:
-    if state in (TrialState.COMPLETE, TrialState.PRUNED):
+def state_name(state: str, driver_alive: bool) -> str:
+    """A trial's state as ``status`` counts it, from its Optuna state's name."""
+    if state in ("COMPLETE", "PRUNED"):
         return "FINISHED"
-    if state == TrialState.FAIL:
+    if state == "FAIL":
         return "FAILED"
     return "RUNNING" if driver_alive else "INTERRUPTED"
 
 
-def trial_value(trial: FrozenTrial, metric: str) -> float | None:
+def trial_value(trial: TrialSummary, metric: str) -> float | None:
     """The trial's selection metric so far: its value once complete; before that (and for a trial
     stopped early) its best reported validation accuracy. A grid's test accuracy counts only from a
     trial that ran to its end (as in best.yaml)."""
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
+    if trial.state == "COMPLETE" and trial.value is not None:
         return float(trial.value)
-    if metric == "test_acc" or not trial.intermediate_values:
+    if metric == "test_acc":
         return None
-    return float(max(trial.intermediate_values.values()))
+    return trial.best_intermediate

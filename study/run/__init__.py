@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from study._front import front_door
+from finetune._front import front_door
 
 # each public name -> its module in this room (imported on first use)
 _EXPORTS = {

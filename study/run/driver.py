@@ -62,7 +62,7 @@ from study.run.trial_errors import trial_error_message
 from study.run.trial_logger import MlflowTrialLogger, behind_message, trial_logger
 from study.spec import StudyError, StudySpec, check_inputs, check_links, load_folder_spec, spec_to_yaml
 from trainables.finetune_trial import START_EPOCH, finetune_trial
-from trainables.trial_store import BEST_WEIGHTS
+from trainables.layout import BEST_WEIGHTS
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
 TRAINABLE = finetune_trial  # tests wrap it to inject faults

@@ -32,7 +32,7 @@ from compat import for_optuna, for_ray
 from study.record import TUNE_DIR, TUNE_TRIAL_ATTR, RetryingStorage, budget
 from study.record import live as binding
 from trainables.finetune_trial import REPLAYED
-from trainables.trial_store import TRIALS_DIR
+from trainables.layout import TRIALS_DIR
 
 TAKEN_OVER_ATTR = "taken_over_from"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from study._front import front_door
+from finetune._front import front_door
 
 # each public name -> its module in this room (imported on first use)
 _EXPORTS = {
@@ -33,6 +33,7 @@ _EXPORTS = {
     "is_server_database": "uris",
     "load_folder_spec": "load",
     "load_spec": "load",
+    "saved_settings": "load",
     "redact": "uris",
     "redact_text": "uris",
     "scheme": "uris",
@@ -63,6 +64,7 @@ __all__ = [
     "is_server_database",
     "load_folder_spec",
     "load_spec",
+    "saved_settings",
     "redact",
     "redact_text",
     "scheme",
@@ -75,7 +77,14 @@ __getattr__ = front_door(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from study.spec.checks import check_budget, check_inputs, check_links, check_local_resources, check_output_dir
     from study.spec.errors import StudyError
-    from study.spec.load import SPEC_FILE, load_folder_spec, load_spec, spec_from_mapping, spec_to_yaml
+    from study.spec.load import (
+        SPEC_FILE,
+        load_folder_spec,
+        load_spec,
+        saved_settings,
+        spec_from_mapping,
+        spec_to_yaml,
+    )
     from study.spec.model import HELD_FIXED, BudgetSpec, SchedulerSpec, StudySpec
     from study.spec.uris import (
         OPTUNA_SCHEMES,

@@ -9,12 +9,7 @@ import tempfile
 from pathlib import Path
 
 from finetune import ConfigError, InputError, ModelConfig, config_from_dict, resolve_config
-from finetune.backbones import build_classifier, check_weights_name
 from finetune.config import SELECTION_METRICS
-from finetune.data import DATASETS, check_batch_fits, check_dataset_name, split_sizes
-from finetune.regularizers import check_regularizer_name
-from search_spaces import SPACES, sample_params
-from search_spaces.declarative import SpaceError, parse_space
 from study.spec.errors import StudyError
 from study.spec.model import HELD_FIXED, SCHEDULERS, BudgetSpec, StudySpec, held_fixed
 from study.spec.uris import OPTUNA_SCHEMES, TRACKING_SCHEMES, check_uri
@@ -87,6 +82,8 @@ def _check_confirm(spec: StudySpec) -> None:
 
 
 def _check_held_fixed(spec: StudySpec) -> None:
+    from search_spaces import sample_params
+
     if spec.held_fixed not in HELD_FIXED:
         raise _fail("held_fixed", f"must be steps or epochs, got {spec.held_fixed!r}")
     actual = held_fixed(spec.base_config)
@@ -104,6 +101,9 @@ def _check_held_fixed(spec: StudySpec) -> None:
 
 def _check_space(spec: StudySpec) -> None:
     """The search space exists (or parses), and a grid has at least ``num_samples`` points."""
+    from search_spaces import SPACES
+    from search_spaces.declarative import SpaceError, parse_space
+
     if isinstance(spec.search_space, dict):
         try:
             parse_space(spec.search_space)
@@ -168,6 +168,10 @@ def _check_scheduling(spec: StudySpec) -> None:
 def _check_base(spec: StudySpec) -> None:
     """The base config resolves, names a known regulariser, dataset and weights, and its dataset's
     folder and list files are there (no image is decoded here)."""
+    from finetune.backbones import check_weights_name
+    from finetune.data import DATASETS, check_dataset_name
+    from finetune.regularizers import check_regularizer_name
+
     try:
         base = config_from_dict(spec.base)
         check_regularizer_name(base.regularizer.name)
@@ -191,6 +195,9 @@ def _check_base(spec: StudySpec) -> None:
 
 def _check_proposals(spec: StudySpec) -> None:
     """Every parameter the space suggests is a real config field with a valid value (8 draws)."""
+    from finetune.regularizers import check_regularizer_name
+    from search_spaces import sample_params
+
     for seed in range(8):
         params = sample_params(spec.space, seed=seed)
         try:
@@ -206,6 +213,9 @@ def check_inputs(spec: StudySpec) -> None:
     """What only a launch or a resume needs, reading the data's lists and the weights file: the
     sampled training set fills a batch (also as the space proposes it), a weights file fits the
     backbone. Not run by read-only commands (``status`` of a copied study needs neither)."""
+    from finetune.data import check_batch_fits, split_sizes
+    from search_spaces import sample_params
+
     base = spec.base_config
     try:
         check_batch_fits(base.data, split_sizes(base.data, base.seed))
@@ -226,6 +236,8 @@ def check_inputs(spec: StudySpec) -> None:
 def check_weights_file(model: ModelConfig, image_size: int = 224) -> None:
     """A weights file must be a state dict that fits the backbone (a name is checked by torchvision
     when the trial loads it, downloading or verifying the cached copy)."""
+    from finetune.backbones import build_classifier
+
     if model.weights is not None and Path(model.weights).is_file():
         build_classifier(model, num_classes=2, image_size=image_size)
 

@@ -11,7 +11,6 @@ import yaml
 
 from finetune import ConfigError, InputError, config_from_dict
 from finetune.config import SELECTION_METRICS, build_dataclass, strict_yaml
-from search_spaces.declarative import SpaceError
 from study.spec.checks import _fail, check_not_system, check_output_path, validate
 from study.spec.errors import StudyError
 from study.spec.model import StudySpec, held_fixed
@@ -84,6 +83,8 @@ def with_selection(spec: StudySpec) -> StudySpec:
 
 def _is_grid(spec: StudySpec) -> bool:
     """Whether the spec's space is a grid; False for a space ``validate`` will reject."""
+    from search_spaces.declarative import SpaceError
+
     try:
         return spec.space.grid is not None
     except (KeyError, SpaceError):
@@ -130,3 +131,13 @@ def load_folder_spec(folder: Path) -> StudySpec:
     """The spec a study folder keeps (``spec.yaml``), its ``output_dir`` being the folder itself
     (wherever it was launched: a study folder can be moved or copied)."""
     return load_spec(folder / SPEC_FILE, output_dir=folder)
+
+
+def saved_settings(folder: Path) -> dict[str, Any]:
+    """The settings a study folder keeps in ``spec.yaml``, as its launch resolved, checked and wrote
+    them, read without checking them again: what ``study status`` needs (the name, ``num_samples``,
+    the metric), with none of the fine-tuning core's imports that the checks take."""
+    values = read_yaml(folder / SPEC_FILE, "STUDY_DIR")
+    if not isinstance(values, dict):
+        raise StudyError(f"{folder / SPEC_FILE}: expected a mapping of study settings at the top level")
+    return values

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune import TrainConfig, config_from_dict
-from search_spaces import SearchSpace, get_space
-from search_spaces.declarative import parse_space
+
+if TYPE_CHECKING:
+    from search_spaces import SearchSpace
+
 
 SCHEDULERS = ("asha", "hyperband", "fifo")
 
@@ -94,6 +96,9 @@ class StudySpec:
 
     @property
     def space(self) -> SearchSpace:
+        from search_spaces import get_space
+        from search_spaces.declarative import parse_space
+
         if isinstance(self.search_space, dict):
             return parse_space(self.search_space)
         return get_space(self.search_space)

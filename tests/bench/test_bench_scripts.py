@@ -159,3 +159,9 @@ def test_study_overhead_prints_its_figures_and_the_ratio_last() -> None:
         for figure in ("overhead_per_trial_s", "overhead_last_tenth_s", "status_s", "report_s"):
             assert f" {figure} " in row
     assert lines[-1].startswith("overhead ratio 8/4: ") and float(lines[-1].split()[-1]) > 0
+
+
+def test_cli_latency_prints_each_command_against_its_goal() -> None:
+    out = run("bench/cli_latency.py", "--repeats", "1", "--sizes", "3")
+    assert "study --help" in out and "study status (3 trials, folder SQLite)" in out and "study list" in out
+    assert "(<= 1.5 s)" in out and "(<= 250 MB)" in out and "os.wait4" in out

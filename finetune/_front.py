@@ -1,6 +1,6 @@
-"""Front doors that import nothing until asked: a room's ``__init__`` lists its public names and the
+"""Front doors that import nothing until asked: a package's ``__init__`` lists its public names and the
 module each lives in, and a name is imported from there on first use. ``study status`` then loads
-only what status needs, not every module of its room (the run room's would start Ray's imports)."""
+only what status needs, and `import finetune.config` loads no torch."""
 
 from __future__ import annotations
 
