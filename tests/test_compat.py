@@ -149,6 +149,39 @@ def test_optuna_rdb_methods(use: str, tmp_path: Path) -> None:
     assert study.best_trial.params == {"x": trial.params["x"]}
 
 
+@probes("optuna-rdb-schema")
+def test_optuna_rdb_schema(use: str, tmp_path: Path) -> None:
+    """`study status`'s direct read of Optuna's tables gives what Optuna's own API gives."""
+    import sqlite3
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_user_attr("bss_study.uid", "u1")
+    for i, how in enumerate(("complete", "pruned", "fail", "running", "complete")):
+        trial = study.ask()
+        trial.set_user_attr("tune_trial_id", f"t{i}")
+        for step in (1, 2):
+            trial.report(0.1 * i + 0.01 * step, step)
+        if how == "complete":
+            study.tell(trial, 0.5 + i)
+        elif how == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif how == "fail":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with sqlite3.connect(tmp_path / "o.db") as connection:
+        found = for_optuna.read_summaries(connection, "s")
+        assert for_optuna.read_summaries(connection, "no-such-study") is None
+    assert found is not None
+    attrs, summaries = found
+    assert attrs == {"bss_study.uid": "u1"}
+    expected = [
+        (t.number, t.state.name, t.values[0] if t.values else None, max(t.intermediate_values.values()), t.user_attrs)
+        for t in optuna.load_study(study_name="s", storage=storage).get_trials()
+    ]
+    got = [(t.number, t.state, t.value, t.best_intermediate, t.user_attrs) for t in summaries]
+    assert got == expected
+
+
 @probes("optuna-finished-trial-error")
 def test_optuna_finished_trial_error(use: str) -> None:
     """What updating a finished trial raises on this Optuna is what the storage's retry recognises."""
