@@ -88,6 +88,11 @@ USES: dict[str, Private] = {
         "mlflow.tracking._tracking_service.utils._artifact_repos_cache",
         "a moved study folder's artifacts found at their new place in the same process",
     ),
+    "mlflow-proxied-artifacts": Private(
+        "mlflow",
+        "MlflowClient.tracking_uri and get_artifact_repository(tracking_uri=) (not before MLflow 3)",
+        "a study's artifacts (its spec, each trial's config, the report) logged through its MLflow server",
+    ),
     "mlflow-pytorch-log-model": Private(
         "mlflow",
         "mlflow.pytorch.log_model's arguments (name= from 3.0, artifact_path= before; serialization_format= from 3.11)",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from compat import _guard, accepts, broken, unavailable
@@ -58,3 +60,34 @@ def forget_artifact_repos(run_ids: Sequence[str]) -> None:
     repos = _guard("mlflow-artifact-cache", cache)
     for run_id in run_ids:
         repos.pop(run_id, None)
+
+
+@contextmanager
+def artifacts_of(client: Any) -> Iterator[None]:
+    """Artifacts that ``client`` logs go to its own tracking server's proxied store
+    (``mlflow-artifacts:``). Where ``get_artifact_repository`` takes no ``tracking_uri`` (MLflow 2.x),
+    MLflow resolves such a URI against the process's global tracking URI instead of the client's:
+    for the block, the global one is the client's, and then what it was (a signature probe)."""
+
+    def registry() -> Callable[..., Any]:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        found: Callable[..., Any] = get_artifact_repository
+        return found
+
+    uri = str(_guard("mlflow-proxied-artifacts", lambda: client.tracking_uri))
+    if accepts(_guard("mlflow-proxied-artifacts", registry), "tracking_uri") or not uri.startswith(("http:", "https:")):
+        yield
+        return
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved)  # type: ignore[arg-type]  # None unsets it
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved

@@ -213,6 +213,29 @@ def test_mlflow_system_metrics(use: str, tmp_path: Path) -> None:
         assert "\n" not in str(caught.value) and str(caught.value).startswith(f"mlflow {compat.version('mlflow')}")
 
 
+@probes("mlflow-proxied-artifacts")
+def test_mlflow_proxied_artifacts(use: str, tmp_path: Path) -> None:
+    """A client of a tracking server: MLflow's global tracking URI is the client's inside the block
+    only where its artifact repositories cannot be told it; a local store changes nothing."""
+    import os
+
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.tracking import MlflowClient
+
+    before = mlflow.get_tracking_uri()
+    server = MlflowClient("http://127.0.0.1:9")  # no server needed: nothing is sent
+    with for_mlflow.artifacts_of(server):
+        inside = mlflow.get_tracking_uri()
+    needs = "tracking_uri" not in inspect.signature(get_artifact_repository).parameters
+    assert (inside == "http://127.0.0.1:9") == needs
+    assert mlflow.get_tracking_uri() == before and ("MLFLOW_TRACKING_URI" in os.environ) == bool(
+        os.environ.get("MLFLOW_TRACKING_URI")
+    )
+    with for_mlflow.artifacts_of(MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")):
+        assert mlflow.get_tracking_uri() == before
+
+
 @probes("mlflow-pytorch-log-model")
 def test_mlflow_pytorch_log_model(use: str) -> None:
     """The arguments given are parameters of this MLflow's log_model (never left to its **kwargs)."""

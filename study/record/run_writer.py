@@ -23,6 +23,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunS
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from compat import for_mlflow
 from finetune import config_to_yaml
 from finetune.config import applicable_params
 from study.record.tracking import log_params, source_tags
@@ -157,7 +158,8 @@ class RunWriter:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             self.status[run_id] = "RUNNING"
         if run_id not in self.set_up:  # the config first: the set-up tag goes with the last batch of params
-            self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
+            with for_mlflow.artifacts_of(self.client):
+                self.client.log_text(run_id, config_to_yaml(config), "config.yaml")
             log_params(self.client, run_id, applicable_params(config), tags={SETUP_TAG: "done"})
             self.set_up.add(run_id)
 
@@ -233,7 +235,8 @@ class RunWriter:
     def _parent_file(self, event: Mapping[str, Any]) -> None:
         path = self.folder / str(event["path"])
         if path.is_file():
-            self.client.log_artifact(self.parent_run_id, str(path))
+            with for_mlflow.artifacts_of(self.client):
+                self.client.log_artifact(self.parent_run_id, str(path))
 
     def _parent_status(self, event: Mapping[str, Any]) -> None:
         status = str(event["status"])

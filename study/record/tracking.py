@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
+from compat import for_mlflow
 from study.record.folder import first_line
 from study.record.stores import Stores
 from study.spec import StudyError, is_remote, is_server_database, redact
@@ -139,8 +140,9 @@ class StudyRun:
         all_tags = {MLFLOW_RUN_NAME: f"study-{name}", "study.dir": str(study_dir), **source_tags(), **tags}
         run_id = client.create_run(experiment_id, run_name=f"study-{name}", tags=all_tags).info.run_id
         log_params(client, run_id, params)
-        for path, text in texts.items():
-            client.log_text(run_id, text, path)
+        with for_mlflow.artifacts_of(client):
+            for path, text in texts.items():
+                client.log_text(run_id, text, path)
         return experiment_id, cls(client, run_id)
 
     def set_status(self, status: str) -> None:
@@ -164,7 +166,8 @@ class StudyRun:
         self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
 
     def log_file(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+        with for_mlflow.artifacts_of(self.client):
+            self.client.log_artifact(self.run_id, str(path))
 
     def finish(self, failed: int, total: int) -> None:
         """The trial counts; FAILED when every trial failed, else FINISHED."""

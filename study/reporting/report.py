@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from compat import for_mlflow
 from study.record import (
     REPORT_DIR,
     StudyFolder,
@@ -55,5 +56,6 @@ def write_report(path: Path, options: ReportOptions | None = None) -> list[Path]
     pq.write_table(summary_table(data), out / SUMMARY_FILE)
     paths = [out / "report.md", out / SUMMARY_FILE] + [out / name for name in figures]
     for written in paths:
-        client.log_artifact(record.parent_run_id, str(written), artifact_path="report")
+        with for_mlflow.artifacts_of(client):
+            client.log_artifact(record.parent_run_id, str(written), artifact_path="report")
     return paths
