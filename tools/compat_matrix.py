@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -77,17 +78,21 @@ def run(command: list[str], log: Path, env: dict[str, str] | None = None, cwd: P
 
 
 def build(matrix_set: MatrixSet, root: Path, log: Path) -> tuple[Path, float]:
-    """The set's environment (built, or reused while its constraints are unchanged): its python and
-    the seconds the build took (0 when reused)."""
+    """The set's environment: built, or reused. A venv whose constraints are unchanged is kept (no
+    second download of its torch); the project's install is redone there when pyproject.toml
+    changed since (a new dependency). Returns its python and the seconds the build took."""
     venv = root / matrix_set.name
     stamp = venv / ".matrix-constraints.txt"
     wanted = "\n".join(constraints(matrix_set)) + "\n"
+    project = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     python = venv / "bin" / "python"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+    kept = python.exists() and stamp.exists() and stamp.read_text().split("# pyproject ")[0] == wanted
+    if kept and stamp.read_text().endswith(f"# pyproject {project}\n"):
         return python, 0.0
     started = time.monotonic()
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not kept:
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     constraint_file = root / f"{matrix_set.name}.constraints.txt"
     constraint_file.write_text(wanted)
     # PIP_CONSTRAINT replaces a machine-wide constraint file (a cap on torch, say) with the set's own
@@ -100,7 +105,7 @@ def build(matrix_set: MatrixSet, root: Path, log: Path) -> tuple[Path, float]:
     for step in steps:
         if run(step, log, env) != 0:
             raise RuntimeError(f"set {matrix_set.name}: `{' '.join(step[2:])}` failed (see {log})")
-    stamp.write_text(wanted)
+    stamp.write_text(f"{wanted}# pyproject {project}\n")
     return python, time.monotonic() - started
 
 
