@@ -44,7 +44,14 @@ def quiet_dependencies() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.WARNING)  # no "A new study created in memory" lines
+
+
+def quiet_optuna() -> None:
+    """No "A new study created in memory" lines: Optuna's verbosity at WARNING. Optuna sets its
+    logger's level when it loads, so the commands that use it call this (the light ones never load it)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.registry import Registry
+from study.cli.main import quiet_optuna
 
 
 def registries() -> list[Registry[Any]]:
@@ -24,6 +25,7 @@ def registries() -> list[Registry[Any]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    quiet_optuna()
     for registry in registries():
         print(f"{registry.field} ({registry.kind}):")
         width = max(len(name) for name in registry)
@@ -40,6 +42,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
+    quiet_optuna()
     from study.reporting import export_best
 
     for path in export_best(Path(args.study_dir).resolve(), args.top, Path(args.out) if args.out else None):
@@ -53,6 +56,7 @@ def cmd_export_best(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    quiet_optuna()
     from study.reporting import ReportOptions, write_report
 
     options = ReportOptions(correction=args.correction, interval=args.interval, seed=args.seed)

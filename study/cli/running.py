@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from study.cli.main import quiet_optuna
 from study.cli.servers import runs_address
 from study.record import TRIALS_FILE, StudyFolder, open_study
 from study.run import ray_session
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    quiet_optuna()
     import torch
 
     from study.record import check_free, check_stores, choose, driver_lock
@@ -71,6 +73,7 @@ def confirm_then_report(spec: StudySpec, outcome: StudyOutcome, ray_started: boo
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    quiet_optuna()
     from study.record import PENDING_FILE, check_free, driver_lock, parse_budget, raise_limits
     from study.run import StudyOutcome, check_resumable, resume_study
 

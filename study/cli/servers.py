@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from study.cli.main import quiet_optuna
 from study.record import Stores, open_study
 from study.spec import StudyError, has_password, is_server_database, redact
 
@@ -95,6 +96,7 @@ def dashboard_command(stores: Stores, host: str = "127.0.0.1", port: int = 8080)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    quiet_optuna()
     opened = open_study(Path(args.study_dir))
     folder, stores = opened.folder, opened.stores
     if stores.optuna_local and not folder.optuna_file.is_file():
