@@ -86,9 +86,9 @@ SUPPORTED: dict[str, Supported] = {
             "torch",
             min="2.4.1",
             max="2.14.1",
-            floor="torch.func (functional_call, grad, vmap) for EWC's per-image Fisher and "
-            "torch.autocast(cache_enabled=False) run on every release the matrix reached; 2.4 is the oldest "
-            "it ran (the floor the project declared before the matrix existed)",
+            floor="the oldest release the matrix ran, the floor the project declared before it existed; what the "
+            "core needs (torch.func's functional_call, grad and vmap for EWC's per-image Fisher, "
+            "torch.autocast(cache_enabled=False), CUDA graphs) is older",
             ceiling="2.15.0 is served, but no torchvision built for it is (0.29.x is built against 2.14)",
         ),
         Supported(
@@ -122,8 +122,9 @@ SUPPORTED: dict[str, Supported] = {
             max="3.17.2",
             floor="MlflowClient.log_inputs with Dataset/DatasetInput, log_batch, the model registry; "
             "Databricks Runtime 16.4 LTS ships 2.21. Older than 3.7: no system metrics on the parent run "
-            "unless the monitor can be bound to the study's store; older than 3.11: mlflow.pytorch.log_model "
-            "without serialization_format (pickling was the default then)",
+            "(the monitor cannot be bound to the study's store; one line says so); 2.x: a server's proxied "
+            "artifacts need the global tracking URI for the call (compat.for_mlflow.artifacts_of); older than "
+            "3.11: mlflow.pytorch.log_model without serialization_format (pickling was the default then)",
             ceiling="3.18.0 is listed but cannot be installed here: the mlflow-tracing 3.18.0 it pins is not served",
         ),
         Supported(

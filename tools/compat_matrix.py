@@ -157,7 +157,7 @@ def run_benches(python: Path, log: Path) -> dict[str, list[str]]:
         done = subprocess.run([str(python), *args], cwd=REPO, capture_output=True, text=True)
         with open(log, "a") as handle:
             handle.write(f"\n$ {' '.join(args)}\n{done.stdout}{done.stderr}")
-        found[name] = [line for line in done.stdout.splitlines() if line.strip()][-12:]
+        found[name] = [line for line in done.stdout.splitlines() if line.strip()]
     return found
 
 
@@ -234,6 +234,9 @@ def render(results: list[dict]) -> str:
         for bench, printed in result.get("bench", {}).items():
             lines += ["", f"`{' '.join(dict(BENCHES)[bench])}`:", "", "```", *printed, "```"]
         lines.append("")
+    notes = REPO / "compat" / "matrix_notes.md"  # what the generated part cannot say: a run's story
+    if notes.is_file():
+        lines += ["", notes.read_text().strip()]
     return "\n".join(lines).rstrip() + "\n"
 
 
