@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.exceptions import StorageInternalError
 
 from compat import for_optuna
 from study.record.attrs import TUNE_TRIAL_ATTR  # noqa: F401  (its home is attrs; imported from here by older code)
@@ -39,14 +38,24 @@ RETRIED = (
 
 
 def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from or while handling) is a dropped connection.
+
+    The whole chain is read: Optuna wraps SQLAlchemy's errors in ``StorageInternalError``, and its
+    own fallbacks query again in a session whose connection has just died, which raises
+    ``PendingRollbackError`` with the lost connection as its context.
+    """
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    if isinstance(exc, OperationalError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(exc, StorageInternalError) and cause is not None and _lost_connection(cause)
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OperationalError):
+            return True
+        if isinstance(link, DBAPIError) and link.connection_invalidated:
+            return True
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _retrying(name: str, method: Callable[..., Any]) -> Callable[..., Any]:

@@ -276,3 +276,45 @@ def test_postgres_restarted_mid_study(tmp_path: Path, postgres: Postgres, mlflow
     postgres.restart()  # Optuna's and the MLflow server's connections all drop
     assert driver.wait(timeout=600) == 0, (tmp_path / "launch.log").read_text()[-3000:]
     assert_recorded_once(out, "pgrestart", mlflow_server.url, storage)
+
+
+def test_storage_calls_survive_restarts_while_queries_are_in_flight(postgres: Postgres) -> None:
+    """Optuna's trial read falls back to a second query in the same session when the first fails;
+    that one raises ``PendingRollbackError`` (the dropped connection as its context), which must be
+    retried like the drop itself (a study once failed on exactly that, mid-restart)."""
+    import threading
+
+    from study.record import RetryingStorage
+
+    storage = RetryingStorage(postgres.url(postgres.create_database("optuna_inflight")))
+    study = optuna.create_study(storage=storage, study_name="inflight")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    told: list[int] = []
+
+    def query() -> None:
+        mine = optuna.load_study(study_name="inflight", storage=storage)
+        while not stop.is_set():
+            try:
+                mine.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                trial = mine.ask()
+                mine.tell(trial, 1.0)
+                told.append(trial.number)
+            except BaseException as exc:  # every failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=query) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(4):
+            time.sleep(0.7)
+            postgres.restart()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert not errors, [f"{type(e).__name__}: {e} <- {e.__cause__ or e.__context__!r}" for e in errors]
+    numbers = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    assert set(told) <= numbers and len(told) > 20
