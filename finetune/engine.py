@@ -34,10 +34,10 @@ from finetune.regularizers import (
     build_regularizers,
     smallest_singular_values,
 )
+from finetune.reported import NUM_REPORTED_SINGULAR_VALUES
 from finetune.tasks import TaskView, task_views
 from finetune.transforms import EvalViews, center_view, eval_views, train_transform
 
-NUM_REPORTED_SINGULAR_VALUES = 4
 GPU_CHECK_EVERY = 25  # steps between read-backs (finite-loss check) on a GPU; a CPU checks every step
 
 

@@ -25,11 +25,14 @@ def registries() -> list[Registry[Any]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    quiet_optuna()
-    for registry in registries():
-        print(f"{registry.field} ({registry.kind}):")
-        width = max(len(name) for name in registry)
-        for name, description in registry.describe():
+    """Every registry's names from ``finetune.catalog`` (plain data written from the registries, so
+    nothing that fills them is imported: torch, Optuna)."""
+    from finetune.catalog import CATALOG
+
+    for field, kind, entries in CATALOG:
+        print(f"{field} ({kind}):")
+        width = max(len(name) for name, _ in entries)
+        for name, description in entries:
             print(f"  {name.ljust(width)}  {description}")
     return 0
 
@@ -42,7 +45,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_export_best(args: argparse.Namespace) -> int:
-    quiet_optuna()
     from study.reporting import export_best
 
     for path in export_best(Path(args.study_dir).resolve(), args.top, Path(args.out) if args.out else None):

@@ -10,8 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from study.cli.main import quiet_optuna
-from study.record import Stores, open_study
+from study.record import Stores, open_record
 from study.spec import StudyError, has_password, is_server_database, redact
 
 
@@ -19,7 +18,7 @@ def runs_address(study_dir: Path, host: str = "127.0.0.1", port: int = 5000) -> 
     """The study's runs table in the MLflow UI (MLflow 3 opens an experiment on its GenAI
     overview by default; the runs table is this address): on the study's tracking server when it
     has one, else where ``study ui`` serves it."""
-    opened = open_study(study_dir)
+    opened = open_record(study_dir)
     experiment_id = opened.record.experiment_id
     if opened.stores.tracking_remote:
         return f"{opened.stores.shown().rstrip('/')}/#/experiments/{experiment_id}/runs"
@@ -70,7 +69,7 @@ def serve(command: list[str], print_only: bool, env: dict[str, str] | None = Non
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    opened = open_study(Path(args.study_dir))
+    opened = open_record(Path(args.study_dir))
     stores = opened.stores
     if stores.tracking_remote:  # its own server serves it: nothing to start here
         print(f"the study is tracked by the MLflow server at {stores.shown()}; nothing is served here", flush=True)
@@ -96,8 +95,7 @@ def dashboard_command(stores: Stores, host: str = "127.0.0.1", port: int = 8080)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    quiet_optuna()
-    opened = open_study(Path(args.study_dir))
+    opened = open_record(Path(args.study_dir))
     folder, stores = opened.folder, opened.stores
     if stores.optuna_local and not folder.optuna_file.is_file():
         raise StudyError(f"STUDY_DIR: no {folder.optuna_file.name} in {folder.path}; pass the output_dir of a study")

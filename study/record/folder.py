@@ -280,6 +280,22 @@ def open_study(path: Path) -> OpenStudy:
     return OpenStudy(folder, spec, record, record.stores(folder))
 
 
+def open_record(path: Path) -> OpenRecord:
+    """A launched study folder's record and stores, its spec not loaded (no check of the spec, so
+    none of the fine-tuning core's imports): what ``ui`` and ``dashboard`` need."""
+    folder = StudyFolder(path)
+    folder.require_launched()
+    record = StudyRecord.load(folder)
+    return OpenRecord(folder, record, record.stores(folder))
+
+
+@dataclass(frozen=True)
+class OpenRecord:
+    folder: StudyFolder
+    record: StudyRecord
+    stores: Stores
+
+
 @dataclass(frozen=True)
 class OpenStudy:
     folder: StudyFolder

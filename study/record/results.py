@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from finetune.engine import NUM_REPORTED_SINGULAR_VALUES
+from finetune.reported import NUM_REPORTED_SINGULAR_VALUES
 
 METRIC_COLUMNS = ("best_val_acc", "best_epoch", "val_acc", "test_acc", "train_loss", "epoch", "time_total_s")
 COST_COLUMNS = ("wall_s", "device_s", "device_gpu")  # what a trial cost (trainables.finetune_trial.TuneReporter.cost)

@@ -11,7 +11,7 @@ from pathlib import Path
 from compat import for_mlflow
 from finetune import config_to_yaml
 from study.record import EXPORT_DIR, StudyFolder, StudyRecord, ranked_rows, rebase_artifacts, row_config
-from study.spec import StudyError, load_folder_spec
+from study.spec import StudyError, load_folder_spec, saved_settings
 from trainables import BEST_WEIGHTS
 
 
@@ -20,19 +20,24 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
         raise StudyError(f"--top: must be >= 1, got {top}")
     folder = StudyFolder(path)
     folder.require_launched()
-    spec = load_folder_spec(folder.path)
-    metric = str(spec.metric)
+    # the settings as launch resolved and checked them, not checked again (no torch); a folder
+    # written before launch resolved the metric and the selection is checked as before
+    settings = saved_settings(folder.path)
+    if not (settings.get("metric") and settings.get("selection") and isinstance(settings.get("base"), dict)):
+        spec = load_folder_spec(folder.path)
+        settings = {"metric": spec.metric, "selection": spec.selection, "base": spec.base}
+    metric, selection, base = str(settings["metric"]), settings["selection"], settings["base"]
     rows = ranked_rows(folder, metric)
     out = out or folder.path / EXPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for rank, row in enumerate(rows[:top], start=1):
-        config = row_config(folder.path, row, spec.base)
+        config = row_config(folder.path, row, base)
         has = row.get("has_weights") and row.get("trial_dir")
         weights = str(folder.path / row["trial_dir"] / BEST_WEIGHTS) if has else "none (stopped early)"
         path = out / f"best-{rank}.yaml"
         path.write_text(
-            f"# rank {rank} by {metric} (selection: {spec.selection}): trial {row['trial_id']}, "
+            f"# rank {rank} by {metric} (selection: {selection}): trial {row['trial_id']}, "
             f"val_acc {_number(row['best_val_acc'])}, test_acc {_number(row['test_acc'])}\n"
             f"# weights: {weights}\n" + config_to_yaml(config)
         )

@@ -39,3 +39,22 @@ def test_study_list_prints_what_each_registry_offers(capsys: pytest.CaptureFixtu
         assert f"{registry.field} ({registry.kind}):" in out
         assert all(name in out for name in registry)
     assert "fig3d-small" in out and "embedded-fashion-mnist" in out and "resnet50" in out
+
+
+def test_the_catalog_study_list_prints_is_what_the_registries_hold() -> None:
+    """``study list`` prints ``finetune.catalog`` (no torch); it must be the registries' own."""
+    from finetune.catalog import CATALOG
+
+    live = tuple((r.field, r.kind, tuple(r.describe())) for r in registries())
+    assert live == CATALOG, "finetune/catalog.py is stale: run `make catalog` (python tools/write_catalog.py)"
+
+
+def test_a_stale_catalog_is_caught() -> None:
+    from finetune.backbones import BACKBONES
+
+    BACKBONES.add("resnet-new", object(), "a backbone added without rewriting the catalog")
+    try:
+        with pytest.raises(AssertionError, match=r"catalog\.py is stale"):
+            test_the_catalog_study_list_prints_is_what_the_registries_hold()
+    finally:
+        BACKBONES.remove("resnet-new")

@@ -57,3 +57,16 @@ def test_status_reads_a_study_without_torch_mlflow_or_optuna(tmp_path: Path) -> 
 def test_versions_imports_nothing_heavy() -> None:
     code, loaded = loaded_by("versions")
     assert code == 0 and loaded == []
+
+
+def test_list_imports_nothing_heavy() -> None:
+    code, loaded = loaded_by("list")
+    assert code == 0 and loaded == []
+
+
+@pytest.mark.parametrize("command", ["ui", "dashboard"])
+def test_the_servers_print_only_imports_nothing_heavy(tmp_path: Path, command: str) -> None:
+    folder = tmp_path / "study"
+    shutil.copytree(FIXTURE, folder)
+    code, loaded = loaded_by(command, str(folder), "--print-only")
+    assert code == 0 and loaded == []

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from study.cli import main
 from tests.conftest import tiny_base
+from tests.study.test_cli_imports import loaded_by
 from tests.study.test_resume import launch_and_stop
 
 pytestmark = pytest.mark.slow
@@ -82,6 +83,11 @@ def test_a_copied_finished_study_is_its_own(finished: Path, tmp_path: Path, caps
     assert main(["export-best", str(copy)]) == 0
     exported = (copy / "export" / "best-1.yaml").read_text()
     assert f"# weights: {copy}/trials/" in exported
+    # as a process: no Ray, MLflow, Optuna or torchvision (torch stays: each regulariser's config
+    # section, which parsing a saved config needs, lives in the regulariser's module)
+    code, loaded = loaded_by("export-best", str(copy), "--out", str(tmp_path / "light"))
+    assert code == 0 and not {"ray", "mlflow", "optuna", "torchvision"} & set(loaded), loaded
+    assert (tmp_path / "light" / "best-1.yaml").read_text() == exported
     assert digest(finished) == before  # the original, byte for byte
     client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fin")
