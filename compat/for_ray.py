@@ -14,8 +14,9 @@ def tune_result_trials(results: Any) -> list[Any]:
     return _guard("ray-result-trials", lambda: list(results._experiment_analysis.trials))
 
 
-def tune_state_file(tune_dir: Path) -> tuple[Path, float] | None:
-    """Tune's newest experiment state file in ``tune_dir`` and its modification time (None: none yet)."""
+def tune_state_file(tune_dir: Path | str) -> tuple[Path | str, float] | None:
+    """Tune's newest experiment state file in ``tune_dir`` (a folder, or a URI in an object store)
+    and its modification time (None: none yet)."""
 
     def pattern() -> str:
         from ray.tune.execution.tune_controller import TuneController
@@ -23,23 +24,49 @@ def tune_state_file(tune_dir: Path) -> tuple[Path, float] | None:
         return str(TuneController.CKPT_FILE_TMPL.format("*"))
 
     files = _guard("ray-tune-state-file", pattern)
+    found: list[tuple[float, Path | str]]
     try:
-        found = [(p.stat().st_mtime, p) for p in tune_dir.glob(files)]
-    except OSError:  # one replaced while listed: the next look sees it
+        if isinstance(tune_dir, str) and "://" in tune_dir:
+            found = _stored_matches(tune_dir, files)
+        else:
+            found = [(p.stat().st_mtime, p) for p in Path(tune_dir).glob(files)]
+    except (OSError, ValueError):  # one replaced while listed (or the store did not answer): the next look sees it
         return None
     if not found:
         return None
-    mtime, path = max(found)
+    mtime, path = max(found, key=lambda pair: (pair[0], str(pair[1])))
     return path, mtime
 
 
-def tune_saved_statuses(path: Path) -> dict[str, str] | None:
+def _stored_matches(uri: str, pattern: str) -> list[tuple[float, Path | str]]:
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    fs, prefix = pafs.FileSystem.from_uri(uri)
+    infos = fs.get_file_info(pafs.FileSelector(prefix, allow_not_found=True))
+    return [
+        (info.mtime.timestamp() if info.mtime is not None else 0.0, f"{uri.rstrip('/')}/{info.base_name}")
+        for info in infos
+        if info.type == pafs.FileType.File and fnmatch.fnmatch(info.base_name, pattern)
+    ]
+
+
+def tune_saved_statuses(path: Path | str) -> dict[str, str] | None:
     """Tune trial id -> status (``TERMINATED``, ``ERROR``, ``RUNNING``...) as an experiment state
     file records them; None while it cannot be read whole (being written)."""
     import json
 
     try:
-        entries = json.loads(path.read_text())["trial_data"]
+        if isinstance(path, str) and "://" in path:
+            import pyarrow.fs as pafs
+
+            fs, key = pafs.FileSystem.from_uri(path)
+            with fs.open_input_stream(key) as stream:
+                text = bytes(stream.read()).decode()
+        else:
+            text = Path(path).read_text()
+        entries = json.loads(text)["trial_data"]
         states = (json.loads(e[0]) if isinstance(e[0], str) else e[0] for e in entries)
         return {str(state["trial_id"]): str(state["status"]) for state in states}
     except (OSError, ValueError, KeyError, TypeError, IndexError):

@@ -37,6 +37,10 @@ class FinishedRun:
 
 
 def load_run(folder: str | Path) -> FinishedRun:
+    """A finished run: a folder, or a trial's URI in an object store (``s3://...``: read through
+    ``pyarrow.fs`` with the AWS environment's endpoint and credentials)."""
+    if isinstance(folder, str) and "://" in folder:
+        return _load_stored_run(folder)
     folder = Path(folder)
     for name in (RUN_CONFIG, RUN_WEIGHTS):
         if not (folder / name).is_file():
@@ -51,6 +55,39 @@ def load_run(folder: str | Path) -> FinishedRun:
     )
     model.load_state_dict(state)
     return FinishedRun(folder, config, model.eval())
+
+
+def _load_stored_run(uri: str) -> FinishedRun:
+    import io
+
+    import pyarrow.fs as pafs
+
+    from finetune.config import config_from_yaml
+
+    uri = uri.rstrip("/")
+    try:
+        fs, prefix = pafs.FileSystem.from_uri(uri)
+        found = {
+            name: fs.get_file_info(f"{prefix}/{name}").type == pafs.FileType.File for name in (RUN_CONFIG, RUN_WEIGHTS)
+        }
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"--run: {uri} cannot be read ({str(exc).strip().splitlines()[0]}); "
+            "check AWS_ENDPOINT_URL and the credentials"
+        ) from None
+    for name, there in found.items():
+        if not there:
+            raise ConfigError(f"--run: {uri} has no {name}; pass a trial's folder or its URI in the study's storage")
+    with fs.open_input_stream(f"{prefix}/{RUN_CONFIG}") as stream:
+        config = config_from_yaml(bytes(stream.read()).decode("utf-8"), f"{uri}/{RUN_CONFIG}")
+    check_dataset_name(config.data.dataset)
+    with fs.open_input_stream(f"{prefix}/{RUN_WEIGHTS}") as stream:
+        state = torch.load(io.BytesIO(bytes(stream.read())), map_location="cpu", weights_only=True)
+    model = build_classifier(
+        _no_download(config), num_classes=int(state["head.weight"].shape[0]), image_size=config.data.image_size
+    )
+    model.load_state_dict(state)
+    return FinishedRun(Path(uri), config, model.eval())
 
 
 def _no_download(config: TrainConfig) -> ModelConfig:

@@ -126,3 +126,24 @@ def mlflow_server(postgres, tmp_path_factory: pytest.TempPathFactory):  # type: 
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real S3-compatible server (moto's standalone server) on a loopback port, for the session."""
+    from tests.servers import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The S3 server with its AWS environment set, as a user sets it (``AWS_ENDPOINT_URL``, keys)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server

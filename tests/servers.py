@@ -188,3 +188,62 @@ def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+@dataclass
+class S3Server:
+    """moto's standalone S3-compatible server on a loopback port (``moto[server]``), with the AWS
+    environment a user would set for it: ``AWS_ENDPOINT_URL`` and a key pair it accepts."""
+
+    log: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "bss-test-key",
+            "AWS_SECRET_ACCESS_KEY": "bss-test-secret",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self, seconds: float = 60) -> None:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no S3 server answered at {self.endpoint}: {self.log.read_text()[-2000:]}")
+            time.sleep(0.25)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_group(self.process)
+        self.process = None
+
+    def bucket(self, name: str) -> str:
+        """A new bucket (created as an administrator would, with boto3); its ``s3://`` URI."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, **_boto_keys(self.env()))
+        client.create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+
+def _boto_keys(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env["AWS_REGION"],
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from finetune import Callback, EpochMetrics, FitResult, InputError, Trainer, con
 from finetune.digests import data_inputs
 from finetune.engine import train_to_end, use_threads
 from trainables.gpu_metrics import GpuSampler
+from trainables.storage import location
 from trainables.trial_store import TrialStore
 
 REPLAYED = "replayed"  # 1.0 in a result that repeats the epoch a restarted trial continues from
@@ -129,5 +129,6 @@ def run_trial(
 
 def finetune_trial(params: dict[str, Any], *, base: dict[str, Any], trials_root: str) -> None:
     """Tune calls this once per start of a trial; ``trials_root`` is the study's absolute
-    ``trials/`` folder (given anew on resume, so a moved study folder works)."""
-    run_trial(params, base, TrialStore(Path(trials_root) / tune.get_context().get_trial_id()))
+    ``trials/`` folder (given anew on resume, so a moved study folder works), or its URI in the
+    study's object-store ``storage``."""
+    run_trial(params, base, TrialStore(location(trials_root).child(tune.get_context().get_trial_id())))

@@ -1,19 +1,22 @@
-"""A trial's own folder in the study: its engine state per epoch, its resolved config and, once it
-has ended, its selected weights. No Ray import: the driver and read-only commands use it too.
+"""A trial's own folder: its engine state per epoch, its resolved config and, once it has ended,
+its selected weights. In the study folder, or under the study's object-store ``storage``
+(:mod:`trainables.storage`). No Ray import: the driver and read-only commands use it too.
 
 Why not Tune's checkpoints: Tune rotates them (``num_to_keep``) on the driver and snapshots its
 experiment state every few seconds, so a driver killed between the two restores a trial from a
-checkpoint that no longer exists. Here the trial writes each state file atomically (a temporary
-name, then ``os.replace``) and deletes an older one only after a newer one is complete, so the
-newest state on disk is always whole, whatever moment the driver or the node dies; a restarted
-trial (retry or ``study resume``) continues from it, whatever Tune remembers.
+checkpoint that no longer exists. Here the trial writes each state whole (on disk a temporary name,
+then ``os.replace``; in a bucket one PUT, visible only once complete) and deletes an older one only
+after a newer one is complete, so the newest state stored is always whole, whatever moment the
+driver or the node dies; a restarted trial (retry or ``study resume``) continues from it, whatever
+Tune remembers.
 """
 
 from __future__ import annotations
 
-import os
+import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -25,67 +28,84 @@ from trainables.layout import (
     STATE_PATTERN,
     TRIALS_DIR,
 )
+from trainables.storage import Location, files_at, location
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    write(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _torch(value: Any) -> Callable[[BinaryIO], None]:
+    return lambda handle: torch.save(value, handle)
+
+
+def _text(text: str) -> Callable[[BinaryIO], None]:
+    def write(handle: BinaryIO) -> None:
+        handle.write(text.encode())
+
+    return write
 
 
 class TrialStore:
-    """The folder ``<study>/trials/<trial_id>``; also a run folder for ``study analyze``
-    (``config.yaml`` + ``best_model.pt``) once the trial has ended."""
+    """The folder ``<study>/trials/<trial_id>`` (or ``<storage>/trials/<trial_id>``); also a run
+    folder for ``study analyze`` (``config.yaml`` + ``best_model.pt``) once the trial has ended."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path | str | Location) -> None:
+        self.location = folder if isinstance(folder, Location) else location(folder)
+        self.files = files_at(self.location.root)
+
+    @property
+    def folder(self) -> Path:
+        """The local folder (a store in a bucket has none)."""
+        if self.location.remote:
+            raise ValueError(f"{self.location} is in an object store, not a folder")
+        return Path(self.location.root)
 
     @classmethod
-    def of(cls, study_dir: Path, trial_id: str) -> TrialStore:
-        return cls(study_dir / TRIALS_DIR / trial_id)
+    def of(cls, root: Path | str | Location, trial_id: str) -> TrialStore:
+        """The store of ``trial_id`` under a study folder, or under a ``storage`` URI."""
+        base = root if isinstance(root, Location) else location(root)
+        return cls(base.child(TRIALS_DIR, trial_id))
 
     def epochs(self) -> list[int]:
         """Epochs with a complete state file, oldest first."""
-        if not self.folder.is_dir():
-            return []
-        found = (STATE_PATTERN.match(p.name) for p in self.folder.iterdir())
+        found = (STATE_PATTERN.match(name) for name in self.files.names())
         return sorted(int(m.group(1)) for m in found if m)
 
+    @staticmethod
+    def state_name(epoch: int) -> str:
+        return f"epoch_{epoch:06d}.pt"
+
     def state_path(self, epoch: int) -> Path:
-        return self.folder / f"epoch_{epoch:06d}.pt"
+        return self.folder / self.state_name(epoch)
+
+    def state_size(self, epoch: int) -> int:
+        return self.files.size(self.state_name(epoch))
 
     def save_config(self, text: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / RESOLVED_CONFIG, lambda p: p.write_text(text))
+        self.files.write(RESOLVED_CONFIG, _text(text))
 
     def save_epoch(self, epoch: int, state: dict[str, Any], best_weights: dict[str, Any] | None) -> None:
         """Write one epoch's state (and the selected weights once the run is done), then prune."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         if best_weights is not None:
-            _atomic_write(self.folder / BEST_WEIGHTS, lambda p: torch.save(best_weights, p))
-        _atomic_write(self.state_path(epoch), lambda p: torch.save(state, p))
+            self.files.write(BEST_WEIGHTS, _torch(best_weights))
+        self.files.write(self.state_name(epoch), _torch(state))
         for old in self.epochs()[:-KEEP_STATES]:
-            self.state_path(old).unlink(missing_ok=True)
+            self.files.delete(self.state_name(old))
 
     def latest_state(self) -> dict[str, Any] | None:
-        """The newest state that loads; an unreadable file (a disk that lost its tail) is skipped."""
+        """The newest state that loads; an unreadable one (a disk that lost its tail, an object cut
+        short) is skipped for the one before it."""
         for epoch in reversed(self.epochs()):
             try:
-                state: dict[str, Any] = torch.load(self.state_path(epoch), map_location="cpu", weights_only=True)
-            except Exception:  # a damaged file is passed over, an older one is used
+                data = self.files.read(self.state_name(epoch))
+                state: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except Exception:  # a damaged or vanished state is passed over, an older one is used
                 continue
             return state
         return None
 
     def has_weights(self) -> bool:
-        return (self.folder / BEST_WEIGHTS).is_file()
+        return self.files.exists(BEST_WEIGHTS)
 
     def record_fatal(self, message: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / FATAL_ERROR, lambda p: p.write_text(message))
+        self.files.write(FATAL_ERROR, _text(message))
 
     def fatal_error(self) -> str | None:
-        path = self.folder / FATAL_ERROR
-        return path.read_text() if path.is_file() else None
+        return self.files.read(FATAL_ERROR).decode() if self.files.exists(FATAL_ERROR) else None

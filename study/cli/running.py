@@ -13,7 +13,7 @@ from study.cli.main import quiet_optuna
 from study.cli.servers import runs_address
 from study.record import TRIALS_FILE, StudyFolder, open_study
 from study.run import ray_session
-from study.spec import StudySpec, load_spec
+from study.spec import StudyError, StudySpec, load_spec
 
 if TYPE_CHECKING:
     from study.run import StudyOutcome
@@ -37,6 +37,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return confirm_then_report(spec, StudyOutcome.complete(folder))
     check_local_resources(spec, os.cpu_count() or 1, torch.cuda.device_count())
     check_stores(stores)
+    check_trial_storage(spec.storage)
     check_free(spec.study_dir, spec.max_concurrent, "output_dir")
     seed = warm_start.seed_trials(spec)  # its source read (one line if it is not there) before Ray starts
     print(f"study '{spec.name}' -> {spec.study_dir}", flush=True)
@@ -45,6 +46,18 @@ def cmd_launch(args: argparse.Namespace) -> int:
     with driver_lock(spec.study_dir, stores.optuna_url, spec.name, "output_dir"), ray_session(spec):
         outcome = run_study(spec, choice, seed=seed)
         return confirm_then_report(spec, outcome, ray_started=True)
+
+
+def check_trial_storage(uri: str | None) -> None:
+    """The spec's ``storage`` bucket answers to these credentials (one line, before Ray starts)."""
+    if uri is None:
+        return
+    from trainables.storage import StorageError, check_reachable
+
+    try:
+        check_reachable(uri)
+    except StorageError as exc:
+        raise StudyError(str(exc)) from None
 
 
 def confirm_then_report(spec: StudySpec, outcome: StudyOutcome, ray_started: bool = False) -> int:

@@ -137,7 +137,7 @@ COMMANDS: dict[str, tuple[str, str, str, list[Arg]]] = {
                 {
                     "action": "append",
                     "required": True,
-                    "help": "folder with config.yaml + best_model.pt; repeat to compare runs (e.g. with/without BSS)",
+                    "help": "folder (or a trial's s3:// URI) with config.yaml + best_model.pt; repeat to compare runs",
                 },
             ),
             (("--label",), {"action": "append", "help": "a legend label per --run"}),

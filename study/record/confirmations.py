@@ -78,6 +78,7 @@ def confirmation_spec(spec: StudySpec, candidate: Candidate, seeds: Sequence[int
         "resources": {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
         "tracking_uri": spec.tracking_uri,
         "optuna_storage": spec.optuna_storage,
+        "storage": spec.storage,
         "ray_address": spec.ray_address,
         "ray_num_cpus": spec.ray_num_cpus,
         "held_fixed": spec.held_fixed,

@@ -58,7 +58,7 @@ class DiskGuard:
         epochs = store.epochs()
         if epochs:
             with suppress(OSError):  # pruned meanwhile: the next epoch's will do
-                self.state_bytes = max(self.state_bytes, store.state_path(epochs[-1]).stat().st_size)
+                self.state_bytes = max(self.state_bytes, store.state_size(epochs[-1]))
 
     def low(self, field_name: str = "output_dir") -> str | None:
         """Why the free space is too low (one line: the folder, what it has, what it needs), or None."""

@@ -72,10 +72,30 @@ class StudyFolder:
     def optuna_url(self) -> str:
         return f"sqlite:///{self.optuna_file}"
 
+    @property
+    def storage(self) -> str | None:
+        """The object-store URI the study's trials live under (study.json's ``storage``), or None:
+        in this folder."""
+        try:
+            value = json.loads(self.record_file.read_text()).get("storage")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(value) if value else None
+
+    def trials_location(self) -> str:
+        """Where the trials' folders are: ``<storage>/trials``, else this folder's ``trials/``."""
+        storage = self.storage
+        return f"{storage}/{TRIALS_DIR}" if storage else str(self.trials_root)
+
     def trial_store(self, trial_id: str) -> TrialStore:
         from trainables.trial_store import TrialStore
 
-        return TrialStore.of(self.path, trial_id)
+        return TrialStore.of(self.storage or self.path, trial_id)
+
+    def trial_path(self, trial_dir: str) -> str | Path:
+        """A ``trial_dir`` of the result table as a place to read: an object-store URI as it is,
+        a folder relative to this one made absolute (a moved folder finds its own)."""
+        return trial_dir if "://" in trial_dir else self.path / trial_dir
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.path))
@@ -105,6 +125,9 @@ class StudyRecord:
     parent_run_id: str
     optuna_storage: str | None = None
     uid: str = ""
+    # where the trials' state, config and weights and Tune's experiment state live when not in the
+    # folder: the spec's ``storage`` URI with a prefix of this study's own (name and uid)
+    storage: str | None = None
 
     @property
     def choice(self) -> StoreChoice:

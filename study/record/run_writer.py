@@ -26,6 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from compat import for_mlflow
 from finetune import config_to_yaml
 from finetune.config import applicable_params
+from study.record.folder import StudyFolder
 from study.record.tracking import log_params, source_tags
 from study.record.trial_config import trial_config
 
@@ -78,6 +79,7 @@ class RunWriter:
         self.sized: set[str] = set()
         self.with_inputs: set[str] = set()  # runs whose datasets are logged
         self.loaded = False
+        self._storage: str | bool | None = False  # study.json's ``storage``, read once (False: not yet)
 
     @property
     def client(self) -> MlflowClient:
@@ -115,6 +117,17 @@ class RunWriter:
     def apply(self, event: Mapping[str, Any]) -> None:
         getattr(self, f"_{event['op']}")(event)
 
+    def trial_dir(self, trial_id: str) -> str:
+        """The trial's folder as its run's ``trial_dir`` tag: relative to the study folder, or its
+        URI when the study keeps its trials in a bucket."""
+        if self._storage is False:
+            self._storage = StudyFolder(self.folder).storage
+        return f"{self._storage}/trials/{trial_id}" if self._storage else f"trials/{trial_id}"
+
+    def _trial_place(self, trial_id: str) -> Path | str:
+        place = self.trial_dir(trial_id)
+        return place if "://" in place else self.folder / place
+
     def _adopt(self, trial_id: str, number: int | None) -> str | None:
         """The run of the lost Tune trial whose Optuna trial this one took over, relinked to it."""
         if number is None:
@@ -124,7 +137,7 @@ class RunWriter:
         if found is None or found[1] == trial_id:
             return None
         run_id, previous = found
-        relink = {"tune.trial_id": trial_id, "tune.previous_trial_id": previous, "trial_dir": f"trials/{trial_id}"}
+        relink = {"tune.trial_id": trial_id, "tune.previous_trial_id": previous, "trial_dir": self.trial_dir(trial_id)}
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in relink.items()])
         self.runs.pop(previous, None)
         self.runs[trial_id] = run_id
@@ -135,12 +148,12 @@ class RunWriter:
         trial_id, number = str(event["trial"]), event.get("number")
         failure = [RunTag(k, v) for k, v in (event.get("failure") or {}).items()]
         run_id = self.run_id(trial_id) or self._adopt(trial_id, number)
-        config = trial_config(self.folder / "trials" / trial_id, event["config"], self.base)
+        config = trial_config(self._trial_place(trial_id), event["config"], self.base)
         if run_id is None:
             tags = {
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id,
                 "tune.trial_id": trial_id,
-                "trial_dir": f"trials/{trial_id}",
+                "trial_dir": self.trial_dir(trial_id),
                 "searched": ",".join(sorted(event["config"])),
                 **self.source,
             }

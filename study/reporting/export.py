@@ -34,7 +34,7 @@ def export_best(path: Path, top: int = 1, out: Path | None = None) -> list[Path]
     for rank, row in enumerate(rows[:top], start=1):
         config = row_config(folder.path, row, base)
         has = row.get("has_weights") and row.get("trial_dir")
-        weights = str(folder.path / row["trial_dir"] / BEST_WEIGHTS) if has else "none (stopped early)"
+        weights = f"{folder.trial_path(row['trial_dir'])}/{BEST_WEIGHTS}" if has else "none (stopped early)"
         path = out / f"best-{rank}.yaml"
         path.write_text(
             f"# rank {rank} by {metric} (selection: {selection}): trial {row['trial_id']}, "
@@ -71,7 +71,7 @@ def register_best(path: Path, model_name: str | None = None) -> str:
             f"--register: no trial of {folder.path} ran to its end with saved weights; nothing to register"
         )
     best = candidates[0]
-    run = load_run(folder.path / best["trial_dir"])  # the trial's own config.yaml and selected weights
+    run = load_run(folder.trial_path(best["trial_dir"]))  # the trial's own config.yaml and selected weights
     model, config = run.model, run.config
     rebase_artifacts(folder, record)
     name = model_name or spec.name

@@ -63,6 +63,7 @@ from study.run.trial_logger import MlflowTrialLogger, behind_message, trial_logg
 from study.spec import StudyError, StudySpec, check_inputs, check_links, load_folder_spec, spec_to_yaml
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.layout import BEST_WEIGHTS
+from trainables.trial_store import TrialStore
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
 TRAINABLE = finetune_trial  # tests wrap it to inject faults
@@ -181,13 +182,15 @@ def start_record(spec: StudySpec, choice: StoreChoice, seed: warm_start.Seed | N
         params={**params, **{f"base.{k}": v for k, v in flatten(spec.base).items()}},
         texts=texts,
     )
-    record = StudyRecord(choice.tracking, experiment_id, parent.run_id, choice.optuna, uuid.uuid4().hex)
-    storage = stores.optuna_storage()
+    uid = uuid.uuid4().hex
+    storage = f"{spec.storage.rstrip('/')}/{spec.name}-{uid[:8]}" if spec.storage else None
+    record = StudyRecord(choice.tracking, experiment_id, parent.run_id, choice.optuna, uid, storage)
+    optuna_storage = stores.optuna_storage()
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize")  # type: ignore[arg-type]
+        study = optuna.create_study(study_name=spec.name, storage=optuna_storage, direction="maximize")  # type: ignore[arg-type]
     except optuna.exceptions.DuplicatedStudyError:
         if stores.optuna_local:  # the folder's own file, from a start killed before its record was written
-            study = optuna.load_study(study_name=spec.name, storage=storage)  # type: ignore[arg-type]
+            study = optuna.load_study(study_name=spec.name, storage=optuna_storage)  # type: ignore[arg-type]
         else:
             parent.set_status("KILLED")
             raise StudyError(
@@ -203,7 +206,7 @@ def start_record(spec: StudySpec, choice: StoreChoice, seed: warm_start.Seed | N
 
 
 def _trainable(spec: StudySpec) -> Any:
-    trials_root = str(StudyFolder(spec.study_dir).trials_root)
+    trials_root = StudyFolder(spec.study_dir).trials_location()  # a URI when the trials are in a bucket
     return tune.with_resources(
         tune.with_parameters(TRAINABLE, base=spec.base, trials_root=trials_root),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -235,7 +238,7 @@ def build_tuner(spec: StudySpec, record: StudyRecord) -> tune.Tuner:
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=str(spec.study_dir),
+            storage_path=record.storage or str(spec.study_dir),
             callbacks=[
                 trial_logger(spec, record),
                 ProgressLine(spec.num_samples, str(spec.metric)),
@@ -283,11 +286,19 @@ def trial_rows(
                 error=trial_error_message(trial) if failed else None,
                 retries=trial.num_failures - (1 if failed else 0),
                 early_stopped=not failed and int(last.get("epoch", 0)) < max_epochs,
-                trial_dir=folder.relative(store.folder) if store.folder.is_dir() else None,
+                trial_dir=trial_dir_of(folder, store),
                 has_weights=store.has_weights(),
             )
         )
     return rows
+
+
+def trial_dir_of(folder: StudyFolder, store: TrialStore) -> str | None:
+    """The table's ``trial_dir``: relative to the folder (it can move), or the trial's URI in a bucket;
+    None for a trial that wrote nothing."""
+    if store.location.remote:
+        return store.location.root if store.files.names() else None
+    return folder.relative(store.folder) if store.folder.is_dir() else None
 
 
 def tune_trials(results: tune.ResultGrid) -> list[Trial]:
@@ -409,9 +420,9 @@ def write_results(
         best_path.write_text(
             f"# best trial {best.trial_id} by {spec.metric} ({best.metrics[str(spec.metric)]:.4f}; "
             f"selection: {spec.selection}); "
-            f"weights: {weights} (in the study folder)\n"
+            f"weights: {weights}{'' if '://' in weights else ' (in the study folder)'}\n"
             + config_to_yaml(
-                trial_config(folder.path / best.trial_dir if best.trial_dir else None, best.params, spec.base)
+                trial_config(folder.trial_path(best.trial_dir) if best.trial_dir else None, best.params, spec.base)
             )
         )
         logger.parent_file(folder.relative(best_path))
@@ -493,7 +504,7 @@ def resume_study(checked: Resumable, out: IO[str] | None = None) -> StudyOutcome
     if table_state == "damaged":
         folder.trials_file.replace(folder.path / f"{folder.trials_file.name}.damaged")
     parent.set_status(RunStatus.to_string(RunStatus.RUNNING))
-    tune_dir = str(folder.tune_dir)
+    tune_dir = f"{record.storage}/{TUNE_DIR}" if record.storage else str(folder.tune_dir)
     if not tune.Tuner.can_restore(tune_dir):
         # killed before Tune saved its first state: nothing ran yet, start the trials afresh
         return _fit(spec, record, lambda: build_tuner(spec, record), out)

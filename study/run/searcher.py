@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from compat import for_optuna, for_ray
-from study.record import TUNE_DIR, TUNE_TRIAL_ATTR, RetryingStorage, budget
+from study.record import TUNE_DIR, TUNE_TRIAL_ATTR, RetryingStorage, StudyFolder, budget
 from study.record import live as binding
 from trainables.finetune_trial import REPLAYED
 from trainables.layout import TRIALS_DIR
@@ -103,7 +103,7 @@ class TaggedOptunaSearch(OptunaSearch):
         """Tell Optuna the deferred ends that Tune's newest saved state in the study folder records."""
         if not self.deferred:
             return 0
-        saved = saved_ended(self.bound.folder / TUNE_DIR, self.bound.tune_state)
+        saved = saved_ended(tune_location(self.bound.folder, self.bound.tune_state), self.bound.tune_state)
         told = [trial_id for trial_id in self.deferred if trial_id in saved]
         for trial_id in told:
             result, error = self.deferred.pop(trial_id)
@@ -157,7 +157,17 @@ def stopped_early(result: dict[str, Any], failed: bool, max_epochs: int) -> bool
     return bool(result) and not failed and int(result.get("epoch", 0)) < max_epochs
 
 
-def saved_ended(tune_dir: Path, last: dict[str, Any]) -> frozenset[str]:
+def tune_location(folder: Path, last: dict[str, Any]) -> Path | str:
+    """Where Tune keeps the study's experiment state: the folder's ``tune/``, or under the study's
+    object-store ``storage`` (study.json says which; read once, kept with the last reading)."""
+    if "where" not in last:
+        storage = StudyFolder(folder).storage
+        last["where"] = f"{storage}/{TUNE_DIR}" if storage else folder / TUNE_DIR
+    where: Path | str = last["where"]
+    return where
+
+
+def saved_ended(tune_dir: Path | str, last: dict[str, Any]) -> frozenset[str]:
     """The Tune trial ids that Tune's newest experiment state in ``tune_dir`` records as ended
     (TERMINATED or ERROR); read again only when the file changes (``last``: the last reading,
     kept with the study's live state)."""

@@ -13,6 +13,8 @@ from finetune.config import SELECTION_METRICS
 from study.spec.errors import StudyError
 from study.spec.model import HELD_FIXED, SCHEDULERS, BudgetSpec, StudySpec, held_fixed
 from study.spec.uris import OPTUNA_SCHEMES, TRACKING_SCHEMES, check_uri
+from trainables.storage import StorageError
+from trainables.storage import check_uri as check_storage_uri
 
 
 def _fail(field_name: str, message: str) -> StudyError:
@@ -32,12 +34,24 @@ def validate(spec: StudySpec) -> None:
     _check_scheduling(spec)
     check_uri(spec.tracking_uri, "tracking_uri", TRACKING_SCHEMES, "an MLflow tracking URI")
     check_uri(spec.optuna_storage, "optuna_storage", OPTUNA_SCHEMES, "an Optuna storage URL")
+    _check_storage(spec)
     _check_base(spec)
     _check_held_fixed(spec)
     _check_confirm(spec)
     check_budget(spec.budget, "budget")
     _check_warm_start(spec)
     _check_proposals(spec)
+
+
+def _check_storage(spec: StudySpec) -> None:
+    if spec.storage is None:
+        return
+    if not isinstance(spec.storage, str):
+        raise _fail("storage", f"must be an s3://BUCKET/PREFIX URI or null, got {spec.storage!r}")
+    try:
+        check_storage_uri(spec.storage, "storage")
+    except StorageError as exc:
+        raise StudyError(str(exc)) from None
 
 
 def check_budget(budget: BudgetSpec, where: str) -> None:

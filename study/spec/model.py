@@ -79,6 +79,9 @@ class StudySpec:
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tracking_uri: str | None = None  # null: MLFLOW_TRACKING_URI if set, else the folder's mlflow.db
     optuna_storage: str | None = None  # null: the folder's optuna.db; or postgresql://..., mysql://...
+    # null: each trial's state, config and weights in the study folder (a shared file system on a
+    # cluster); s3://BUCKET/PREFIX: there instead, with Tune's experiment state (trainables.storage)
+    storage: str | None = None
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     # what stays the same across sampling rates: "steps" (optimiser steps: optim.steps_per_epoch
