@@ -91,6 +91,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from study.run import StudyOutcome, check_resumable, resume_study
 
     limits = parse_budget(args.budget) if args.budget is not None else {}
+    if getattr(args, "from_uri", None):
+        from study.record import rebuild_folder
+
+        rebuilt = rebuild_folder(args.from_uri, Path(args.study_dir).resolve())
+        print(f"rebuilt {rebuilt.path} from {args.from_uri.rstrip('/')}", flush=True)
     checked = check_resumable(Path(args.study_dir))
     folder, spec = checked.folder, checked.spec
     if checked.complete:

@@ -42,6 +42,15 @@ COMMANDS: dict[str, tuple[str, str, str, list[Arg]]] = {
                     "already spent count against them",
                 },
             ),
+            (
+                ("--from",),
+                {
+                    "dest": "from_uri",
+                    "metavar": "URI",
+                    "help": "a study whose trials are in a bucket, on a new machine: rebuild the empty STUDY_DIR from "
+                    "the prefix its launch printed (trials in: s3://...) and its record's servers, then resume",
+                },
+            ),
         ],
     ),
     "sync": (

@@ -54,6 +54,7 @@ _EXPORTS = {
     "launched_spec": "folder",
     "load_optuna_study": "folder",
     "lookup": "live",
+    "mirror_driver_files": "mirror",
     "open_record": "folder",
     "open_study": "folder",
     "params_text": "results",
@@ -62,6 +63,7 @@ _EXPORTS = {
     "ranked_rows": "folder",
     "read_trials": "folder",
     "rebase_artifacts": "folder",
+    "rebuild_folder": "mirror",
     "refused": "lock",
     "result_event": "run_writer",
     "row_config": "trial_config",
@@ -119,6 +121,7 @@ __all__ = [
     "launched_spec",
     "load_optuna_study",
     "lookup",
+    "mirror_driver_files",
     "open_record",
     "open_study",
     "params_text",
@@ -127,6 +130,7 @@ __all__ = [
     "ranked_rows",
     "read_trials",
     "rebase_artifacts",
+    "rebuild_folder",
     "refused",
     "result_event",
     "row_config",
@@ -169,6 +173,7 @@ if TYPE_CHECKING:
     )
     from study.record.live import bound, lookup
     from study.record.lock import LOCK_FILE, FolderLock, driver_lock, refused, running_driver
+    from study.record.mirror import mirror_driver_files, rebuild_folder
     from study.record.optuna_storage import BoundStorage, RetryingStorage
     from study.record.optuna_summary import trial_summaries
     from study.record.outbox import PENDING_FILE, Outbox

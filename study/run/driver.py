@@ -43,6 +43,7 @@ from study.record import (
     guarded,
     launched_spec,
     load_optuna_study,
+    mirror_driver_files,
     read_trials,
     rebase_artifacts,
     refused,
@@ -202,6 +203,7 @@ def start_record(spec: StudySpec, choice: StoreChoice, seed: warm_start.Seed | N
     study.set_user_attr(UID_ATTR, record.uid)
     study.set_user_attr("bss_study.dir", str(folder.path))
     record.save(folder)
+    mirror_driver_files(folder)  # a study whose trials are in a bucket keeps its driver files there too
     return record
 
 
@@ -453,6 +455,11 @@ def run_study(
     if check_study_dir(spec, locked=True):
         return StudyOutcome.complete(folder)
     record = start_record(spec, choice, seed)
+    if record.storage:
+        print(
+            f"trials in:   {record.storage}  (on a new machine: study resume DIR --from {record.storage})",
+            file=out or sys.stdout, flush=True,
+        )  # fmt: skip
     return _fit(spec, record, lambda: build_tuner(spec, record), out)
 
 

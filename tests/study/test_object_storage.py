@@ -5,11 +5,8 @@ every trial once, nothing of a trial written under the local study folder, and t
 
 from __future__ import annotations
 
-import os
+import json
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,11 +15,12 @@ import pytest
 import yaml
 
 from study.cli import main
-from tests.conftest import REPO, tiny_base
-from tests.record import assert_every_trial_once
-from tests.servers import S3Server
+from tests.conftest import tiny_base
+from tests.servers import MlflowServer, Postgres, S3Server
+from tests.study import test_postgres as on_servers
+from trainables.storage import files_at
 
-TRIALS, EPOCHS = 2, 3
+TRIALS = 2
 
 
 def write_spec(folder: Path, name: str, storage: str, **extra: object) -> tuple[Path, Path]:
@@ -36,7 +34,7 @@ def write_spec(folder: Path, name: str, storage: str, **extra: object) -> tuple[
         "scheduler": {"name": "fifo"},
         "ray_num_cpus": 2,
         "storage": storage,
-        "base": tiny_base(optim={"epochs": EPOCHS, "steps_per_epoch": 3}),
+        "base": tiny_base(optim={"epochs": 2, "steps_per_epoch": 3}),
         **extra,
     }
     path = folder / f"{name}.yaml"
@@ -57,48 +55,63 @@ def objects(server: S3Server, bucket: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_study_in_a_bucket_killed_and_resumed(
-    tmp_path: Path, s3: S3Server, capsys: pytest.CaptureFixture[str]
+def test_a_study_in_a_bucket_killed_and_resumed_on_a_new_machine(
+    tmp_path: Path, s3: S3Server, postgres: Postgres, mlflow_server: MlflowServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Record on PostgreSQL + an MLflow server, trials in the bucket; the driver SIGKILLed, then the
+    study resumed from a new, empty folder (another head machine) with ``--from``."""
     bucket = f"lab-{uuid.uuid4().hex[:8]}"
-    spec, out = write_spec(tmp_path, "s3study", f"{s3.bucket(bucket)}/studies/")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "study", "launch", str(spec)], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not any(key.endswith("epoch_000001.pt") for key in objects(s3, bucket)):
-        assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
-        assert time.monotonic() < deadline, "no trial state appeared in the bucket"
-        time.sleep(0.5)
+    storage = postgres.url(postgres.create_database("optuna_bucket"))
+    spec, out = on_servers.write_spec(tmp_path, "s3study", mlflow_server.url, storage, trials=TRIALS, steps=4)
+    values = yaml.safe_load(spec.read_text())
+    spec.write_text(yaml.safe_dump({**values, "storage": f"{s3.bucket(bucket)}/studies/"}))
+    driver = on_servers.start_driver(["launch", str(spec)], tmp_path / "launch.log")
+    on_servers.wait_for(
+        lambda: any(key.endswith("epoch_000001.pt") for key in objects(s3, bucket)),
+        "a trial state in the bucket",
+        driver,
+    )
     driver.send_signal(signal.SIGKILL)
-    driver.communicate(timeout=60)
-    assert main(["resume", str(out)]) == 0
-    rows = assert_every_trial_once(out, "s3study", TRIALS, EPOCHS)
-    prefix = yaml.safe_load((out / "study.json").read_text())["storage"]
+    driver.wait(timeout=60)
+    prefix = json.loads((out / "study.json").read_text())["storage"]
     assert prefix.startswith(f"s3://{bucket}/studies/s3study-")
+    assert f"trials in:   {prefix}" in (tmp_path / "launch.log").read_text()
+    head = tmp_path / "new-head" / "s3study"  # another machine: nothing of the old folder
+    capsys.readouterr()
+    assert main(["resume", str(head), "--from", prefix]) == 0
+    assert f"rebuilt {head} from {prefix}" in capsys.readouterr().out
+    on_servers.assert_recorded_once(head, "s3study", mlflow_server.url, storage, trials=TRIALS)
+    rows = pq.read_table(head / "trials.parquet").to_pylist()
     assert all(r["trial_dir"] == f"{prefix}/trials/{r['trial_id']}" and r["has_weights"] for r in rows)
     stored = objects(s3, bucket)
     key = prefix.removeprefix(f"s3://{bucket}/")
     for row in rows:  # each trial's whole folder is in the bucket
-        for name in ("config.yaml", "best_model.pt", f"epoch_{EPOCHS:06d}.pt"):
+        for name in ("config.yaml", "best_model.pt", f"epoch_{on_servers.EPOCHS:06d}.pt"):
             assert f"{key}/trials/{row['trial_id']}/{name}" in stored, (name, stored)
     assert any(k.startswith(f"{key}/tune/experiment_state") for k in stored)  # Tune's state too
-    # no trial wrote under the local folder: only the driver's own files are there
-    local = {p.relative_to(out).parts[0] for p in out.rglob("*")}
-    assert not {"trials", "tune"} & local and not list(out.rglob("*.pt")), sorted(local)
-    assert f"weights: {prefix}/trials/" in (out / "best.yaml").read_text()
-    capsys.readouterr()
-    assert main(["status", str(out)]) == 0
+    for folder in (out, head):  # no trial wrote under either local folder: only the driver's own files
+        local = {p.relative_to(folder).parts[0] for p in folder.rglob("*")}
+        assert not {"trials", "tune"} & local and not list(folder.rglob("*.pt")), sorted(local)
+    assert f"weights: {prefix}/trials/" in (head / "best.yaml").read_text()
+    assert main(["status", str(head)]) == 0
     assert f"{TRIALS}/{TRIALS} trials ended" in capsys.readouterr().out
-    assert main(["export-best", str(out)]) == 0
-    exported = (out / "export" / "best-1.yaml").read_text()
-    assert f"# weights: {prefix}/trials/" in exported
-    best = pq.read_table(out / "trials.parquet").to_pylist()
-    run = next(r["trial_dir"] for r in best if f"weights: {r['trial_dir']}/" in exported)
+    assert main(["export-best", str(head)]) == 0
+    exported = (head / "export" / "best-1.yaml").read_text()
+    run = next(r["trial_dir"] for r in rows if f"weights: {r['trial_dir']}/" in exported)
     assert main(["analyze", "spectra", "--run", run, "--out", str(tmp_path / "spectra"), "--batches", "1"]) == 0
     assert (tmp_path / "spectra" / "spectra.parquet").is_file()
+    # --from refuses a folder that is not empty, and a study whose record is its folder's own SQLite
+    capsys.readouterr()
+    assert main(["resume", str(head), "--from", prefix]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --from: {head} is not empty")
+    local_record = json.loads((out / "study.json").read_text()) | {"tracking_uri": None, "optuna_storage": None}
+    files_at(f"{prefix}/driver").write("study.json", lambda handle: handle.write(json.dumps(local_record).encode()))
+    assert main(["resume", str(tmp_path / "third"), "--from", prefix]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --from: the study's record is its folder's own SQLite")
+        and not (tmp_path / "third").exists()
+    )
 
 
 @pytest.mark.slow
