@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `ray down` that keeps the record: dump PostgreSQL's databases to the shared file system first
-# (cluster/setup.sh dump on the head), so the next `ray up` restores them onto a new head.
-#   cluster/down.sh cluster.yaml            (or cluster/onprem.yaml; extra arguments go to `ray down`)
+# `ray down` that keeps the record: dump PostgreSQL's databases to the shared file system (or, in
+# cluster/aws-s3.yaml, the bucket) first (cluster/setup.sh dump on the head), so the next `ray up`
+# restores them onto a new head.
+#   cluster/down.sh cluster.yaml   (or cluster/onprem.yaml, cluster/aws-s3.yaml; extra arguments go to `ray down`)
 set -euo pipefail
 CONFIG="${1:?usage: cluster/down.sh CLUSTER_YAML [ray down options]}"
 shift

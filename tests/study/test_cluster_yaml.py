@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import os
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +18,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from tests.conftest import REPO
+from tests.servers import S3Server
 
 
 def setup_steps(commands: list[str]) -> list[str]:
@@ -22,7 +26,7 @@ def setup_steps(commands: list[str]) -> list[str]:
     return [c.split("cluster/setup.sh ", 1)[1].split()[0] for c in commands if "cluster/setup.sh " in c]
 
 
-@pytest.mark.parametrize("path", ["cluster.yaml", "cluster/onprem.yaml"])
+@pytest.mark.parametrize("path", ["cluster.yaml", "cluster/onprem.yaml", "cluster/aws-s3.yaml"])
 def test_cluster_configs_are_valid_for_ray_and_run_the_one_setup_script(path: str) -> None:
     config = yaml.safe_load((REPO / path).read_text())
     validate_config(prepare_config(config))  # what `ray up` does before it starts anything
@@ -166,8 +170,9 @@ def manifest_errors(documents: list[dict]) -> list[str]:
     return errors
 
 
-def test_every_kubernetes_object_passes_its_schema_strictly() -> None:
-    documents = [d for d in yaml.safe_load_all((REPO / "k8s" / "raycluster.yaml").read_text()) if d]
+@pytest.mark.parametrize("manifest", ["raycluster.yaml", "raycluster-s3.yaml"])
+def test_every_kubernetes_object_passes_its_schema_strictly(manifest: str) -> None:
+    documents = [d for d in yaml.safe_load_all((REPO / "k8s" / manifest).read_text()) if d]
     assert {d["kind"] for d in documents} >= {"RayCluster", "PersistentVolumeClaim", "Service", "StatefulSet"}
     assert manifest_errors(documents) == []
 
@@ -228,3 +233,52 @@ def test_the_image_leaves_local_folders_out_and_names_the_driver_it_needs(tmp_pa
     assert not any(p.startswith((".venv/", "runs/", ".git/")) for p in docker_context(REPO))
     dockerfile = (REPO / "k8s" / "Dockerfile").read_text()
     assert "driver 580" in dockerfile and "TORCH_INDEX" in dockerfile and "-c /tmp/keep.txt" in dockerfile
+
+
+def test_the_aws_config_without_a_shared_file_system_keeps_everything_in_the_bucket() -> None:
+    config = yaml.safe_load((REPO / "cluster" / "aws-s3.yaml").read_text())
+    text = (REPO / "cluster" / "aws-s3.yaml").read_text()
+    settings = config["setup_commands"][0]
+    assert "BSS_BUCKET=s3://" in settings and "BSS_NFS=" not in text and ".efs." not in text
+    for node in config["available_node_types"].values():  # every node reaches the bucket by its role
+        assert node["node_config"]["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::")
+    assert setup_steps(config["head_setup_commands"]) == ["apt", "install", "record", "mlflow"]
+    assert "storage: s3://BUCKET/studies" in text and "--from s3://" in text
+    assert "aws_access_key_id" not in text.lower() and "AWS_SECRET_ACCESS_KEY" not in text
+
+
+def test_the_record_copies_go_to_the_bucket_and_come_back(tmp_path: Path, s3: S3Server) -> None:
+    """cluster/objects.py, which setup.sh's record and dump steps run with BSS_BUCKET set, against a
+    real S3-compatible server: a dump put and got back whole and private; a missing copy is exit 3."""
+    bucket = s3.bucket(f"record-{uuid.uuid4().hex[:8]}")
+    dump = tmp_path / "optuna.dump"
+    dump.write_bytes(os.urandom(200_000))
+    tool = [sys.executable, str(REPO / "cluster" / "objects.py")]
+    assert subprocess.run([*tool, "put", str(dump), f"{bucket}/record/optuna.dump"], timeout=60).returncode == 0
+    back = tmp_path / "restored" / "optuna.dump"
+    back.parent.mkdir()
+    assert subprocess.run([*tool, "get", f"{bucket}/record/optuna.dump", str(back)], timeout=60).returncode == 0
+    assert back.read_bytes() == dump.read_bytes() and (back.stat().st_mode & 0o777) == 0o600
+    missing = subprocess.run([*tool, "get", f"{bucket}/record/pgpass", str(tmp_path / "pgpass")], timeout=60)
+    assert missing.returncode == 3 and not (tmp_path / "pgpass").exists()
+    script = (REPO / "cluster" / "setup.sh").read_text()
+    for call in ('fetch_record "$db.dump"', 'store_record "$db.dump"', "fetch_record pgpass", "store_record pgpass"):
+        assert call in script, call
+
+
+def test_the_kuberay_manifest_without_a_shared_volume_keeps_trials_in_the_bucket() -> None:
+    text = (REPO / "k8s" / "raycluster-s3.yaml").read_text()
+    documents = [d for d in yaml.safe_load_all(text) if d]
+    cluster = next(d for d in documents if d["kind"] == "RayCluster")
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+    (workers,) = cluster["spec"]["workerGroupSpecs"]
+    worker = workers["template"]["spec"]
+    assert "volumes" not in worker and "volumeMounts" not in worker["containers"][0]  # no shared volume at all
+    assert worker["containers"][0]["envFrom"] == [{"secretRef": {"name": "bss-study-s3"}}]
+    ray_head, mlflow = head["containers"]
+    assert ray_head["envFrom"] == mlflow["envFrom"] == [{"secretRef": {"name": "bss-study-s3"}}]
+    assert "--artifacts-destination=s3://BUCKET/mlflow-artifacts" in mlflow["command"]
+    (claim,) = [d for d in documents if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in claim["spec"]
+    assert "storage: s3://BUCKET/studies" in text and "--from s3://" in text
+    assert "AWS_SECRET_ACCESS_KEY=..." in text and "sqlite" not in text and "0.0.0.0" not in text
