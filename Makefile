@@ -86,6 +86,7 @@ bench: setup
 	$(PY) bench/sweep_overhead.py --trials 6 --epochs 4
 	$(PY) bench/study_overhead.py --sizes 10 50 --backends folder
 	$(PY) bench/cli_latency.py --repeats 3 --sizes 10 500
+	$(PY) bench/trial_store_io.py --backbone resnet18 --epochs 3
 	$(PY) bench/gpu_throughput.py --if-gpu
 
 bench-full: setup

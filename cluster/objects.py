@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
             return 0
         if fs.get_file_info(key).type != pafs.FileType.File:
             return 3
-        with fs.open_input_stream(key) as stream:
+        with fs.open_input_file(key) as stream:
             data = bytes(stream.read())
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -62,7 +62,7 @@ def tune_saved_statuses(path: Path | str) -> dict[str, str] | None:
             import pyarrow.fs as pafs
 
             fs, key = pafs.FileSystem.from_uri(path)
-            with fs.open_input_stream(key) as stream:
+            with fs.open_input_file(key) as stream:
                 text = bytes(stream.read()).decode()
         else:
             text = Path(path).read_text()

@@ -78,10 +78,10 @@ def _load_stored_run(uri: str) -> FinishedRun:
     for name, there in found.items():
         if not there:
             raise ConfigError(f"--run: {uri} has no {name}; pass a trial's folder or its URI in the study's storage")
-    with fs.open_input_stream(f"{prefix}/{RUN_CONFIG}") as stream:
+    with fs.open_input_file(f"{prefix}/{RUN_CONFIG}") as stream:
         config = config_from_yaml(bytes(stream.read()).decode("utf-8"), f"{uri}/{RUN_CONFIG}")
     check_dataset_name(config.data.dataset)
-    with fs.open_input_stream(f"{prefix}/{RUN_WEIGHTS}") as stream:
+    with fs.open_input_file(f"{prefix}/{RUN_WEIGHTS}") as stream:
         state = torch.load(io.BytesIO(bytes(stream.read())), map_location="cpu", weights_only=True)
     model = build_classifier(
         _no_download(config), num_classes=int(state["head.weight"].shape[0]), image_size=config.data.image_size

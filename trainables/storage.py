@@ -162,7 +162,7 @@ class ObjectFiles:
 
     def read(self, name: str) -> bytes:
         def get() -> bytes:
-            with self.fs.open_input_stream(self._path(name)) as stream:
+            with self.fs.open_input_file(self._path(name)) as stream:
                 return bytes(stream.read())
 
         return retried(get, f"{self.uri}/{name}: read")

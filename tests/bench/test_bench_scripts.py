@@ -164,4 +164,10 @@ def test_study_overhead_prints_its_figures_and_the_ratio_last() -> None:
 def test_cli_latency_prints_each_command_against_its_goal() -> None:
     out = run("bench/cli_latency.py", "--repeats", "1", "--sizes", "3")
     assert "study --help" in out and "study status (3 trials, folder SQLite)" in out and "study list" in out
+    assert "study ui --print-only" in out and "study dashboard --print-only" in out
     assert "(<= 1.5 s)" in out and "(<= 250 MB)" in out and "os.wait4" in out
+
+
+def test_trial_store_io_prints_the_folder_the_bucket_and_their_ratio() -> None:
+    out = run("bench/trial_store_io.py", "--backbone", "resnet18", "--epochs", "1")
+    assert "  folder  save" in out and "  bucket  save" in out and "bucket / folder: save" in out
