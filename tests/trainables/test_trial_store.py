@@ -83,3 +83,24 @@ def test_a_storage_uri_that_cannot_work_is_one_line(uri: str, message: str) -> N
     with pytest.raises(StorageError, match=message):
         check_uri(uri)
     assert check_uri("s3://bucket/lab/") == "s3://bucket/lab"
+
+
+def test_a_store_that_does_not_answer_fails_in_one_line_after_its_retry_window(
+    s3: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import time
+
+    from trainables.storage import RETRY_ENV
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv(RETRY_ENV, "1")
+    store = TrialStore.of("s3://lab/study-1", "t1")
+    started = time.monotonic()
+    with pytest.raises(StorageError) as caught:
+        store.save_epoch(1, state(1), None)
+    assert str(caught.value).startswith("s3://lab/study-1/trials/t1/epoch_000001.pt: write: ")
+    assert len(str(caught.value).splitlines()) == 1 and time.monotonic() - started < 60
