@@ -1,6 +1,8 @@
 """A study on a real two-node Ray cluster on this machine (head + worker as separate Ray nodes on
-loopback, shared storage = one folder); the worker node is killed mid-study and the study still
-finishes with every trial accounted for."""
+loopback) with no shared file system: the trials' state is in a bucket of a real S3-compatible
+server (``storage: s3://...``), the driver's folder is given to no trial. The worker node is killed
+mid-study; its trials continue from their state in the bucket and the study still finishes with
+every trial accounted for, and nothing of a trial under the driver's folder."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -20,6 +23,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, tiny_base
+from tests.servers import S3Server
+from tests.study.test_object_storage import objects
 from tests.study.test_study_integration import free_port
 
 pytestmark = pytest.mark.slow
@@ -27,8 +32,10 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+def test_worker_node_killed_mid_study(tmp_path: Path, s3: S3Server) -> None:
+    env = {**os.environ, **s3.env(), "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    bucket = f"nodes-{uuid.uuid4().hex[:8]}"
+    storage = f"{s3.bucket(bucket)}/studies"
     port = free_port()
     address = f"127.0.0.1:{port}"
     subprocess.run(
@@ -72,7 +79,7 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
             start_new_session=True,
         )
         wait_for_nodes(address, 2, env)
-        out = tmp_path / "shared" / "study"
+        out = tmp_path / "driver" / "study"
         spec = {
             "name": "cluster",
             "output_dir": str(out),
@@ -82,6 +89,7 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
             "max_failures": 3,
             "scheduler": {"name": "fifo"},
             "ray_address": address,
+            "storage": storage,
             "base": tiny_base(optim={"epochs": 3, "steps_per_epoch": 40}),
         }
         spec_path = tmp_path / "cluster.yaml"
@@ -95,8 +103,8 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
             text=True,
         )
         deadline = time.monotonic() + 300
-        # kill once a trial has checkpointed and a trial is training on the worker node
-        while not (list(out.glob("trials/*/epoch_*.pt")) and training_on(worker.pid)):
+        # kill once a trial has stored a state in the bucket and a trial is training on the worker node
+        while not (any(k.endswith(".pt") for k in objects(s3, bucket)) and training_on(worker.pid)):
             assert driver.poll() is None and time.monotonic() < deadline, "the study did not start"
             time.sleep(0.2)
         # the worker node dies mid-study: every process of it at once (raylet, workers, trial actors)
@@ -111,6 +119,9 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
         assert driver.returncode == 0, output[-3000:]
         rows = pq.read_table(out / "trials.parquet").to_pylist()
         assert len(rows) == 4 and all(r["status"] == "finished" and r["epoch"] == 3 for r in rows)
+        assert all(r["trial_dir"].startswith(f"{storage}/") and r["has_weights"] for r in rows)
+        local = {p.relative_to(out).parts[0] for p in out.rglob("*")}  # no trial wrote under the driver's folder
+        assert not {"trials", "tune"} & local and not list(out.rglob("*.pt")), sorted(local)
         # the kill was real: trials on the dead node failed and were retried from their checkpoints
         retried = [r for r in rows if r["retries"] >= 1]
         assert retried, output[-3000:]
@@ -128,7 +139,7 @@ def test_worker_node_killed_mid_study(tmp_path: Path) -> None:
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(tmp_path / "shared", ignore_errors=True)
+        shutil.rmtree(tmp_path / "driver", ignore_errors=True)
 
 
 def training_on(node_pid: int) -> bool:
