@@ -95,6 +95,7 @@ def test_a_study_in_a_bucket_killed_and_resumed_on_a_new_machine(
     assert f"weights: {prefix}/trials/" in (head / "best.yaml").read_text()
     assert main(["status", str(head)]) == 0
     assert f"{TRIALS}/{TRIALS} trials ended" in capsys.readouterr().out
+    assert main(["report", str(head)]) == 0 and (head / "report" / "report.md").is_file()
     assert main(["export-best", str(head)]) == 0
     exported = (head / "export" / "best-1.yaml").read_text()
     run = next(r["trial_dir"] for r in rows if f"weights: {r['trial_dir']}/" in exported)
