@@ -15,31 +15,19 @@ import pytest
 import yaml
 
 from study.cli import main
-from tests.conftest import tiny_base
 from tests.servers import MlflowServer, Postgres, S3Server
 from tests.study import test_postgres as on_servers
+from tests.study.test_study_folder import spec_file
 from trainables.storage import files_at
 
 TRIALS = 2
 
 
-def write_spec(folder: Path, name: str, storage: str, **extra: object) -> tuple[Path, Path]:
-    out = folder / name
-    spec = {
-        "name": name,
-        "output_dir": str(out),
-        "search_space": "demo",
-        "num_samples": TRIALS,
-        "max_concurrent": 2,
-        "scheduler": {"name": "fifo"},
-        "ray_num_cpus": 2,
-        "storage": storage,
-        "base": tiny_base(optim={"epochs": 2, "steps_per_epoch": 3}),
-        **extra,
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path, out
+def write_spec(folder: Path, name: str, storage: str) -> tuple[Path, Path]:
+    """test_study_folder's small study, its trials in ``storage``."""
+    path = spec_file(folder, name)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "storage": storage}))
+    return path, folder / name
 
 
 def objects(server: S3Server, bucket: str) -> list[str]:
