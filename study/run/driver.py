@@ -64,6 +64,7 @@ from study.run.trial_logger import MlflowTrialLogger, behind_message, trial_logg
 from study.spec import StudyError, StudySpec, check_inputs, check_links, load_folder_spec, spec_to_yaml
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.layout import BEST_WEIGHTS
+from trainables.storage import StorageError
 from trainables.trial_store import TrialStore
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
@@ -322,6 +323,7 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
             disk.guarded(record.parent_run_id, folder.path, spec.max_concurrent) as disk_guard,
         ):
             trials = _tune(spec, record, make_tuner, wait_s)
+        keep_copy(folder, out)  # the budget ledger as this run leaves it, beside the trials in a bucket
         logger = trial_logger(spec, record)  # the driver's own: it replays what Tune's copy kept
         logger.drain(0.0)
         runs = logger.child_runs()
@@ -355,6 +357,16 @@ def _fit(spec: StudySpec, record: StudyRecord, make_tuner: Any, out: IO[str] | N
         if logger.drain(wait_s):
             return outcome
         return StudyOutcome(**{**outcome.__dict__, "tracking_behind": behind_message(logger, stores.shown())})
+
+
+def keep_copy(folder: StudyFolder, out: IO[str] | None) -> None:
+    """The driver's files copied to the study's bucket again (no-op for a study in its folder); a
+    bucket that does not answer now is said in one line, never fails the study (the copy of the
+    launch stays)."""
+    try:
+        mirror_driver_files(folder)
+    except StorageError as exc:
+        print(f"warning: the driver's files were not copied to the bucket ({exc})", file=out or sys.stderr)
 
 
 def _tune(spec: StudySpec, record: StudyRecord, make_tuner: Any, wait_s: float) -> list[Trial]:

@@ -6,7 +6,11 @@ every trial once, nothing of a trial written under the local study folder, and t
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +19,8 @@ import pytest
 import yaml
 
 from study.cli import main
+from tests.conftest import REPO
+from tests.record import assert_every_trial_once
 from tests.servers import MlflowServer, Postgres, S3Server
 from tests.study import test_postgres as on_servers
 from tests.study.test_study_folder import spec_file
@@ -84,6 +90,10 @@ def test_a_study_in_a_bucket_killed_and_resumed_on_a_new_machine(
     assert main(["status", str(head)]) == 0
     assert f"{TRIALS}/{TRIALS} trials ended" in capsys.readouterr().out
     assert main(["report", str(head)]) == 0 and (head / "report" / "report.md").is_file()
+    for command in (["sync"], ["ui", "--print-only"], ["dashboard", "--print-only"]):
+        assert main([command[0], str(head), *command[1:]]) == 0, command
+    # the bucket's copy of the driver's files is the new head's (the budget ledger as the resume left it)
+    assert files_at(f"{prefix}/driver").read("budget.json") == (head / "budget.json").read_bytes()
     assert main(["export-best", str(head)]) == 0
     exported = (head / "export" / "best-1.yaml").read_text()
     run = next(r["trial_dir"] for r in rows if f"weights: {r['trial_dir']}/" in exported)
@@ -101,6 +111,36 @@ def test_a_study_in_a_bucket_killed_and_resumed_on_a_new_machine(
         err.startswith("error: --from: the study's record is its folder's own SQLite")
         and not (tmp_path / "third").exists()
     )
+
+
+@pytest.mark.slow
+def test_a_study_goes_on_through_its_bucket_not_answering_for_a_while(tmp_path: Path) -> None:
+    """The S3 server frozen (SIGSTOP) for 10 s while trials save their states, then thawed: the
+    calls are tried again within ``BSS_STUDY_STORAGE_RETRY_S`` and the study ends whole."""
+    server = S3Server(tmp_path / "moto.log")  # its own: this test freezes it
+    server.start()
+    try:
+        bucket = f"frozen-{uuid.uuid4().hex[:8]}"
+        spec, out = write_spec(tmp_path, "frozen", f"{server.bucket(bucket)}/studies")
+        env = {**os.environ, **server.env(), "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+        with open(tmp_path / "launch.log", "w") as log:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "study", "launch", str(spec)], cwd=REPO, env=env, stdout=log, stderr=log
+            )
+        on_servers.wait_for(
+            lambda: any(k.endswith("epoch_000001.pt") for k in objects(server, bucket)), "a state in the bucket", driver
+        )
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        time.sleep(10)
+        os.kill(server.process.pid, signal.SIGCONT)
+        assert driver.wait(timeout=600) == 0, (tmp_path / "launch.log").read_text()[-3000:]
+        rows = assert_every_trial_once(out, "frozen", TRIALS, 2)
+        assert all(r["has_weights"] and r["trial_dir"].startswith(f"s3://{bucket}/") for r in rows)
+    finally:
+        if server.process is not None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.kill()
 
 
 @pytest.mark.slow
