@@ -103,6 +103,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             return cmd_sync(args)
         return confirm_then_report(spec, StudyOutcome.complete(folder))
     assert checked.record is not None
+    check_trial_storage(checked.record.storage)  # its bucket answers, before Ray starts
     check_free(folder.path, spec.max_concurrent, "STUDY_DIR")
     stores = checked.record.stores(folder)
     print(f"resuming study '{spec.name}' in {folder.path}", flush=True)

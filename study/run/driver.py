@@ -204,7 +204,7 @@ def start_record(spec: StudySpec, choice: StoreChoice, seed: warm_start.Seed | N
     study.set_user_attr(UID_ATTR, record.uid)
     study.set_user_attr("bss_study.dir", str(folder.path))
     record.save(folder)
-    mirror_driver_files(folder)  # a study whose trials are in a bucket keeps its driver files there too
+    keep_copy(folder, None)  # a study whose trials are in a bucket keeps its driver files there too
     return record
 
 
