@@ -198,6 +198,8 @@ class S3Server:
     log: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # moto's own setting: after this many requests, every one must carry a key it knows (None: any key)
+    checked_after: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -214,8 +216,13 @@ class S3Server:
 
     def start(self, seconds: float = 60) -> None:
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        env = {**os.environ}
+        if self.checked_after is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.checked_after)
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
         deadline = time.monotonic() + seconds
         while True:
             try:

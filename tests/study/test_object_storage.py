@@ -164,6 +164,20 @@ def test_a_bucket_that_cannot_be_used_is_one_line_before_ray(
         expected = f"error: storage: {uri.rstrip('/')} cannot be reached"
         assert len(err.splitlines()) == 1 and err.startswith(expected), err
         assert "AWS_ENDPOINT_URL" in err and not out.exists(), (label, err)
+    # keys the server does not know (a server that checks them after the test's bucket is made)
+    checking = S3Server(tmp_path / "moto-checking.log", checked_after=1)
+    checking.start()
+    try:
+        with monkeypatch.context() as patched:
+            patched.setenv("AWS_ENDPOINT_URL", checking.endpoint)
+            uri = f"{checking.bucket('lab')}/p"
+            spec, out = write_spec(tmp_path, "bad-credentials", uri)
+            assert main(["launch", str(spec)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: storage: {uri} cannot be reached"), err
+        assert "ACCESS_DENIED" in err and "AWS_ACCESS_KEY_ID" in err and not out.exists(), err
+    finally:
+        checking.kill()
     spec, out = write_spec(tmp_path, "bad-key", "s3://AKIAEXAMPLE:secret@bucket/p")
     assert main(["launch", str(spec)]) == 2
     err = capsys.readouterr().err
