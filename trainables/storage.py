@@ -215,8 +215,14 @@ def retried(call: Callable[[], T], what: str, seconds: float | None = None) -> T
 def _transient(exc: OSError) -> bool:
     """A store that did not answer (refused, reset, timed out, 5xx), not one that said no."""
     text = str(exc).lower()
-    refusals = ("access denied", "access_denied", "forbidden", "invalidaccesskeyid", "signaturedoesnotmatch")
-    refusals += ("nosuchbucket",)
+    refusals = (
+        "access denied",
+        "access_denied",
+        "forbidden",
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "nosuchbucket",
+    )
     return not any(word in text for word in refusals)
 
 
