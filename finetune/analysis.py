@@ -49,7 +49,11 @@ def load_run(folder: str | Path) -> FinishedRun:
             )
     config = load_config(folder / RUN_CONFIG)
     check_dataset_name(config.data.dataset)
-    state = torch.load(folder / RUN_WEIGHTS, map_location="cpu", weights_only=True)
+    return _finished(folder, config, torch.load(folder / RUN_WEIGHTS, map_location="cpu", weights_only=True))
+
+
+def _finished(folder: Path, config: TrainConfig, state: dict[str, torch.Tensor]) -> FinishedRun:
+    """The run's classifier built from its config and loaded with its selected weights."""
     model = build_classifier(
         _no_download(config), num_classes=int(state["head.weight"].shape[0]), image_size=config.data.image_size
     )
@@ -83,11 +87,7 @@ def _load_stored_run(uri: str) -> FinishedRun:
     check_dataset_name(config.data.dataset)
     with fs.open_input_file(f"{prefix}/{RUN_WEIGHTS}") as stream:
         state = torch.load(io.BytesIO(bytes(stream.read())), map_location="cpu", weights_only=True)
-    model = build_classifier(
-        _no_download(config), num_classes=int(state["head.weight"].shape[0]), image_size=config.data.image_size
-    )
-    model.load_state_dict(state)
-    return FinishedRun(Path(uri), config, model.eval())
+    return _finished(Path(uri), config, state)
 
 
 def _no_download(config: TrainConfig) -> ModelConfig:

@@ -72,9 +72,6 @@ class TrialStore:
     def state_name(epoch: int) -> str:
         return f"epoch_{epoch:06d}.pt"
 
-    def state_path(self, epoch: int) -> Path:
-        return self.folder / self.state_name(epoch)
-
     def state_size(self, epoch: int) -> int:
         return self.files.size(self.state_name(epoch))
 

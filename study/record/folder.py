@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from study.record.attrs import UID_ATTR
 from study.record.stores import StoreChoice, Stores
 from study.spec import SPEC_FILE, StudyError, StudySpec, load_folder_spec, redact_text, sqlite_path
 from trainables.layout import TRIALS_DIR
+from trainables.storage import is_remote
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -87,15 +89,17 @@ class StudyFolder:
         storage = self.storage
         return f"{storage}/{TRIALS_DIR}" if storage else str(self.trials_root)
 
-    def trial_store(self, trial_id: str) -> TrialStore:
+    def trial_stores(self) -> Callable[[str], TrialStore]:
+        """The store of each trial by its id, ``study.json`` read once for all of them."""
         from trainables.trial_store import TrialStore
 
-        return TrialStore.of(self.storage or self.path, trial_id)
+        root = self.storage or self.path
+        return lambda trial_id: TrialStore.of(root, trial_id)
 
     def trial_path(self, trial_dir: str) -> str | Path:
         """A ``trial_dir`` of the result table as a place to read: an object-store URI as it is,
         a folder relative to this one made absolute (a moved folder finds its own)."""
-        return trial_dir if "://" in trial_dir else self.path / trial_dir
+        return trial_dir if is_remote(trial_dir) else self.path / trial_dir
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.path))

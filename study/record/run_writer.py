@@ -125,8 +125,7 @@ class RunWriter:
         return f"{self._storage}/trials/{trial_id}" if self._storage else f"trials/{trial_id}"
 
     def _trial_place(self, trial_id: str) -> Path | str:
-        place = self.trial_dir(trial_id)
-        return place if "://" in place else self.folder / place
+        return StudyFolder(self.folder).trial_path(self.trial_dir(trial_id))
 
     def _adopt(self, trial_id: str, number: int | None) -> str | None:
         """The run of the lost Tune trial whose Optuna trial this one took over, relinked to it."""

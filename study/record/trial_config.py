@@ -17,13 +17,14 @@ from finetune import ConfigError, TrainConfig, config_from_yaml, load_config, re
 from study.record.results import row_params
 from study.spec import StudyError
 from trainables.layout import RESOLVED_CONFIG
+from trainables.storage import files_at, is_remote
 
 
 def trial_config(trial_dir: Path | str | None, params: Mapping[str, Any], base: Mapping[str, Any]) -> TrainConfig:
     """The config of the trial in ``trial_dir`` (a folder, or a URI in a bucket): its saved
     ``config.yaml``, else ``params`` resolved onto ``base``. A saved file that does not load is one
     line naming it."""
-    if isinstance(trial_dir, str) and "://" in trial_dir:
+    if isinstance(trial_dir, str) and is_remote(trial_dir):
         return _stored_config(trial_dir, params, base)
     trial_dir = Path(trial_dir) if trial_dir is not None else None
     path = trial_dir / RESOLVED_CONFIG if trial_dir is not None else None
@@ -36,8 +37,6 @@ def trial_config(trial_dir: Path | str | None, params: Mapping[str, Any], base: 
 
 
 def _stored_config(uri: str, params: Mapping[str, Any], base: Mapping[str, Any]) -> TrainConfig:
-    from trainables.storage import files_at
-
     files = files_at(uri)
     if not files.exists(RESOLVED_CONFIG):
         return resolve_config(dict(base), dict(params))
@@ -51,10 +50,10 @@ def _stored_config(uri: str, params: Mapping[str, Any], base: Mapping[str, Any])
 def row_config(study_dir: Path | None, row: Mapping[str, Any], base: Mapping[str, Any]) -> TrainConfig:
     """The config of a ``trials.parquet`` row's trial (see :func:`trial_config`); without a study
     folder, its parameters on the base."""
-    trial_dir = row.get("trial_dir")
+    trial_dir = str(row.get("trial_dir") or "")
     folder: Path | str | None = None
-    if trial_dir and "://" in str(trial_dir):
-        folder = str(trial_dir)  # in a bucket
+    if is_remote(trial_dir):
+        folder = trial_dir  # in a bucket
     elif study_dir is not None and trial_dir:
-        folder = study_dir / str(trial_dir)
+        folder = study_dir / trial_dir
     return trial_config(folder, row_params(row), base)

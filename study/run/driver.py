@@ -64,7 +64,7 @@ from study.run.trial_logger import MlflowTrialLogger, behind_message, trial_logg
 from study.spec import StudyError, StudySpec, check_inputs, check_links, load_folder_spec, spec_to_yaml
 from trainables.finetune_trial import START_EPOCH, finetune_trial
 from trainables.layout import BEST_WEIGHTS
-from trainables.storage import StorageError
+from trainables.storage import StorageError, is_remote
 from trainables.trial_store import TrialStore
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "bss-study")
@@ -274,10 +274,11 @@ def trial_rows(
     trials: list[Trial], runs: dict[str, str], numbers: dict[str, int], max_epochs: int, folder: StudyFolder
 ) -> list[TrialRow]:
     rows = []
+    store_of = folder.trial_stores()
     for trial in trials:
         failed = trial.status == Trial.ERROR
         last = dict(trial.last_result or {})
-        store = folder.trial_store(trial.trial_id)
+        store = store_of(trial.trial_id)
         rows.append(
             TrialRow(
                 trial_id=trial.trial_id,
@@ -434,7 +435,7 @@ def write_results(
         best_path.write_text(
             f"# best trial {best.trial_id} by {spec.metric} ({best.metrics[str(spec.metric)]:.4f}; "
             f"selection: {spec.selection}); "
-            f"weights: {weights}{'' if '://' in weights else ' (in the study folder)'}\n"
+            f"weights: {weights}{'' if is_remote(weights) else ' (in the study folder)'}\n"
             + config_to_yaml(
                 trial_config(folder.trial_path(best.trial_dir) if best.trial_dir else None, best.params, spec.base)
             )
