@@ -85,6 +85,12 @@ def tsvd_text(metrics: Mapping[str, Any]) -> str | None:
     return f"r={int(r)}, " + ("per batch" if metrics.get("tsvd_per_batch") else "whole split")
 
 
+def precision_text(metrics: Mapping[str, Any]) -> str | None:
+    """Which precision the trial trained in (``bf16`` autocast or ``fp32``), from its reported ``bf16``."""
+    flag = metrics.get("bf16")
+    return None if flag is None else ("bf16" if flag else "fp32")
+
+
 def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -110,6 +116,9 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
         values = [_clean(r.metrics.get(name)) for r in rows]
         columns[name] = (values, pa.int64() if name in INT_COLUMNS else pa.float64())
     columns["tsvd"] = ([tsvd_text(r.metrics) for r in rows], pa.string())
+    columns["precision"] = ([precision_text(r.metrics) for r in rows], pa.string())
+    # when the trial reported its last result (Tune's timestamp, Unix seconds): "latest" across merged studies
+    columns["ended_at"] = ([_clean(r.metrics.get("timestamp")) for r in rows], pa.float64())
     for context, column in DIGEST_COLUMNS.items():  # which images each split held (finetune.digests)
         columns[column] = ([_digest(r.metrics, context) for r in rows], pa.string())
     arrays, names = [], []

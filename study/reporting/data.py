@@ -80,6 +80,8 @@ def trials_from_table(
                 status,
                 order,
                 row.get("digest_train"),
+                int(row["n_test"]) if row.get("n_test") else None,
+                float(row["ended_at"]) if row.get("ended_at") is not None else None,
             )
         )
     return trials
@@ -107,13 +109,15 @@ def check_same_data(trials: Sequence[Trial]) -> None:
 def dedupe(trials: Sequence[Trial]) -> tuple[list[Trial], list[Duplicate]]:
     """One trial per resolved config and seed (a re-run, a resumed duplicate, two studies merged
     would otherwise pool as extra seeds or overwrite each other as partners): the one that ran to
-    the end, then the latest (Optuna trial number, then table row); the others are returned."""
+    the end, then the latest to end (its last result's time; Optuna trial numbers are not time
+    across merged studies; the number, then the table row, only where no end time was recorded);
+    the others are returned."""
     groups: dict[Key, list[Trial]] = defaultdict(list)
     for t in trials:
         groups[t.key(lambda _: False)].append(t)
     kept, duplicates = [], []
     for members in groups.values():
-        best = max(members, key=lambda t: (t.test_acc is not None, t.order))
+        best = max(members, key=lambda t: (t.test_acc is not None, t.recency))
         kept.append(best)
         if len(members) > 1:
             others = tuple(sorted(t.trial_id for t in members if t is not best))
@@ -170,6 +174,7 @@ def table2_rows(trials: Sequence[Trial], options: ReportOptions | None = None) -
             {rate: Cell.of(members, options=options) for rate, members in cells.items()},
             first[key].method,
             str(first[key].config.get("model.backbone", "")),
+            {k: v for k, v in first[key].config.items() if k not in ("seed", "data.sampling_rate")},
         )
         for key, cells in groups.items()
     ]
@@ -207,18 +212,18 @@ def confirmation_rows(
 
 
 def references(rows: Sequence[Row]) -> list[Reference]:
-    """Every cell of a row that is its method alone (no other setting sets it apart) whose dataset,
-    backbone and rate have published numbers."""
+    """Every cell whose dataset, backbone, method and rate have published numbers from a source
+    whose protocol the row ran under and whose published settings (BSS's k and eta) it has; other
+    settings may differ, and the row's label names them."""
     from study.reporting.references import published
 
     found = []
     for row in rows:
-        if row.label != row.method:
-            continue
+        protocol = str(row.config.get("protocol", "custom"))
         for rate, cell in sorted(row.cells.items()):
-            numbers = published(row.dataset, row.backbone, row.method, rate)
+            numbers = published(row.dataset, row.backbone, row.method, rate, protocol, row.config)
             if numbers and cell.mean is not None:
-                found.append(Reference(row.dataset, row.method, rate, cell, numbers))
+                found.append(Reference(row.dataset, row.method, rate, cell, numbers, row.label, protocol))
     return found
 
 
@@ -287,15 +292,18 @@ def bss_gains(trials: Sequence[Trial], options: ReportOptions | None = None) -> 
     for key, group in groups.items():
         d = [float(a.test_acc) - float(b.test_acc) for a, b in group.pairs]  # type: ignore[arg-type]
         t = group.pairs[0][0]
-        c = Comparison.of(d, len(group.bss), group.unpaired, options)
+        tie = min(x.tie for pair in group.pairs for x in pair)
+        c = Comparison.of(d, len(group.bss), group.unpaired, options, tie)
         gains.append(Gain(**vars(c), dataset=t.dataset, method=labels[key], rate=t.rate, seeds_note=_seeds_note(group)))
     return _adjusted(sorted(gains, key=lambda g: (g.dataset, g.method, g.rate)), options)
 
 
 def _adjusted(family: list[C], options: ReportOptions) -> list[C]:
-    """The family with each member's sign-flip p adjusted over all of them."""
+    """The family with each member's sign-flip p adjusted over all of them, and the smallest
+    adjusted p each could reach at its number of pairs."""
     adjusted = stats.adjust([c.p_sign for c in family], options.correction)
-    return [replace(c, p_adjusted=p) for c, p in zip(family, adjusted, strict=True)]
+    floors = stats.adjusted_floors([c.n_pairs for c in family], options.correction)
+    return [replace(c, p_adjusted=p, p_floor=floor) for c, p, floor in zip(family, adjusted, floors, strict=True)]
 
 
 def fig3d_lines(trials: Sequence[Trial], options: ReportOptions | None = None) -> dict[tuple[str, str], list[Line]]:
@@ -404,15 +412,50 @@ def table3(
             ]
             if d:
                 t = group.pairs[0][0]
-                c = Comparison.of(d, len(group.bss), group.unpaired, options)
+                tie = stats.DEFAULT_TIE  # a task's own test split size is not recorded
+                c = replace(
+                    Comparison.of(d, len(group.bss), group.unpaired, options, tie), harmful=HARMFUL.get(name, -1)
+                )
                 gains.append(TaskGain(**vars(c), dataset=t.dataset, label=pair_labels[key], column=name))
     return list(columns), rows, _adjusted(gains, options)
+
+
+HARMFUL = {"A forgotten": 1}  # Table 3's columns where more is worse (-1, less accuracy, elsewhere)
 
 
 def _sequence_order(t: Trial, label: str) -> tuple[Any, ...]:
     """Table 3's row order: per dataset, without EWC first, then by lambda; without BSS first."""
     lam = float(t.config["ewc.lam"]) if t.ewc else 0.0
     return (t.dataset, t.base_method, t.ewc, lam, t.bss, label)
+
+
+def pareto_front(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials that ran to the end, cheapest first, each more accurate than every cheaper one."""
+    ran = [r for r in rows if r.get("test_acc") is not None and r.get("device_s") is not None]
+    front: list[dict[str, Any]] = []
+    for row in sorted(ran, key=lambda r: (float(r["device_s"]), -float(r["test_acc"]))):
+        if not front or float(row["test_acc"]) > float(front[-1]["test_acc"]):
+            front.append(row)
+    return front
+
+
+def cost_front(data: ReportData, rows: Sequence[dict[str, Any]], metric: str) -> None:
+    """Fill ``data``'s accuracy-against-compute numbers from the table's rows (the study chose by ``metric``)."""
+    ranked = [r for r in rows if r.get(metric) is not None]
+    selected = str(max(ranked, key=lambda r: float(r[metric]))["trial_id"]) if ranked else None
+    data.cost = [
+        {
+            "trial_id": str(r["trial_id"]),
+            "device_s": float(r["device_s"]),
+            "test_acc": float(r["test_acc"]),
+            "searched": params_text(row_params(r)),
+            "mark": "selected" if r["trial_id"] == selected else "",
+        }
+        for r in pareto_front(rows)
+    ]
+    data.cost_selected = selected
+    data.cost_total_hours = sum(float(r.get("device_s") or 0.0) for r in rows) / 3600
+    data.cost_unit = "GPU-hours" if any(r.get("device_gpu") for r in rows) else "CPU-hours"
 
 
 def report_data(trials: Sequence[Trial], options: ReportOptions | None = None) -> ReportData:

@@ -28,6 +28,8 @@ class Trial:
     status: str = "finished"  # finished, failed, stopped early, ...: why test_acc is None
     order: tuple[int, int] = (0, 0)  # (Optuna trial number, row of the table): later is larger
     digest: str | None = None  # of the training images it held (finetune.digests); None: not recorded
+    n_test: int | None = None  # images in its test split: its accuracy is a count over this many
+    ended: float | None = None  # when it reported its last result (Unix seconds); None: not recorded
 
     @property
     def seed(self) -> int:
@@ -61,6 +63,17 @@ class Trial:
     def k(self) -> int | None:
         return int(self.config["bss.k"]) if self.bss else None
 
+    @property
+    def tie(self) -> float:
+        """Accuracies closer than this are the same count of test images (``stats.tie_of``)."""
+        return stats.tie_of(self.n_test)
+
+    @property
+    def recency(self) -> tuple[float, int, int]:
+        """Later is larger: the end time first (comparable across merged studies), then the Optuna
+        trial number and the table row (for trials that recorded no end time)."""
+        return (self.ended if self.ended is not None else float("-inf"), *self.order)
+
     def key(self, leave_out: Callable[[str], bool]) -> Key:
         return tuple(sorted((k, repr(v)) for k, v in self.config.items() if not leave_out(k)))
 
@@ -84,7 +97,8 @@ class ReportOptions:
 @dataclass(frozen=True)
 class Cell:
     """Test accuracy over the seeds of one configuration; ``expected`` counts lost trials too;
-    ``interval``: the 95 % interval of the mean (None below 3 values); ``seeds``: those averaged."""
+    ``interval``: the 95 % interval of the mean (None, with ``interval_why``, where the data cannot
+    support one); ``seeds``: those averaged."""
 
     mean: float | None
     std: float | None  # None below two values
@@ -92,6 +106,7 @@ class Cell:
     expected: int
     interval: tuple[float, float] | None = None
     seeds: tuple[int, ...] = ()
+    interval_why: str = ""
 
     @classmethod
     def of(
@@ -105,8 +120,10 @@ class Cell:
         mean = statistics.fmean(values) if values else None
         std = statistics.stdev(values) if len(values) > 1 else None
         options = options or ReportOptions()
-        ci = stats.interval(values, options.interval, options.seed)
-        return cls(mean, std, len(values), len(members), ci, tuple(sorted(seed for seed, _ in ran)))
+        tie = min((t.tie for t in members), default=stats.DEFAULT_TIE)
+        ci = stats.interval(values, options.interval, options.seed, tie)
+        seeds = tuple(sorted(seed for seed, _ in ran))
+        return cls(mean, std, len(values), len(members), ci.bounds, seeds, ci.why)
 
     def text(self) -> str:
         if self.mean is None:
@@ -117,7 +134,7 @@ class Cell:
         count = f"n={self.n}" if self.n == self.expected else f"n={self.n} of {self.expected}: {self.lost} lost"
         missing = ", no std" if self.std is None else ""
         if self.interval is None:
-            missing += ", no interval"
+            missing += f", no interval: {self.interval_why}" if self.interval_why else ", no interval"
         return f"{value} ({count}{missing})"
 
     @property
@@ -132,24 +149,34 @@ class Row:
     cells: dict[float, Cell]
     method: str = ""  # the method alone (the base regulariser, +BSS)
     backbone: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # what its trials share (one of them, but the seed)
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A Table-2 cell beside the published numbers for the same dataset, backbone, method and rate."""
+    """A Table-2 cell beside the published numbers for the same dataset, backbone, method, rate,
+    protocol and published settings; ``label``: the row's own (its settings that set it apart)."""
 
     dataset: str
     method: str
     rate: float
     cell: Cell
     published: dict[str, float]  # source (``study/references.yaml``) -> accuracy
+    label: str = ""
+    protocol: str = ""
 
 
 @dataclass(frozen=True)
 class Comparison:
     """Paired differences (BSS minus its partner without BSS, same seed): their mean, its 95 %
-    interval (None below 3 pairs), the paired t-test's p (``p_value``; None with ``p_why``), the exact
-    sign-flip p, and ``p_adjusted``: the sign-flip p adjusted over the comparison's family."""
+    interval (None with ``interval_why``), the paired t-test's p (``p_value``; None with ``p_why``;
+    never adjusted), the sign-flip p (``p_sign``, computed as ``p_sign_method`` says), and
+    ``p_adjusted``: the sign-flip p adjusted over the comparison's family, whose smallest reachable
+    value at these numbers of pairs is ``p_floor``.
+
+    Negative transfer (:meth:`verdict`), one rule for every table: the mean is on the harmful side
+    (below zero; above for forgetting) and the family's correction rejects (``p_adjusted`` < 0.05).
+    Where ``p_floor`` >= 0.05 no data could show it: the verdict is that it cannot tell."""
 
     mean_gain: float
     n_pairs: int
@@ -160,22 +187,43 @@ class Comparison:
     n_expected: int = 0  # the BSS trials of the configuration: pairs n of N
     unpaired: tuple[str, ...] = ()  # per seed without a pair: why
     p_adjusted: float | None = None
+    p_sign_method: str = "exact"
+    interval_why: str = ""
+    p_floor: float | None = None
+    harmful: int = -1  # the sign of a harmful difference: -1 (less accurate), +1 (more forgetting)
 
     @classmethod
     def of(
-        cls, differences: Sequence[float], n_expected: int, unpaired: Sequence[str], options: ReportOptions
+        cls,
+        differences: Sequence[float],
+        n_expected: int,
+        unpaired: Sequence[str],
+        options: ReportOptions,
+        tie: float = stats.DEFAULT_TIE,
     ) -> Comparison:
-        t = stats.t_test(differences)
+        t = stats.t_test(differences, tie)
+        flip = stats.sign_flip(differences, options.seed, tie)
+        ci = stats.interval(differences, options.interval, options.seed, tie)
         return cls(
             statistics.fmean(differences),
             len(differences),
             t.p,
             t.why,
-            stats.sign_flip_p(differences, options.seed),
-            stats.interval(differences, options.interval, options.seed),
+            flip.p,
+            ci.bounds,
             n_expected,
             tuple(unpaired),
+            p_sign_method=flip.method,
+            interval_why=ci.why,
         )
+
+    def verdict(self, alpha: float = stats.ALPHA) -> str:
+        """Negative transfer: ``yes``, ``no``, or ``cannot tell: why`` (see the class)."""
+        if self.p_adjusted is not None and self.p_adjusted < alpha and self.mean_gain * self.harmful > 0:
+            return "yes"
+        if self.p_floor is not None and self.p_floor >= alpha:
+            return f"cannot tell: with {self.n_pairs} pairs here its adjusted p cannot go below {self.p_floor:.2g}"
+        return "no"
 
 
 @dataclass(frozen=True)
@@ -221,9 +269,9 @@ class ConfirmedRow:
     gain: Gain | None = None
 
     @property
-    def negative_transfer(self) -> bool:
-        """BSS's whole 95 % interval below zero: with BSS this configuration is worse."""
-        return self.gain is not None and self.gain.interval is not None and self.gain.interval[1] < 0
+    def negative_transfer(self) -> str:
+        """The gain's verdict (:meth:`Comparison.verdict`); ``-`` without BSS."""
+        return "-" if self.gain is None else self.gain.verdict()
 
 
 @dataclass
@@ -242,6 +290,12 @@ class ReportData:
     options: ReportOptions = field(default_factory=ReportOptions)
     references: list[Reference] = field(default_factory=list)
     confirmation: list[ConfirmedRow] = field(default_factory=list)
+    # the accuracy-against-compute front (study.reporting.data.cost_front): per trial its trial_id, device_s,
+    # test_acc, searched (its searched settings) and mark ("selected" or ""); and the study's device-hours
+    cost: list[dict[str, Any]] = field(default_factory=list)
+    cost_total_hours: float = 0.0
+    cost_selected: str | None = None  # the trial the study chose, on the front or not
+    cost_unit: str = "CPU-hours"
 
     @property
     def repeated(self) -> bool:

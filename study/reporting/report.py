@@ -22,7 +22,7 @@ from study.record import (
     rebase_artifacts,
 )
 from study.record import tracking_client as open_tracking
-from study.reporting.data import confirmation_rows, report_data, trials_from_table
+from study.reporting.data import confirmation_rows, cost_front, report_data, trials_from_table
 from study.reporting.model import ReportOptions
 from study.reporting.sections import SECTIONS, Context, assemble
 from study.reporting.summary import summary_table
@@ -46,6 +46,7 @@ def write_report(path: Path, options: ReportOptions | None = None) -> list[Path]
         [(c.rank, c.selected, trials_from_table(c.rows, c.spec.base, c.spec.study_dir)) for c in confirmed(spec)],
         options,
     )
+    cost_front(data, rows, str(spec.metric))
     if not data.n_trials:
         raise StudyError(f"STUDY_DIR: no trial of {folder.path} ran to the end; nothing to report")
     rebase_artifacts(folder, record)

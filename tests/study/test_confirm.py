@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from study.record import TrialRow, trials_table
-from study.reporting import ReportOptions, confirmation_rows, trials_from_table
+from study.reporting import ReportOptions, confirmation_rows, stats, trials_from_table
 from study.spec import StudyError, load_spec
 from tests.conftest import small_study, tiny_base
 from tests.study.test_spec_cli import write_spec
@@ -37,21 +37,33 @@ def confirmation_trials(gains: list[float]) -> list:
     return trials_from_table(trials_table(rows).to_pylist(), base)
 
 
-def test_a_gain_whose_interval_lies_below_zero_is_negative_transfer() -> None:
+def test_negative_transfer_needs_the_familys_correction_to_reject_and_says_when_it_cannot_tell() -> None:
     selected = {"best_val_acc": 0.9, "test_acc": 0.8, "param.bss.k": 2}
     rows = confirmation_rows(
-        [(1, selected, confirmation_trials([-0.02, -0.03, -0.025, -0.02, -0.03])),
-         (2, selected, confirmation_trials([0.01, -0.02, 0.02, -0.01, 0.0]))],
+        [(1, selected, confirmation_trials([-0.02, -0.03, -0.025, -0.02, -0.03, -0.01, -0.02, -0.04])),
+         (2, selected, confirmation_trials([0.01, -0.02, 0.02, -0.01, 0.0, 0.01, -0.01, 0.02])),
+         (3, selected, confirmation_trials([-0.02, -0.03, -0.025, -0.02, -0.03])),
+         (4, selected, confirmation_trials([-0.05, -0.06]))],
         ReportOptions(),
     )  # fmt: skip
-    first, second = rows
-    assert first.gain is not None and first.gain.n_pairs == 5 and first.gain.interval is not None
-    assert first.gain.interval[1] < 0 and first.negative_transfer
-    assert second.gain is not None and not second.negative_transfer
-    assert first.cell.n == 5 and first.partner is not None and first.partner.n == 5
-    assert first.selected_val == 0.9 and first.label == "l2+BSS (k=2)"
-    # the two gains are one family: each adjusted over both
-    assert first.gain.p_adjusted == pytest.approx(min(1.0, 2 * first.gain.p_sign))  # type: ignore[operator]
+    worse, even, five, two = rows
+    assert worse.gain is not None and worse.gain.n_pairs == 8
+    # 8 negative pairs: sign-flip p 2 / 2^8, Holm over the 4 gains: 4 x 0.0078 = 0.031 < 0.05
+    assert worse.gain.p_sign == pytest.approx(2 / 2**8) and worse.gain.p_adjusted == pytest.approx(4 * 2 / 2**8)
+    assert worse.negative_transfer == "yes"
+    assert even.negative_transfer == "no"
+    # 5 pairs all below zero: its interval lies below zero, but no p of 5 pairs survives Holm over 4 (4 x 1/16)
+    assert five.gain is not None and five.gain.interval is not None and five.gain.interval[1] < 0
+    assert five.negative_transfer == "cannot tell: with 5 pairs here its adjusted p cannot go below 0.12"
+    # 2 pairs: no interval, and never a claim either way
+    assert two.gain is not None and two.gain.interval is None and two.gain.interval_why == "fewer than 3 values"
+    assert two.negative_transfer.startswith("cannot tell: with 2 pairs")
+    assert worse.cell.n == 8 and worse.partner is not None and worse.partner.n == 8
+    assert worse.selected_val == 0.9 and worse.label == "l2+BSS (k=2)"
+    # the four gains are one family, each adjusted over all of them
+    assert [r.gain.p_adjusted for r in rows] == pytest.approx(  # type: ignore[union-attr]
+        stats.adjust([r.gain.p_sign for r in rows], "holm")  # type: ignore[union-attr]
+    )
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 
 from study.reporting import SECTIONS, Context, Figures, Markdown, Nothing, ReportData, Section, assemble
+from study.reporting.data import cost_front, pareto_front
 from study.spec import spec_from_mapping
 from tests.conftest import tiny_base
 
@@ -43,8 +44,9 @@ def test_a_new_section_is_one_entry_in_the_list(tmp_path: Path) -> None:
         "",
         "![mine.png](mine.png)",
         "",
+        "mine.png: drawn from nothing",  # a figure's notes directly under it
+        "",
         "- k.png: not drawn: no k grid",
-        "- mine.png: drawn from nothing",
     ]
     assert figures == ["mine.png"]
 
@@ -69,11 +71,13 @@ def test_the_cost_front_keeps_the_trials_no_cheaper_one_beats(tmp_path: Path) ->
         {"trial_id": "best", "test_acc": 0.78, "device_s": 1800.0, "best_val_acc": 0.75, "param.optim.lr": 0.02},
         {"trial_id": "lost", "test_acc": None, "device_s": 100.0, "best_val_acc": 0.5},
     ]
-    assert [r["trial_id"] for r in cost.pareto_front(rows)] == ["cheap", "best"]
+    assert [r["trial_id"] for r in pareto_front(rows)] == ["cheap", "best"]
     c = context(tmp_path, ReportData(rates=[]))
+    cost_front(c.data, rows, "best_val_acc")
     shown = cost.render(Context(c.data, c.spec, rows, c.optuna_study, tmp_path))
     assert isinstance(shown, Markdown)
     text = "\n".join(shown.lines)
     assert "| cheap | 0.1000 | 70.00 | optim.lr=0.01 |  |" in text and "| best | 0.5000 | 78.00 |" in text
     assert "The selected trial worse is not on the front" in text  # chosen on validation, beaten on both
+    cost_front(c.data, [rows[-1]], "best_val_acc")
     assert isinstance(cost.render(Context(c.data, c.spec, [rows[-1]], c.optuna_study, tmp_path)), Nothing)

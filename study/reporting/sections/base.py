@@ -65,9 +65,11 @@ class Section:
 
 def assemble(sections: Sequence[Section], context: Context) -> tuple[list[str], list[str]]:
     """(report.md's lines, the figure files written), in the order of ``sections``; every figure
-    at the end under ``## Figures``, with the notes of those not drawn."""
+    at the end under ``## Figures``, each section's notes directly under its figures, then the
+    notes of those not drawn."""
     lines: list[str] = []
     figures: list[str] = []
+    drawn: list[str] = []
     notes: list[str] = []
     for section in sections:
         shown = section.render(context)
@@ -75,11 +77,12 @@ def assemble(sections: Sequence[Section], context: Context) -> tuple[list[str], 
             continue
         if isinstance(shown, Figures):
             figures += shown.names
-            notes += shown.notes
+            drawn += [f"![{name}]({name})" for name in shown.names] + [""]
+            drawn += [f"{n}" for n in shown.notes] + ([""] if shown.notes else [])
         elif isinstance(shown, Nothing) and section.figure:
             notes.append(f"{section.figure}: not drawn: {shown.reason}")
         else:
             lines += [section.heading, ""] if section.heading else []
             lines += shown.lines if isinstance(shown, Markdown) else [f"Not shown: {shown.reason}", ""]
-    lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""] + [f"- {n}" for n in notes]
+    lines += ["## Figures", "", *drawn] + [f"- {n}" for n in notes]
     return lines, figures

@@ -24,9 +24,9 @@ def render(context: Context) -> Markdown | Nothing | None:
         f"Each of the search's top {spec.confirm.top} configurations (by {spec.metric}) ran again on "
         f"{spec.confirm.seeds} seeds no trial of the search used, beside its partner without BSS on the same "
         "seeds. These are the study's headline numbers; `selected` is what the search measured for the trial it "
-        "chose (optimistic: chosen because it was high). `negative transfer`: the whole interval of BSS's gain "
-        "lies below zero.",
+        "chose (optimistic: chosen because it was high).",
         "",
+
         confirmation_markdown(data),
         "",
     ]

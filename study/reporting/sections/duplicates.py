@@ -12,8 +12,9 @@ def render(context: Context) -> Markdown | None:
     return Markdown(
         [
             "These trials share a resolved config and seed with another (a re-run, a resumed duplicate, merged "
-            "studies): each group counts once, as the trial that ran to the end, then the latest (Optuna trial "
-            "number, then table row).",
+            "studies): each group counts once, as the trial that ran to the end, then the latest to end (the time "
+            "of its last result, comparable across merged studies; Optuna's trial number, then the table row, only "
+            "for trials that recorded no end time).",
             "",
             duplicates_markdown(context.data),
             "",

@@ -50,7 +50,7 @@ def fig3d_figure(data: ReportData) -> Any:
         ax.set(
             xscale="symlog" if any(0 in line.cells for line in lines) else "log",
             xlabel="k (smallest singular values penalised; 0: without BSS)",
-            ylabel=f"test accuracy (%), {interval_name(data.options.interval)}",
+            ylabel=f"test accuracy (%), {interval_name(data.options.interval, data.options.seed)}",
             title=f"{dataset}, {method}+BSS: sensitivity to k (Fig. 3d)",
         )
         ax.set_xticks(sorted({k for line in lines for k in line.cells}))
@@ -68,7 +68,7 @@ def render(context: Context) -> Figures | Nothing:
         )
     draw_fig3d(context.data, context.out / FIGURE)
     fixed = context.spec.held_fixed
-    notes = [f"{FIGURE}: held fixed across rates: {HELD_FIXED[fixed]}"] if fixed in HELD_FIXED else []
+    notes = [f"Fig. 3(d), held fixed across rates: {HELD_FIXED[fixed]}."] if fixed in HELD_FIXED else []
     return Figures([FIGURE], notes)
 
 

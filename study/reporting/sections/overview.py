@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from study.reporting import stats
+from study.reporting.markdown import NEGATIVE_TRANSFER_RULE
 from study.reporting.model import ReportOptions
 from study.reporting.sections.base import Context, Markdown, Section
 from study.spec import HELD_FIXED
@@ -18,13 +19,22 @@ SELECTION_TEXT = {
 
 def inference_text(options: ReportOptions) -> str:
     """The columns and tests, explained once."""
+    boot = (
+        f" The bootstrap is shown from {stats.MIN_BOOTSTRAP_N} values on: below, its percentile interval covers "
+        "well under 95 % (at 3 values it is the range of the values)."
+        if options.interval == "bootstrap"
+        else ""
+    )
     return (
-        f"Numbers: a cell is mean ± std over seeds, then its {stats.interval_name(options.interval)} in brackets "
-        f"from {stats.MIN_INTERVAL_N} seeds on (with fewer: marked, no interval). A BSS gain pairs each BSS trial "
-        "with the trial equal to it but for BSS on the same seed; `pairs n of N` counts the pairs against the "
-        "configuration's BSS trials. p (paired t) is undefined where the differences have no variance; "
-        "p (sign-flip, exact) is the exact permutation test of the paired differences (no normality, defined for "
-        "any n); each table is one family, whose sign-flip p are adjusted together with "
+        f"Numbers: a cell is mean ± std over seeds, then its {stats.interval_name(options.interval, options.seed)} "
+        f"in brackets from {stats.MIN_INTERVAL_N} seeds on; a cell without one says why (fewer values, or no "
+        f"variance: every seed gave the same accuracy, and no interval follows from that).{boot} Accuracies are "
+        "counts of test images, so values within half an image of each other are the same. A BSS gain pairs each "
+        "BSS trial with the trial equal to it but for BSS on the same seed; `pairs n of N` counts the pairs against "
+        "the configuration's BSS trials. p (paired t, unadjusted) is shown for reference and is undefined where "
+        "the differences have no variance; p (sign-flip) is the permutation test of the paired differences (no "
+        f"normality, defined for any n), exact up to {stats.EXACT_UP_TO} pairs and a Monte-Carlo estimate beyond, "
+        "as each value says; each table is one family, whose sign-flip p (only) are adjusted together with "
         f"{stats.CORRECTIONS[options.correction]}. Only what survives the adjustment is said to differ."
     )
 
@@ -40,6 +50,8 @@ def render(context: Context) -> Markdown:
         SELECTION_TEXT[str(spec.selection)],
         "",
         inference_text(data.options),
+        "",
+        NEGATIVE_TRANSFER_RULE,
         "",
     ]
     if spec.held_fixed in HELD_FIXED and len(data.rates) > 1:
