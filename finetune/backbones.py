@@ -185,4 +185,6 @@ def build_classifier(config: ModelConfig, num_classes: int, image_size: int = 22
                 f"model.weights: {config.weights} does not fit {config.backbone} ({first}); "
                 "use weights saved from the same architecture"
             ) from None
-    return Classifier(spec.to_features(model), spec.feature_dim(config), num_classes, tsvd_r=config.tsvd_r)
+    return Classifier(
+        spec.to_features(model), spec.feature_dim(config), num_classes, tsvd_r=config.tsvd_r, head_init=config.head_init
+    )

@@ -40,15 +40,15 @@ CATALOG: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
             ("custom", "no preset: the config's own values"),
             (
                 "official-code",
-                "thuml/Batch-Spectral-Shrinkage: momentum 0.9, weight decay 5e-4, 9000 iterations, lr x0.1 every 6000, square resize 256 + RandomResizedCrop 224 + flip, ten-crop evaluation",
+                "thuml/Batch-Spectral-Shrinkage: momentum 0.9, weight decay 5e-4, 9000 iterations (18 x 500), lr x0.1 at iteration 6000, head lr 0.01, head N(0, 0.01), fp32, square resize 256 + RandomResizedCrop 224 + flip, ten-crop evaluation; trains on the whole sampled subset and reports the last iteration",
             ),
             (
                 "paper",
-                "NeurIPS 2019 paper: SGD momentum 0.95, batch 48, head lr 10x backbone, step schedule (x0.1 at 2/3)",
+                "NeurIPS 2019 paper (Sec. 5): SGD momentum 0.95, batch 48, head lr 10x backbone, fp32, trains on the whole sampled subset and reports the last epoch; where the paper is silent the preset fills in: the 'progressive' schedule as the official code's (18 x 500 iterations, lr x0.1 at epoch 12 = iteration 6,000), head lr 0.01 for every dataset (the paper: 0.01 or 0.001 per task), RandomResizedCrop 224 (scale 0.08-1) + flip from images decoded once to 256 x 256 squares (aspect ratio not kept), centre-crop evaluation",
             ),
             (
                 "tllib",
-                "Transfer-Learning-Library: Nesterov momentum 0.9, 20 x 500 iterations, lr x0.1 at epoch 12, RandomResizedCrop scale 0.2-1 + flip, Resize 256 + centre crop evaluation (selection on validation, not test)",
+                "Transfer-Learning-Library: Nesterov momentum 0.9, 20 x 500 iterations, lr x0.1 at epoch 12, head nn.Linear's default init, fp32, RandomResizedCrop 224 (scale 0.2-1) + flip and Resize 256 + centre-crop evaluation, but from images decoded once to 256 x 256 squares (aspect ratio not kept) where tllib crops the original image and resizes its short side; selection on a validation split (tllib picks the best epoch on test)",
             ),
         ),
     ),

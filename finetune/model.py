@@ -12,17 +12,21 @@ class Classifier(nn.Module):
     ``forward`` returns ``(logits, features)`` so that feature-based regularisers (BSS)
     see the batch's pooled features in the same mode. With ``tsvd_r`` > 0 the head sees
     the features without their ``tsvd_r`` smallest spectral components (training and
-    evaluation alike); the returned features are the untouched ones.
+    evaluation alike); the returned features are the untouched ones. ``head_init``: ``normal``
+    (N(0, 0.01) weights, zero bias: the official code) or ``default`` (``nn.Linear``'s own: tllib).
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, tsvd_r: int = 0) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, num_classes: int, tsvd_r: int = 0, head_init: str = "normal"
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.tsvd_r = tsvd_r
         self.head = nn.Linear(feature_dim, num_classes)
-        nn.init.normal_(self.head.weight, 0.0, 0.01)
-        nn.init.zeros_(self.head.bias)
+        if head_init == "normal":
+            nn.init.normal_(self.head.weight, 0.0, 0.01)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(images)

@@ -86,6 +86,7 @@ class DataConfig:
 
 
 TSVD_EVAL = ("batch", "split")
+HEAD_INITS = ("normal", "default")  # the new head's start (finetune.model.Classifier)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class ModelConfig:
     depend on the loader's order or ``eval_batch_size``; the last batch holds the remainder) or
     ``split`` (the whole evaluated split at once, per view). ``mlp_hidden``: the hidden layer
     widths of the ``mlp`` backbone (the pixels of ``data.image_size`` squared images in).
+    ``head_init``: how the new classifier head starts: ``normal`` (weights N(0, 0.01), bias 0: the
+    official code's) or ``default`` (``nn.Linear``'s own: Kaiming-uniform weights and a uniform bias
+    within 1/sqrt(fan_in): tllib's).
     """
 
     backbone: str = "resnet50"
@@ -108,8 +112,14 @@ class ModelConfig:
     tsvd_r: int = 0
     tsvd_eval: str = "split"
     mlp_hidden: tuple[int, ...] = (400, 400)
+    head_init: str = "normal"
 
     def __post_init__(self) -> None:
+        check(
+            self.head_init in HEAD_INITS,
+            "model.head_init",
+            f"must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}",
+        )
         check(self.tsvd_r >= 0, "model.tsvd_r", f"must be >= 0 (0 = off), got {self.tsvd_r}")
         check(
             self.tsvd_eval in TSVD_EVAL,
