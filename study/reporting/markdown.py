@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from study.reporting import stats
-from study.reporting.model import Comparison, ReportData, ReportOptions, SpectrumShift, TaskGain
+from study.reporting.model import Comparison, Gain, ReportData, ReportOptions, SpectrumShift, TaskGain
 
 
 def _p(value: float | None, why: str = "") -> str:
@@ -61,8 +61,9 @@ def comparison_cells(c: Comparison) -> list[str]:
 
 
 NEGATIVE_TRANSFER_RULE = (
-    "Negative transfer, one rule for the `negative transfer` column of every table with a gain: `yes` where the gain is on the harmful side "
-    "(below zero; above zero for forgetting) and its sign-flip test rejects after the table's correction "
+    "Negative transfer, one rule for the `negative transfer` column of every table with a gain: `yes` where "
+    "the gain is on the harmful side (below zero; above zero for forgetting) and its sign-flip test rejects "
+    "after the table's correction "
     "(adjusted p < 0.05), the same family-wise rule as every other claim of this report; `cannot tell` where, "
     "with the pairs at hand, the adjusted p could not go below 0.05 whatever the data; `no` otherwise. The "
     "interval beside it is the unadjusted one and can lie below zero while the adjusted test does not reject."
@@ -122,11 +123,11 @@ def family_text(family: Sequence[Comparison], options: ReportOptions, describe: 
 def seed_notes(notes: Sequence[tuple[str, Comparison]]) -> list[str]:
     """The notes under a table with a gain (one rule for all): which seeds have no pair and why, and
     which seeds the cells beside a gain average that the gain does not."""
-    lines = [
-        f"- {name}: " + "; ".join([*c.unpaired, *([c.seeds_note] if getattr(c, "seeds_note", "") else [])])
-        for name, c in notes
-        if c.unpaired or getattr(c, "seeds_note", "")
-    ]
+
+    def said(c: Comparison) -> list[str]:
+        return [*c.unpaired, *([c.seeds_note] if isinstance(c, Gain) and c.seeds_note else [])]
+
+    lines = [f"- {name}: " + "; ".join(said(c)) for name, c in notes if said(c)]
     if not lines:
         return []
     return ["", "Seeds without a pair, and cells beside a gain that average other seeds:", "", *lines]

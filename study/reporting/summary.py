@@ -70,8 +70,8 @@ def summary_table(data: ReportData) -> Any:
     for tg in data.task_gains:
         comparison("task_gains", tg, tg.mean_gain, dataset=tg.dataset, method=tg.label, column=tg.column)
     for r in data.confirmation:
-        for name, value in (("selected val", r.selected_val), ("selected test", r.selected_test)):
-            rows.append({"table": "confirmation", "method": r.label, "k": r.rank, "column": name, "mean": value})
+        for name, chosen in (("selected val", r.selected_val), ("selected test", r.selected_test)):
+            rows.append({"table": "confirmation", "method": r.label, "k": r.rank, "column": name, "mean": chosen})
         cell("confirmation", r.cell, method=r.label, k=r.rank, column="with BSS" if r.gain else "confirmed")
         if r.partner is not None:
             cell("confirmation", r.partner, method=r.label, k=r.rank, column="without BSS")

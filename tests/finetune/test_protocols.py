@@ -26,6 +26,7 @@ def head(protocol: str) -> torch.nn.Linear:
 def test_tllibs_head_starts_from_nn_linears_default_and_the_official_codes_from_n_0_001() -> None:
     tllib = head("tllib")
     bound = 1 / math.sqrt(tllib.in_features)  # nn.Linear: Kaiming-uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), ...)
+    tllib = tllib.requires_grad_(False)
     assert float(tllib.weight.abs().max()) <= bound
     assert float(tllib.weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.03)
     assert float(tllib.bias.abs().max()) <= bound and float(tllib.bias.abs().max()) > 0

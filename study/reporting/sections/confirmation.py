@@ -26,7 +26,6 @@ def render(context: Context) -> Markdown | Nothing | None:
         "seeds. These are the study's headline numbers; `selected` is what the search measured for the trial it "
         "chose (optimistic: chosen because it was high).",
         "",
-
         confirmation_markdown(data),
         "",
     ]
