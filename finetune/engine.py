@@ -48,6 +48,16 @@ def use_threads(config: TrainConfig) -> None:
         torch.set_num_threads(config.num_threads)
 
 
+def engine_text(device: torch.device) -> str:
+    """What a run's numbers depend on beyond its config: torch's version, its intra-op threads and
+    the kernels it dispatches to (the CPU's instruction set, or the GPU). A trial's accuracy moves
+    by points when only these change (the float summation order differs and SGD amplifies it:
+    docs/fig3d-embedded.md), so every trial records them."""
+    cpu = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu {cpu}"
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)

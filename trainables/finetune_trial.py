@@ -18,13 +18,14 @@ from ray import tune
 
 from finetune import Callback, EpochMetrics, FitResult, InputError, Trainer, config_to_yaml, resolve_config
 from finetune.digests import data_inputs
-from finetune.engine import train_to_end, use_threads
+from finetune.engine import engine_text, train_to_end, use_threads
 from trainables.gpu_metrics import GpuSampler
 from trainables.storage import location
 from trainables.trial_store import TrialStore
 
 REPLAYED = "replayed"  # 1.0 in a result that repeats the epoch a restarted trial continues from
 START_EPOCH = "start_epoch"  # the epoch this start of the trial continued from (0: from the beginning)
+ENGINE = "engine"  # torch, its threads, the CPU's instruction set or the GPU (finetune.engine.engine_text)
 DATA_INPUTS = "data_inputs"  # JSON of each split's name, source, digest and rows (MLflow datasets)
 
 
@@ -56,6 +57,7 @@ class TuneReporter:
         return {
             **metrics.flat(),
             "bf16": float(trainer.bf16),
+            ENGINE: engine_text(trainer.device),
             "channels_last": float(trainer.memory_format == torch.channels_last),
             "cuda_graph": float(trainer.graphed),
             "n_train": float(trainer.sizes.train),

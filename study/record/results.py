@@ -117,6 +117,8 @@ def trials_table(rows: Sequence[TrialRow]) -> pa.Table:
         columns[name] = (values, pa.int64() if name in INT_COLUMNS else pa.float64())
     columns["tsvd"] = ([tsvd_text(r.metrics) for r in rows], pa.string())
     columns["precision"] = ([precision_text(r.metrics) for r in rows], pa.string())
+    # torch, its threads, the CPU's instruction set or the GPU: what a trial's numbers depend on beyond its config
+    columns["engine"] = ([r.metrics.get("engine") for r in rows], pa.string())
     # when the trial reported its last result (Tune's timestamp, Unix seconds): "latest" across merged studies
     columns["ended_at"] = ([_clean(r.metrics.get("timestamp")) for r in rows], pa.float64())
     for context, column in DIGEST_COLUMNS.items():  # which images each split held (finetune.digests)

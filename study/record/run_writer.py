@@ -35,6 +35,8 @@ NOT_METRICS = {
     *("replayed", "start_epoch"),  # bookkeeping of restarted trials
 }
 DATA_INPUTS = "data_inputs"  # the trial's split digests (JSON; trainables.finetune_trial.DATA_INPUTS)
+ENGINE = "engine"  # what its numbers depend on beyond the config (trainables.finetune_trial.ENGINE)
+ENGINE_TAG = "bss.engine"
 MLFLOW_DATASET_CONTEXT = "mlflow.data.context"
 SIZE_PARAMS = ("n_train", "n_val", "n_test")  # reported by the trial, logged as params
 SETUP_TAG = "bss.setup"  # "done" once a run has its params and config.yaml
@@ -51,7 +53,10 @@ def result_event(trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
     sizes = {k: int(result[k]) for k in SIZE_PARAMS if k in result}
     now = int(time.time() * 1000)
     inputs = result.get(DATA_INPUTS) or ""
-    event = {"op": "result", "trial": trial_id, "step": step, "metrics": metrics, "sizes": sizes, "time": now}
+    event: dict[str, Any] = {"op": "result", "trial": trial_id, "step": step, "metrics": metrics, "sizes": sizes}
+    event["time"] = now
+    if isinstance(result.get(ENGINE), str):
+        event["engine"] = result[ENGINE]
     return {**event, "inputs": inputs} if isinstance(inputs, str) and inputs else event
 
 
@@ -188,7 +193,9 @@ class RunWriter:
             return  # an epoch this run has already (repeated by a restarted trial, or replayed)
         metrics = [Metric(k, v, int(event["time"]), step) for k, v in event["metrics"].items()]
         sizes = {} if run_id in self.sized else dict(event.get("sizes") or {})
-        self.client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in sizes.items()])
+        tags = [RunTag(ENGINE_TAG, str(event["engine"]))] if event.get("engine") else []
+        params = [Param(k, str(v)) for k, v in sizes.items()]
+        self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
         self.last_step[run_id] = step
         self.sized.add(run_id)
         if event.get("inputs") and run_id not in self.with_inputs:

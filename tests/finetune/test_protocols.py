@@ -72,3 +72,20 @@ def test_each_description_names_the_choices_its_reference_leaves_open_or_the_pre
 
     listed = dict(next(entries for field, _, entries in CATALOG if field == "protocol"))
     assert listed["tllib"] == tllib and listed["paper"] == paper
+
+
+def test_a_run_names_what_its_numbers_depend_on_beyond_its_config() -> None:
+    from finetune.engine import engine_text
+    from study.record.run_writer import result_event
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        text = engine_text(torch.device("cpu"))
+        assert text.startswith(f"torch {torch.__version__}, 1 threads, cpu ")
+    finally:
+        torch.set_num_threads(before)
+    event = result_event("t", {"epoch": 1, "test_acc": 0.5, "engine": text})
+    assert event["engine"] == text and "engine" not in event["metrics"]
+    rows = [TrialRow("a", "finished", {}, {"engine": text})]
+    assert trials_table(rows).column("engine").to_pylist() == [text]

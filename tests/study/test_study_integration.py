@@ -121,6 +121,11 @@ def test_two_trial_study_end_to_end(
         sizes = {k: child.data.params[k] for k in ("n_train", "n_val", "n_test")}
         assert sizes == {"n_train": "150", "n_val": "500", "n_test": "1000"}
         assert "test_acc" in child.data.metrics
+        # what its numbers depend on beyond the config: torch, its threads, the CPU's kernels
+        assert (
+            child.data.tags["bss.engine"].startswith("torch ") and ", 1 threads, cpu " in child.data.tags["bss.engine"]
+        )
+        assert child.data.metrics["bf16"] == 0.0  # auto on a CPU: fp32 (the table's precision column)
         assert "config.yaml" in [a.path for a in client.list_artifacts(child.info.run_id)]
         assert (out / child.data.tags["trial_dir"] / "best_model.pt").is_file()
         bss_on = child.data.params["bss.enabled"] == "True"
@@ -133,6 +138,7 @@ def test_two_trial_study_end_to_end(
             t.value: d.dataset.digest for d in inputs for t in d.tags if t.key == "mlflow.data.context"
         }
 
+    tags_of = {c.data.tags["tune.trial_id"]: c.data.tags for c in children}
     table = pq.read_table(out / "trials.parquet")
     assert table.num_rows == 2 and set(table.column("status").to_pylist()) == {"finished"}
     for row in table.to_pylist():  # the table's digests are MLflow's; the same data and seed drew the same images
@@ -145,6 +151,8 @@ def test_two_trial_study_end_to_end(
     for row in table.to_pylist():
         assert (row["param.bss.k"] is None) == (not row["param.bss.enabled"])
         assert (row["n_train"], row["n_val"], row["n_test"]) == (150, 500, 1000)
+        assert row["precision"] == "fp32" and row["engine"] == tags_of[row["trial_id"]]["bss.engine"]
+        assert row["ended_at"] is not None and row["ended_at"] > 1.7e9  # the time of its last result
 
     study = optuna.load_study(study_name="itest", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 2
