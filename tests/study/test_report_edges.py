@@ -273,3 +273,14 @@ def test_every_number_of_every_section_of_report_md_is_in_summary_parquet(tmp_pa
     shown = formatted(summary)
     missing = [n for n in numbers if n not in shown and n.lstrip("+-") not in shown]
     assert not missing, missing[:20]
+
+
+def test_the_fig3d_doc_says_how_many_pairs_its_family_needs_and_claims_nothing_the_adjustment_removes() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fig3d-embedded.md").read_text()
+    needed = stats.pairs_needed(16)
+    assert needed == 10
+    assert f"A difference in this\nfamily could survive Holm only with {needed} pairs or more" in doc
+    assert "6 seeds would let" not in doc  # its old claim: 6 seeds reach 0.03 unadjusted, 0.5 after Holm
+    assert stats.adjust([2 / 2**6] * 16, "holm") == pytest.approx([0.5] * 16)
+    for m, n in ((2, 7), (1, 6)):  # the doc's smaller families
+        assert stats.pairs_needed(m) == n and f"{n} pairs for {m} comparison" in doc.replace("\n", " ")
