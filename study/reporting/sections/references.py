@@ -14,10 +14,18 @@ def render(context: Context) -> Markdown | None:
         return None  # nothing published for these datasets, backbones and rates
     named = {name for r in data.references for name in r.published}
     lines = [
-        "Published top-1 accuracy for the same dataset, backbone, method and rate, and its difference from "
-        "this study's mean; the protocols differ, so a difference is not an error by itself:",
+        "Published top-1 accuracy for the same dataset, backbone, method and rate, beside the rows that ran "
+        "under the protocol the number stands for and, with BSS, at its published k and eta (other settings, "
+        "named in the row's label, may differ), and its difference from this study's mean; a protocol "
+        "reproduces a reference only in part, so a difference is not an error by itself:",
         "",
-        *(f"- {s.name}: {s.title}; {s.protocol}." for s in sources() if s.name in named),
+        *(
+            f"- {s.name}: {s.title}; {s.protocol}; beside protocols {', '.join(s.protocols)}"
+            + (f", BSS at {s.settings_text}" if s.settings else "")
+            + "."
+            for s in sources()
+            if s.name in named
+        ),
         "",
         references_markdown(data),
         "",
