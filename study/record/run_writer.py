@@ -53,8 +53,9 @@ def result_event(trial_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
     sizes = {k: int(result[k]) for k in SIZE_PARAMS if k in result}
     now = int(time.time() * 1000)
     inputs = result.get(DATA_INPUTS) or ""
-    event: dict[str, Any] = {"op": "result", "trial": trial_id, "step": step, "metrics": metrics, "sizes": sizes}
-    event["time"] = now
+    event: dict[str, Any] = {
+        "op": "result", "trial": trial_id, "step": step, "metrics": metrics, "sizes": sizes, "time": now
+    }  # fmt: skip
     if isinstance(result.get(ENGINE), str):
         event["engine"] = result[ENGINE]
     return {**event, "inputs": inputs} if isinstance(inputs, str) and inputs else event

@@ -173,7 +173,6 @@ def table2_rows(trials: Sequence[Trial], options: ReportOptions | None = None) -
             labels[key],
             {rate: Cell.of(members, options=options) for rate, members in cells.items()},
             first[key].method,
-            str(first[key].config.get("model.backbone", "")),
             {k: v for k, v in first[key].config.items() if k not in ("seed", "data.sampling_rate")},
         )
         for key, cells in groups.items()

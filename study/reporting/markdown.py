@@ -63,8 +63,8 @@ def comparison_cells(c: Comparison) -> list[str]:
 NEGATIVE_TRANSFER_RULE = (
     "Negative transfer, one rule for the `negative transfer` column of every table with a gain: `yes` where "
     "the gain is on the harmful side (below zero; above zero for forgetting) and its sign-flip test rejects "
-    "after the table's correction "
-    "(adjusted p < 0.05), the same family-wise rule as every other claim of this report; `cannot tell` where, "
+    "after the table's correction (adjusted p < 0.05), the same family-wise rule as every other claim of this "
+    "report; `cannot tell` where, "
     "with the pairs at hand, the adjusted p could not go below 0.05 whatever the data; `no` otherwise. The "
     "interval beside it is the unadjusted one and can lie below zero while the adjusted test does not reject."
 )
@@ -204,11 +204,13 @@ def task_gains_markdown(data: ReportData) -> str:
         for column in data.task_columns:
             g = gains.get(column)
             cells.append("-" if g is None else f"{100 * g.mean_gain:+.2f} ({_compact_p(g)})")
-        flagged = [c for c, g in gains.items() if g.verdict() == "yes"]
-        unsure = [c for c, g in gains.items() if g.verdict().startswith("cannot tell")]
+        verdicts = {column: g.verdict() for column, g in gains.items()}
+        flagged = [column for column, v in verdicts.items() if v == "yes"]
+        unsure = any(v.startswith("cannot tell") for v in verdicts.values())
         verdict = f"yes: {', '.join(flagged)}" if flagged else "cannot tell (too few pairs)" if unsure else "no"
         lines.append(f"| {dataset} | {label} | {n} of {expected} | " + " | ".join(cells) + f" | {verdict} |")
-    lines += seed_notes([(f"{label}", g) for (_, label), gains in by_row.items() for g in list(gains.values())[:1]])
+    # a row's unpaired seeds are its configuration's, the same in every column
+    lines += seed_notes([(label, next(iter(gains.values()))) for (_, label), gains in by_row.items()])
     return "\n".join(lines)
 
 

@@ -148,8 +148,11 @@ class Row:
     label: str  # the method, with what else sets this row apart
     cells: dict[float, Cell]
     method: str = ""  # the method alone (the base regulariser, +BSS)
-    backbone: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # what its trials share (one of them, but the seed)
+
+    @property
+    def backbone(self) -> str:
+        return str(self.config.get("model.backbone", ""))
 
 
 @dataclass(frozen=True)

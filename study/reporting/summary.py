@@ -9,18 +9,20 @@ from study.reporting.model import Cell, Comparison, ReportData
 SUMMARY_COLUMNS = (
     "table", "dataset", "method", "rate", "k", "column", "mean", "std", "n", "expected",
     "ci_low", "ci_high", "p_t", "p_sign", "p_adjusted", "p_sign_method", "p_floor", "negative_transfer", "why",
+    "protocol", "rank", "hours", "selected",
 )  # fmt: skip
 
 
 def summary_table(data: ReportData) -> Any:
     """Every number of the report's tables as a row (fractions, not %; unrounded): ``table`` is
     ``table2``, ``gains``, ``fig3d``, ``spectra``, ``table3``, ``task_gains``, ``references`` (a published
-    number: ``column`` is its source, or ``<source> - this study`` its difference from the cell's mean; ``why``
-    names the protocol), ``confirmation`` (``column``: ``selected val``, ``selected test``,
-    ``with BSS``, ``without BSS``; ``k`` holds the rank), ``confirmation_gains`` or ``cost`` (the
-    accuracy-against-compute front: ``mean`` the test accuracy, ``std`` unused, ``column`` the trial,
-    ``ci_low`` its device-hours; ``column`` ``total`` the study's device-hours in ``mean``). ``why``
-    says why an interval or p is undefined; ``negative_transfer`` is each gain's verdict."""
+    number: ``column`` is its source, or ``<source> - this study`` its difference from the cell's mean;
+    ``protocol`` the row's), ``confirmation`` (``column``: ``selected val``, ``selected test``,
+    ``with BSS``, ``without BSS``; ``rank``), ``confirmation_gains`` or ``cost`` (the
+    accuracy-against-compute front: ``column`` the trial, ``mean`` its test accuracy, ``hours`` its
+    device-hours, ``method`` its searched settings, ``selected`` whether the study chose it; ``column``
+    ``total``: the study's device-hours). ``why`` says why an interval or p is undefined;
+    ``negative_transfer`` is each gain's verdict."""
     import pyarrow as pa
 
     rows: list[dict[str, Any]] = []
@@ -64,28 +66,29 @@ def summary_table(data: ReportData) -> Any:
     for ref in data.references:
         for source, value in ref.published.items():
             where = {"table": "references", "dataset": ref.dataset, "method": ref.label, "rate": ref.rate,
-                     "why": ref.protocol}  # fmt: skip
+                     "protocol": ref.protocol}  # fmt: skip
             rows.append({**where, "column": source, "mean": value})
             rows.append({**where, "column": f"{source} - this study", "mean": value - float(ref.cell.mean or 0.0)})
     for tg in data.task_gains:
         comparison("task_gains", tg, tg.mean_gain, dataset=tg.dataset, method=tg.label, column=tg.column)
     for r in data.confirmation:
         for name, chosen in (("selected val", r.selected_val), ("selected test", r.selected_test)):
-            rows.append({"table": "confirmation", "method": r.label, "k": r.rank, "column": name, "mean": chosen})
-        cell("confirmation", r.cell, method=r.label, k=r.rank, column="with BSS" if r.gain else "confirmed")
+            rows.append({"table": "confirmation", "method": r.label, "rank": r.rank, "column": name, "mean": chosen})
+        cell("confirmation", r.cell, method=r.label, rank=r.rank, column="with BSS" if r.gain else "confirmed")
         if r.partner is not None:
-            cell("confirmation", r.partner, method=r.label, k=r.rank, column="without BSS")
+            cell("confirmation", r.partner, method=r.label, rank=r.rank, column="without BSS")
         if r.gain is not None:
-            comparison("confirmation_gains", r.gain, r.gain.mean_gain, method=r.label, k=r.rank, rate=r.gain.rate)
+            comparison("confirmation_gains", r.gain, r.gain.mean_gain, method=r.label, rank=r.rank, rate=r.gain.rate)
     for point in data.cost:
-        rows.append({"table": "cost", "column": str(point["trial_id"]), "mean": point.get("test_acc"),
-                     "ci_low": float(point["device_s"]) / 3600, "method": point.get("searched"),
-                     "why": point.get("mark") or None})  # fmt: skip
+        rows.append({"table": "cost", "column": str(point["trial_id"]), "mean": point["test_acc"],
+                     "hours": float(point["device_s"]) / 3600, "method": point["searched"],
+                     "selected": point["mark"] == "selected"})  # fmt: skip
     if data.cost:
-        rows.append({"table": "cost", "column": "total", "mean": data.cost_total_hours})
+        rows.append({"table": "cost", "column": "total", "hours": data.cost_total_hours})
     types = {"table": pa.string(), "dataset": pa.string(), "method": pa.string(), "column": pa.string(),
              "k": pa.int64(), "n": pa.int64(), "expected": pa.int64(), "p_sign_method": pa.string(),
-             "negative_transfer": pa.string(), "why": pa.string()}  # fmt: skip
+             "negative_transfer": pa.string(), "why": pa.string(), "protocol": pa.string(), "rank": pa.int64(),
+             "selected": pa.bool_()}  # fmt: skip
     return pa.table(
         {name: pa.array([r.get(name) for r in rows], types.get(name, pa.float64())) for name in SUMMARY_COLUMNS}
     )

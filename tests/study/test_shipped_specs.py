@@ -28,8 +28,8 @@ def trial_configs(spec: StudySpec) -> list[TrainConfig]:
     configs: list[TrainConfig] = []
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**trial.params, **(spec.space.define(trial) or {})}
-        configs.append(resolve_config(spec.base, {**params, **trial.params}))
+        constants = spec.space.define(trial) or {}  # suggests the grid's values, then its constants
+        configs.append(resolve_config(spec.base, {**trial.params, **constants}))  # as sample_params merges
         return 0.0
 
     study.optimize(objective, n_trials=spec.space.grid_size)
